@@ -1,0 +1,24 @@
+//! Schema migrations, portable to SQLite and PostgreSQL.
+
+// Column identifiers mirror the column names (`student.student_code`), so they repeat the table.
+#![allow(clippy::enum_variant_names)]
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_directory;
+mod m20261126_000002_auth;
+mod m20261126_000003_attendance;
+
+/// Every migration of the schema, in the order they apply.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261126_000001_directory::Migration),
+            Box::new(m20261126_000002_auth::Migration),
+            Box::new(m20261126_000003_attendance::Migration),
+        ]
+    }
+}

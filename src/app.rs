@@ -1,0 +1,324 @@
+//! Building the router and state, binding (port 0 in tests), serving with graceful shutdown,
+//! and the background jobs.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::db::{self, StatementCounter};
+use crate::error::{AppError, ErrorCode, Reason};
+use crate::graphql::guard::Auth;
+use crate::graphql::loaders::{drive, request_loader};
+use crate::graphql::{AppSchema, build_schema};
+use crate::rest;
+use crate::service::Service;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The domain services.
+    pub service: Service,
+    /// The GraphQL schema.
+    pub schema: AppSchema,
+}
+
+/// A failure to start, reported as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The database cannot be opened.
+    #[error(transparent)]
+    Connect(#[from] db::ConnectError),
+    /// Migrations failed.
+    #[error("migrations failed: {0}")]
+    Migrate(String),
+    /// The address cannot be bound.
+    #[error("BIND: cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    service: Service,
+    statements: StatementCounter,
+}
+
+impl Application {
+    /// Connects, migrates and binds `config.bind` (port 0 picks a free port).
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let config = Arc::new(config);
+        let (db, statements) = db::connect(&config).await?;
+        db::migrate(&db)
+            .await
+            .map_err(|e| StartupError::Migrate(e.to_string()))?;
+        let service = Service::new(db, config.clone());
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|e| StartupError::Bind(config.bind, e))?;
+        let router = router(AppState {
+            schema: build_schema(service.clone()),
+            service: service.clone(),
+        });
+        Ok(Self {
+            listener,
+            router,
+            service,
+            statements,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The services, for the CLI and tests.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// The count of SQL statements issued so far.
+    pub fn statements(&self) -> StatementCounter {
+        self.statements.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let jobs = spawn_background_jobs(self.service.clone(), stop_rx);
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        let _ = stop_tx.send(true);
+        let _ = jobs.await;
+        if let Err(e) = self.service.flush_last_seen().await {
+            tracing::warn!(error = %e, "could not save devices' last contact at shutdown");
+        }
+        served
+    }
+}
+
+/// Closes due sessions and saves devices' last contact until told to stop.
+fn spawn_background_jobs(
+    service: Service,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut close_tick = tokio::time::interval(service.config.auto_close_interval);
+        let mut seen_tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = close_tick.tick() => {
+                    match service.close_due_sessions().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(closed = n, "closed due sessions"),
+                        Err(e) => tracing::warn!(error = %e, "auto-close failed; will retry"),
+                    }
+                }
+                _ = seen_tick.tick() => {
+                    if let Err(e) = service.flush_last_seen().await {
+                        tracing::warn!(error = %e, "saving devices' last contact failed");
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    })
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let config = state.service.config.clone();
+    let api = Router::new()
+        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphiql/{file}", get(graphiql_asset))
+        .route("/api/attendance/scan", post(rest::scan))
+        .route("/health", get(rest::health))
+        .route("/ready", get(rest::ready))
+        .fallback(not_found)
+        .with_state(state);
+    api.layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(config.clone(), guard_request))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(cors(&config))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins: Vec<HeaderValue> = config
+        .cors_allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+}
+
+/// Checks `Host` against `ALLOWED_HOSTS` and refuses declared bodies over the limit with a
+/// JSON 413 before anything reads them.
+async fn guard_request(State(config): State<Arc<Config>>, req: Request, next: Next) -> Response {
+    // Probes (container health checks, load balancers) often use an address as Host.
+    let probe = matches!(req.uri().path(), "/health" | "/ready");
+    if !probe && !host_allowed(&config.allowed_hosts, req.headers()) {
+        return AppError::invalid("Host", "is not in ALLOWED_HOSTS").into_response();
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > config.max_body_bytes) {
+        return payload_too_large(config.max_body_bytes);
+    }
+    let response = next.run(req).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|ct| ct != "application/json")
+    {
+        return payload_too_large(config.max_body_bytes);
+    }
+    response
+}
+
+fn payload_too_large(limit: usize) -> Response {
+    AppError::rejected(
+        ErrorCode::BadUserInput,
+        Reason::PayloadTooLarge,
+        format!("the request body exceeds {limit} bytes"),
+    )
+    .into_response()
+}
+
+fn host_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    if allowed.is_empty() || allowed.iter().any(|h| h == "*") {
+        return true;
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    allowed.iter().any(|h| {
+        h == name || (h.starts_with('.') && (name.ends_with(h.as_str()) || name == &h[1..]))
+    })
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked");
+    AppError::Internal("handler panicked".into()).into_response()
+}
+
+async fn not_found() -> Response {
+    AppError::NotFound("route").into_response()
+}
+
+/// `POST /graphql`.
+async fn graphql(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: GraphQLRequest,
+) -> GraphQLResponse {
+    let auth = match headers.get(header::AUTHORIZATION) {
+        None => Auth::Anonymous,
+        Some(value) => match value.to_str() {
+            Err(_) => Auth::Invalid,
+            Ok(value) => match state.service.authenticate(value).await {
+                Ok(principal) => Auth::Principal(principal),
+                Err(AppError::Unavailable) => Auth::Unavailable,
+                Err(_) => Auth::Invalid,
+            },
+        },
+    };
+    let (loader, tasks) = request_loader(state.service.clone());
+    let request = req.into_inner().data(auth).data(loader);
+    drive(tasks, state.schema.execute(request)).await.into()
+}
+
+const GRAPHIQL_HTML: &str = include_str!("../assets/graphiql.html");
+
+/// `GET /graphql`: the GraphiQL playground, served entirely from the binary.
+async fn graphiql() -> Html<&'static str> {
+    Html(GRAPHIQL_HTML)
+}
+
+/// The vendored GraphiQL assets.
+async fn graphiql_asset(Path(file): Path<String>) -> Response {
+    let (bytes, content_type): (&'static [u8], &str) = match file.as_str() {
+        "graphiql.min.js" => (
+            include_bytes!("../assets/graphiql/graphiql.min.js"),
+            "text/javascript",
+        ),
+        "graphiql.min.css" => (
+            include_bytes!("../assets/graphiql/graphiql.min.css"),
+            "text/css",
+        ),
+        "react.production.min.js" => (
+            include_bytes!("../assets/graphiql/react.production.min.js"),
+            "text/javascript",
+        ),
+        "react-dom.production.min.js" => (
+            include_bytes!("../assets/graphiql/react-dom.production.min.js"),
+            "text/javascript",
+        ),
+        _ => return not_found().await,
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        Body::from(bytes),
+    )
+        .into_response()
+}

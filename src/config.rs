@@ -1,0 +1,272 @@
+//! Typed configuration read from the environment (and `.env`), failing fast on bad values.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+
+/// The default database: a SQLite file in the working directory, created on first use.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://attendance.db?mode=rwc";
+
+/// A configuration value that cannot be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Everything the server reads from its environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `DEBUG`: development mode (random secret allowed, introspection for everyone);
+    /// defaults to true only when `SECRET_KEY` is unset too.
+    pub debug: bool,
+    /// `SECRET_KEY`: signs JWTs; required unless `DEBUG=true`.
+    pub secret_key: String,
+    /// True when `secret_key` was generated for this process only.
+    pub secret_key_generated: bool,
+    /// `ALLOWED_HOSTS`: accepted `Host` header values; empty or `*` accepts any.
+    pub allowed_hosts: Vec<String>,
+    /// `DATABASE_URL`: `sqlite://...` or `postgres://...`.
+    pub database_url: String,
+    /// `DATABASE_MAX_CONNECTIONS`: pool size (default: sized for the cores).
+    pub database_max_connections: u32,
+    /// `JWT_ACCESS_TOKEN_LIFETIME`: access token lifetime, in minutes (default 60).
+    pub access_token_lifetime: Duration,
+    /// `JWT_REFRESH_TOKEN_LIFETIME`: refresh token lifetime, in minutes (default 1440).
+    pub refresh_token_lifetime: Duration,
+    /// `CORS_ALLOWED_ORIGINS`: origins allowed to call the API from a browser.
+    pub cors_allowed_origins: Vec<String>,
+    /// `TIME_ZONE`: the IANA zone in which devices' local dates and times are read.
+    pub time_zone: Tz,
+    /// `BIND`: the listening address (default `0.0.0.0:8000`).
+    pub bind: SocketAddr,
+    /// `SESSION_DURATION_MINUTES`: how long a session stays open by default (default 90).
+    pub session_duration_minutes: u32,
+    /// `LATE_GRACE_MINUTES`: minutes after a session's start before a scan counts as late (default 10).
+    pub late_grace_minutes: u32,
+    /// `AUTO_CLOSE_INTERVAL_SECONDS`: how often due sessions are closed (default 30).
+    pub auto_close_interval: Duration,
+    /// `MAX_BODY_BYTES`: the largest request body accepted (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// `REQUEST_TIMEOUT_SECONDS`: the longest any request may take (default 30).
+    pub request_timeout: Duration,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub log_json: bool,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests can supply their own variables.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        // With nothing configured at all the server runs as a development instance (so a
+        // bare `attendance` starts); once a SECRET_KEY is set it defaults to production.
+        let debug = match get("DEBUG") {
+            None => get("SECRET_KEY").is_none(),
+            Some(v) => parse_bool(&v).ok_or_else(|| ConfigError {
+                variable: "DEBUG",
+                message: format!("expected true or false, got {v:?}"),
+            })?,
+        };
+        let (secret_key, secret_key_generated) = match get("SECRET_KEY") {
+            Some(key) if key.len() < 16 => {
+                return Err(ConfigError {
+                    variable: "SECRET_KEY",
+                    message: "must be at least 16 characters".into(),
+                });
+            }
+            Some(key) => (key, false),
+            None if debug => (crate::auth::random_token(32), true),
+            None => {
+                return Err(ConfigError {
+                    variable: "SECRET_KEY",
+                    message: "is not set; set it to a long random string \
+                              (or DEBUG=true for a throwaway key in development)"
+                        .into(),
+                });
+            }
+        };
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError {
+                variable: "DATABASE_URL",
+                message: "must start with sqlite:, postgres:// or postgresql://".into(),
+            });
+        }
+        let time_zone = match get("TIME_ZONE") {
+            None => Tz::UTC,
+            Some(name) => name.parse::<Tz>().map_err(|_| ConfigError {
+                variable: "TIME_ZONE",
+                message: format!(
+                    "{name:?} is not an IANA time zone name (e.g. Africa/Addis_Ababa)"
+                ),
+            })?,
+        };
+        let bind = match get("BIND") {
+            None => SocketAddr::from(([0, 0, 0, 0], 8000)),
+            Some(v) => v.parse().map_err(|_| ConfigError {
+                variable: "BIND",
+                message: format!("{v:?} is not an address such as 0.0.0.0:8000"),
+            })?,
+        };
+        let number = |name: &'static str, default: u64, min: u64| -> Result<u64, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if n >= min => Ok(n),
+                    _ => Err(ConfigError {
+                        variable: name,
+                        message: format!("expected a whole number of at least {min}, got {v:?}"),
+                    }),
+                },
+            }
+        };
+        let default_pool = if database_url.starts_with("sqlite:") {
+            4
+        } else {
+            8
+        };
+        Ok(Self {
+            debug,
+            secret_key,
+            secret_key_generated,
+            allowed_hosts: list(get("ALLOWED_HOSTS")),
+            database_max_connections: number("DATABASE_MAX_CONNECTIONS", default_pool, 1)? as u32,
+            database_url,
+            access_token_lifetime: minutes(number("JWT_ACCESS_TOKEN_LIFETIME", 60, 1)?),
+            refresh_token_lifetime: minutes(number("JWT_REFRESH_TOKEN_LIFETIME", 1440, 1)?),
+            cors_allowed_origins: list(get("CORS_ALLOWED_ORIGINS")),
+            time_zone,
+            bind,
+            session_duration_minutes: number("SESSION_DURATION_MINUTES", 90, 1)? as u32,
+            late_grace_minutes: number("LATE_GRACE_MINUTES", 10, 0)? as u32,
+            auto_close_interval: Duration::from_secs(number("AUTO_CLOSE_INTERVAL_SECONDS", 30, 1)?),
+            max_body_bytes: number("MAX_BODY_BYTES", 1024 * 1024, 1024)? as usize,
+            request_timeout: Duration::from_secs(number("REQUEST_TIMEOUT_SECONDS", 30, 1)?),
+            log_json: match get("LOG_FORMAT").as_deref() {
+                None | Some("text") => false,
+                Some("json") => true,
+                Some(other) => {
+                    return Err(ConfigError {
+                        variable: "LOG_FORMAT",
+                        message: format!("expected text or json, got {other:?}"),
+                    });
+                }
+            },
+        })
+    }
+
+    /// True when the configured database is SQLite.
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+}
+
+fn minutes(n: u64) -> Duration {
+    Duration::from_secs(n * 60)
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Splits a comma-separated list, tolerating the spaces and brackets of Django-era `.env` files.
+fn list(value: Option<String>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(|item| {
+            item.trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+        })
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn missing_secret_key_is_refused_outside_debug() {
+        let err = config(&[("DEBUG", "false")]).unwrap_err();
+        assert_eq!(err.variable, "SECRET_KEY");
+        assert!(err.to_string().contains("SECRET_KEY"));
+    }
+
+    #[test]
+    fn a_secret_key_makes_production_the_default() {
+        let cfg = config(&[("SECRET_KEY", "0123456789abcdef0123")]).unwrap();
+        assert!(!cfg.debug);
+        assert!(!cfg.secret_key_generated);
+    }
+
+    #[test]
+    fn no_configuration_at_all_is_a_development_instance() {
+        let cfg = config(&[]).unwrap();
+        assert!(cfg.debug);
+        assert!(cfg.secret_key_generated);
+    }
+
+    #[test]
+    fn debug_generates_a_secret_key() {
+        let cfg = config(&[("DEBUG", "True")]).unwrap();
+        assert!(cfg.secret_key_generated);
+        assert!(cfg.secret_key.len() >= 32);
+        assert_eq!(cfg.bind.port(), 8000);
+        assert_eq!(cfg.database_url, DEFAULT_DATABASE_URL);
+    }
+
+    #[test]
+    fn unknown_time_zone_names_the_variable() {
+        let err = config(&[("DEBUG", "true"), ("TIME_ZONE", "Mars/Olympus")]).unwrap_err();
+        assert_eq!(err.variable, "TIME_ZONE");
+        assert!(err.to_string().starts_with("TIME_ZONE: "));
+    }
+
+    #[test]
+    fn bad_database_url_names_the_variable() {
+        let err = config(&[("DEBUG", "true"), ("DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+    }
+
+    #[test]
+    fn django_style_lists_are_parsed() {
+        let cfg = config(&[
+            ("DEBUG", "true"),
+            ("ALLOWED_HOSTS", "localhost,127.0.0.1, [::1]"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.allowed_hosts, vec!["localhost", "127.0.0.1", "::1"]);
+    }
+}

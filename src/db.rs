@@ -1,0 +1,95 @@
+//! Connecting to SQLite or PostgreSQL with settings that hold under concurrent writes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+
+use crate::config::Config;
+
+/// Counts the SQL statements the server has issued; tests use it to prove query counts
+/// do not grow with the rows returned.
+#[derive(Clone, Debug, Default)]
+pub struct StatementCounter(Arc<AtomicU64>);
+
+impl StatementCounter {
+    /// Statements executed so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A database that could not be opened; the message is one line, fit for a terminal.
+#[derive(Debug, thiserror::Error)]
+#[error("DATABASE_URL: cannot open the database: {0}")]
+pub struct ConnectError(String);
+
+/// Opens the pool for `config.database_url` and returns it with its statement counter.
+pub async fn connect(
+    config: &Config,
+) -> Result<(DatabaseConnection, StatementCounter), ConnectError> {
+    let mut options = ConnectOptions::new(config.database_url.clone());
+    options
+        .max_connections(config.database_max_connections)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        // Fail fast while the database is down instead of queueing requests for long.
+        .acquire_timeout(Duration::from_secs(3))
+        .sqlx_logging(false);
+    if config.is_sqlite() {
+        enable_wal(&config.database_url).await?;
+        // WAL lets readers run beside the writer; the busy timeout makes writers queue
+        // instead of failing with "database is locked"; NORMAL sync is durable against
+        // process crashes in WAL mode.
+        options
+            .idle_timeout(None::<Duration>)
+            .max_lifetime(None::<Duration>)
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+    }
+    let mut db = Database::connect(options)
+        .await
+        .map_err(|e| ConnectError(first_line(&e.to_string())))?;
+    let counter = StatementCounter::default();
+    let count = counter.0.clone();
+    db.set_metric_callback(move |_| {
+        count.fetch_add(1, Ordering::Relaxed);
+    });
+    Ok((db, counter))
+}
+
+/// Applies every pending migration.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+    Migrator::up(db, None).await
+}
+
+/// Switches a SQLite file to WAL once, on a single connection: several pool connections
+/// switching a fresh file at the same time would fail with "database is locked".
+async fn enable_wal(url: &str) -> Result<(), ConnectError> {
+    use sea_orm::sqlx::sqlite::SqliteConnectOptions;
+    use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+    use std::str::FromStr;
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| ConnectError(first_line(&e.to_string())))?
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(10));
+    let connection = options
+        .connect()
+        .await
+        .map_err(|e| ConnectError(first_line(&e.to_string())))?;
+    connection
+        .close()
+        .await
+        .map_err(|e| ConnectError(first_line(&e.to_string())))
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}

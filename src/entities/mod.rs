@@ -1,0 +1,66 @@
+//! sea-orm entities: the tables as data, with no business logic.
+
+pub mod attendance_record;
+pub mod attendance_session;
+pub mod course;
+pub mod course_section;
+pub mod dep_batch;
+pub mod device;
+pub mod record_change;
+pub mod refresh_token;
+pub mod section;
+pub mod student;
+pub mod teacher;
+pub mod user;
+
+use sea_orm::entity::prelude::*;
+
+/// The status of a student in one session; the original design's three values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum AttendanceStatus {
+    /// Scanned by the device (or set by a teacher).
+    #[sea_orm(string_value = "present")]
+    Present,
+    /// Not scanned before the session closed (or set by a teacher).
+    #[sea_orm(string_value = "absent")]
+    Absent,
+    /// Excused by a teacher.
+    #[sea_orm(string_value = "permission")]
+    Permission,
+}
+
+impl AttendanceStatus {
+    /// The lower-case name stored in the database and used by the REST shim.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Present => "present",
+            Self::Absent => "absent",
+            Self::Permission => "permission",
+        }
+    }
+}
+
+/// How a record came to be, so later rules can tell a scan from an automatic absence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum RecordSource {
+    /// Written by a device scan.
+    #[sea_orm(string_value = "scan")]
+    Scan,
+    /// Written by closing the session.
+    #[sea_orm(string_value = "auto_absent")]
+    AutoAbsent,
+}
+
+/// The role of an account that logs in with a password.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum UserRole {
+    /// Full access.
+    #[sea_orm(string_value = "admin")]
+    Admin,
+    /// Reads the directory, runs their own sessions.
+    #[sea_orm(string_value = "teacher")]
+    Teacher,
+}

@@ -1,0 +1,29 @@
+//! The GraphQL API: schema, guards, loaders, objects and the two roots.
+
+pub mod guard;
+pub mod loaders;
+pub mod mutation;
+pub mod objects;
+pub mod query;
+pub mod scalars;
+
+use async_graphql::{EmptySubscription, Schema};
+
+use crate::service::Service;
+
+/// The schema type served at `/graphql`.
+pub type AppSchema = Schema<query::QueryRoot, mutation::MutationRoot, EmptySubscription>;
+
+/// Builds the schema with the services every resolver reaches through its context.
+pub fn build_schema(service: Service) -> AppSchema {
+    Schema::build(query::QueryRoot, mutation::MutationRoot, EmptySubscription)
+        .data(service)
+        .finish()
+}
+
+/// The SDL of the schema, as checked in at `schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(query::QueryRoot, mutation::MutationRoot, EmptySubscription)
+        .finish()
+        .sdl()
+}

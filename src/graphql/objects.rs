@@ -1,0 +1,510 @@
+//! The object types of the schema: thin wrappers over entities whose relations go
+//! through the request's DataLoader.
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::guard::{RoleGuard, principal};
+use super::loaders::*;
+use super::scalars::Date;
+use crate::auth::Role;
+use crate::entities::{self, attendance_record, attendance_session, course, dep_batch, device};
+use crate::entities::{record_change, section, student, teacher, user};
+use crate::error::{AppError, GqlResultExt};
+use crate::service::sessions::can_see_session;
+
+fn loader<'a>(ctx: &'a Context<'_>) -> &'a DataLoader<Db> {
+    ctx.data_unchecked::<DataLoader<Db>>()
+}
+
+fn missing(what: &'static str) -> async_graphql::Error {
+    AppError::Internal(format!("dangling reference to a {what}")).into_graphql()
+}
+
+/// A student's status in a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[graphql(name = "AttendanceStatus")]
+pub enum Status {
+    /// Scanned (or set by a teacher).
+    Present,
+    /// Not scanned before the session closed (or set by a teacher).
+    Absent,
+    /// Excused by a teacher.
+    Permission,
+}
+
+impl From<entities::AttendanceStatus> for Status {
+    fn from(s: entities::AttendanceStatus) -> Self {
+        match s {
+            entities::AttendanceStatus::Present => Self::Present,
+            entities::AttendanceStatus::Absent => Self::Absent,
+            entities::AttendanceStatus::Permission => Self::Permission,
+        }
+    }
+}
+
+impl From<Status> for entities::AttendanceStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Present => Self::Present,
+            Status::Absent => Self::Absent,
+            Status::Permission => Self::Permission,
+        }
+    }
+}
+
+/// The `totalCount` of a connection.
+#[derive(SimpleObject)]
+pub struct TotalCount {
+    /// Items matching the filters, over all pages.
+    pub total_count: i64,
+}
+
+/// A department's intake.
+pub struct DepBatch(pub dep_batch::Model);
+
+#[Object]
+impl DepBatch {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+    async fn dep(&self) -> &str {
+        &self.0.dep
+    }
+    async fn batch(&self) -> &str {
+        &self.0.batch
+    }
+    /// The sections of this intake.
+    async fn sections(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Section>> {
+        let rows = loader(ctx).load_one(SectionsOfDepBatch(self.0.id)).await?;
+        Ok(rows.unwrap_or_default().into_iter().map(Section).collect())
+    }
+}
+
+/// A class group of students.
+pub struct Section(pub section::Model);
+
+#[Object]
+impl Section {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn dep_batch(&self, ctx: &Context<'_>) -> async_graphql::Result<DepBatch> {
+        loader(ctx)
+            .load_one(DepBatchById(self.0.dep_batch_id))
+            .await?
+            .map(DepBatch)
+            .ok_or_else(|| missing("dep-batch"))
+    }
+    /// The students of this section.
+    async fn students(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Student>> {
+        let rows = loader(ctx).load_one(StudentsOfSection(self.0.id)).await?;
+        Ok(rows.unwrap_or_default().into_iter().map(Student).collect())
+    }
+}
+
+/// A student.
+pub struct Student(pub student::Model);
+
+#[Object]
+impl Student {
+    /// The id devices send in scans.
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+    async fn student_code(&self) -> &str {
+        &self.0.student_code
+    }
+    async fn first_name(&self) -> &str {
+        &self.0.first_name
+    }
+    async fn last_name(&self) -> &str {
+        &self.0.last_name
+    }
+    async fn section_id(&self) -> ID {
+        self.0.section_id.into()
+    }
+    async fn section(&self, ctx: &Context<'_>) -> async_graphql::Result<Section> {
+        loader(ctx)
+            .load_one(SectionById(self.0.section_id))
+            .await?
+            .map(Section)
+            .ok_or_else(|| missing("section"))
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// When the student joined their current section.
+    async fn enrolled_at(&self) -> DateTime<Utc> {
+        self.0.enrolled_at
+    }
+}
+
+/// A teacher.
+pub struct Teacher(pub teacher::Model);
+
+#[Object]
+impl Teacher {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+    async fn teacher_code(&self) -> &str {
+        &self.0.teacher_code
+    }
+    async fn first_name(&self) -> &str {
+        &self.0.first_name
+    }
+    async fn last_name(&self) -> &str {
+        &self.0.last_name
+    }
+    /// The login name; visible to admins and to the teacher themself.
+    async fn username(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        let viewer = principal(ctx).gql()?;
+        if !(viewer.is_admin() || viewer.teacher_id() == Some(self.0.id)) {
+            return Ok(None);
+        }
+        Ok(loader(ctx)
+            .load_one(UserOfTeacher(self.0.id))
+            .await?
+            .map(|u| u.username))
+    }
+    /// The courses this teacher teaches.
+    async fn courses(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Course>> {
+        let rows = loader(ctx).load_one(CoursesOfTeacher(self.0.id)).await?;
+        Ok(rows.unwrap_or_default().into_iter().map(Course).collect())
+    }
+}
+
+/// A course taught by one teacher to one or more sections.
+pub struct Course(pub course::Model);
+
+#[Object]
+impl Course {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn code(&self) -> &str {
+        &self.0.code
+    }
+    async fn teacher_id(&self) -> ID {
+        self.0.teacher_id.into()
+    }
+    async fn teacher(&self, ctx: &Context<'_>) -> async_graphql::Result<Teacher> {
+        loader(ctx)
+            .load_one(TeacherById(self.0.teacher_id))
+            .await?
+            .map(Teacher)
+            .ok_or_else(|| missing("teacher"))
+    }
+    /// The sections the course is taught to.
+    async fn sections(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Section>> {
+        let ids = loader(ctx)
+            .load_one(SectionIdsOfCourse(self.0.id))
+            .await?
+            .unwrap_or_default();
+        let mut rows = loader(ctx)
+            .load_many(ids.iter().map(|id| SectionById(*id)))
+            .await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| rows.remove(&SectionById(*id)))
+            .map(Section)
+            .collect())
+    }
+    /// Every student enrolled through the course's sections.
+    async fn students(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Student>> {
+        let ids = loader(ctx)
+            .load_one(SectionIdsOfCourse(self.0.id))
+            .await?
+            .unwrap_or_default();
+        let mut groups = loader(ctx)
+            .load_many(ids.iter().map(|id| StudentsOfSection(*id)))
+            .await?;
+        let mut students: Vec<Student> = ids
+            .iter()
+            .filter_map(|id| groups.remove(&StudentsOfSection(*id)))
+            .flatten()
+            .map(Student)
+            .collect();
+        students.sort_by_key(|s| s.0.id);
+        Ok(students)
+    }
+    /// The course's sessions visible to the caller (admins: all; teachers: their own).
+    async fn sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AttendanceSession>> {
+        let viewer = principal(ctx).gql()?;
+        let rows = loader(ctx)
+            .load_one(SessionsOfCourse(self.0.id))
+            .await?
+            .unwrap_or_default();
+        Ok(rows
+            .into_iter()
+            .filter(|s| can_see_session(viewer, s))
+            .map(AttendanceSession)
+            .collect())
+    }
+}
+
+/// A registered terminal.
+pub struct Device(pub device::Model);
+
+#[Object]
+impl Device {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+    /// The device's code, such as `DEV-01`.
+    async fn device_id(&self) -> &str {
+        &self.0.device_id
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// False once revoked.
+    async fn is_active(&self) -> bool {
+        self.0.is_active
+    }
+    /// Last contact (updated every few seconds, not on every scan).
+    async fn last_seen_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_seen_at
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// A device together with its API key, shown only in this response.
+#[derive(SimpleObject)]
+pub struct DeviceRegistration {
+    /// The device.
+    pub device: Device,
+    /// The key to configure on the device; only its hash is stored.
+    pub api_key: String,
+}
+
+/// The authenticated user.
+pub struct Viewer(pub user::Model);
+
+#[Object]
+impl Viewer {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+    async fn username(&self) -> &str {
+        &self.0.username
+    }
+    async fn role(&self) -> Role {
+        self.0.role.into()
+    }
+    async fn is_active(&self) -> bool {
+        self.0.is_active
+    }
+    /// The teacher profile of a teacher account.
+    async fn teacher(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Teacher>> {
+        let Some(id) = self.0.teacher_id else {
+            return Ok(None);
+        };
+        Ok(loader(ctx).load_one(TeacherById(id)).await?.map(Teacher))
+    }
+}
+
+/// Tokens issued by `login` and `refreshToken`.
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    /// Sent as `Authorization: Bearer <accessToken>`.
+    pub access_token: String,
+    /// Exchanged once for a new pair.
+    pub refresh_token: String,
+    /// The user the tokens belong to.
+    pub user: Viewer,
+}
+
+/// Counts of a session's roster by status.
+#[derive(SimpleObject, Clone, Copy, Debug, Default)]
+pub struct AttendanceCounts {
+    /// Present records.
+    pub present: i32,
+    /// Absent records.
+    pub absent: i32,
+    /// Permission records.
+    pub permission: i32,
+    /// Enrolled students with no record yet.
+    pub not_yet_scanned: i32,
+}
+
+/// A course's roll call on one date, bound to one device while active.
+pub struct AttendanceSession(pub attendance_session::Model);
+
+#[Object]
+impl AttendanceSession {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+    async fn course_id(&self) -> ID {
+        self.0.course_id.into()
+    }
+    async fn course(&self, ctx: &Context<'_>) -> async_graphql::Result<Course> {
+        loader(ctx)
+            .load_one(CourseById(self.0.course_id))
+            .await?
+            .map(Course)
+            .ok_or_else(|| missing("course"))
+    }
+    async fn date(&self) -> Date {
+        Date(self.0.date)
+    }
+    /// The teacher who opened the session.
+    async fn created_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Teacher> {
+        loader(ctx)
+            .load_one(TeacherById(self.0.created_by))
+            .await?
+            .map(Teacher)
+            .ok_or_else(|| missing("teacher"))
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// The code of the bound device.
+    async fn device_id(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+        loader(ctx)
+            .load_one(DeviceById(self.0.device_id))
+            .await?
+            .map(|d| d.device_id)
+            .ok_or_else(|| missing("device"))
+    }
+    /// The bound device (admins only).
+    #[graphql(guard = "RoleGuard::admin()")]
+    async fn device(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Device>> {
+        Ok(loader(ctx)
+            .load_one(DeviceById(self.0.device_id))
+            .await?
+            .map(Device))
+    }
+    async fn is_active(&self) -> bool {
+        self.0.is_active
+    }
+    /// When the class starts; scans later than `graceMinutes` after it are late.
+    async fn starts_at(&self) -> DateTime<Utc> {
+        self.0.starts_at
+    }
+    async fn grace_minutes(&self) -> i32 {
+        self.0.grace_minutes
+    }
+    /// When the session closes by itself.
+    async fn closes_at(&self) -> DateTime<Utc> {
+        self.0.closes_at
+    }
+    async fn closed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.closed_at
+    }
+    /// Every record of the session, in the order they were written.
+    async fn records(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AttendanceRecord>> {
+        let rows = loader(ctx).load_one(RecordsOfSession(self.0.id)).await?;
+        Ok(rows
+            .unwrap_or_default()
+            .into_iter()
+            .map(AttendanceRecord)
+            .collect())
+    }
+}
+
+/// The result of `closeSession`.
+#[derive(SimpleObject)]
+pub struct CloseSessionResult {
+    /// The session, now inactive.
+    pub session: AttendanceSession,
+    /// Students this call marked absent (0 when the session was already closed).
+    pub marked_absent: i32,
+}
+
+/// One student's status in one session.
+pub struct AttendanceRecord(pub attendance_record::Model);
+
+#[Object]
+impl AttendanceRecord {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+    async fn session_id(&self) -> ID {
+        self.0.session_id.into()
+    }
+    async fn student_id(&self) -> ID {
+        self.0.student_id.into()
+    }
+    async fn status(&self) -> Status {
+        self.0.status.into()
+    }
+    /// When the status was last set: the scan time, the close, or the last edit.
+    async fn timestamp(&self) -> DateTime<Utc> {
+        self.0.timestamp
+    }
+    /// The device's scan time; never changed by edits.
+    async fn scanned_at(&self) -> Option<DateTime<Utc>> {
+        self.0.scanned_at
+    }
+    /// Minutes after the session's start for a late scan, 0 when on time; null when not scanned.
+    async fn late_minutes(&self) -> Option<i32> {
+        self.0.late_minutes
+    }
+    /// The session (people only).
+    #[graphql(guard = "RoleGuard::people()")]
+    async fn session(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<AttendanceSession>> {
+        Ok(loader(ctx)
+            .load_one(SessionById(self.0.session_id))
+            .await?
+            .map(AttendanceSession))
+    }
+    /// The student (people only).
+    #[graphql(guard = "RoleGuard::people()")]
+    async fn student(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Student>> {
+        Ok(loader(ctx)
+            .load_one(StudentById(self.0.student_id))
+            .await?
+            .map(Student))
+    }
+    /// The manual edits of this record, oldest first.
+    #[graphql(guard = "RoleGuard::people()")]
+    async fn changes(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<RecordChange>> {
+        let rows = loader(ctx).load_one(ChangesOfRecord(self.0.id)).await?;
+        Ok(rows
+            .unwrap_or_default()
+            .into_iter()
+            .map(RecordChange)
+            .collect())
+    }
+}
+
+/// One manual status edit.
+pub struct RecordChange(pub record_change::Model);
+
+#[Object]
+impl RecordChange {
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+    async fn old_status(&self) -> Status {
+        self.0.old_status.into()
+    }
+    async fn new_status(&self) -> Status {
+        self.0.new_status.into()
+    }
+    /// Who made the edit.
+    async fn changed_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Viewer>> {
+        let Some(id) = self.0.changed_by else {
+            return Ok(None);
+        };
+        Ok(loader(ctx).load_one(UserById(id)).await?.map(Viewer))
+    }
+    async fn changed_at(&self) -> DateTime<Utc> {
+        self.0.changed_at
+    }
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+}

@@ -1,0 +1,22 @@
+//! Attendance backend for classrooms with face-recognition terminals.
+//!
+//! A tour, from the edge inwards:
+
+/// Building the router and state, binding, serving with graceful shutdown, background jobs.
+pub mod app;
+/// Roles and principals, argon2 password hashes, JWTs and device keys.
+pub mod auth;
+/// Typed configuration from the environment; fails fast naming the bad variable.
+pub mod config;
+/// Connecting to SQLite or PostgreSQL, and running migrations.
+pub mod db;
+/// sea-orm entities: the tables as data, no logic.
+pub mod entities;
+/// `AppError` and its stable codes, mapped once to GraphQL and to REST.
+pub mod error;
+/// The GraphQL API: schema, guards, loaders, objects, query and mutation roots.
+pub mod graphql;
+/// The REST endpoints: the device scan shim and health checks.
+pub mod rest;
+/// The domain: every rule and transaction, shared by both transports.
+pub mod service;

@@ -1,0 +1,207 @@
+//! The `attendance` binary: parse the command line, load configuration, run a subcommand.
+
+use std::process::ExitCode;
+
+use attendance::app::{Application, StartupError};
+use attendance::config::Config;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "attendance",
+    version,
+    about = "Attendance backend for face-recognition terminals"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create an admin account (or reset an existing admin's password).
+    CreateAdmin {
+        /// The admin's username.
+        #[arg(long)]
+        username: String,
+        /// The password (or set ADMIN_PASSWORD).
+        #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Exit 0 when the local server's /health answers 200 (for container health checks).
+    Healthcheck,
+}
+
+fn main() -> ExitCode {
+    // A missing .env is normal; a malformed one is worth a warning once logging is up.
+    let dotenv = dotenvy::dotenv();
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck) = cli.command {
+        return healthcheck();
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.log_json);
+    if let Err(e) = dotenv
+        && !e.not_found()
+    {
+        tracing::warn!(error = %e, "ignoring unreadable .env file");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(config).await,
+            Command::Migrate => migrate(config).await,
+            Command::CreateAdmin { username, password } => {
+                create_admin(config, &username, &password).await
+            }
+            Command::Healthcheck => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    if config.secret_key_generated {
+        tracing::warn!(
+            "SECRET_KEY is not set: using a random key for this process (DEBUG=true); \
+             every token dies when it stops"
+        );
+    }
+    let bind = config.bind;
+    let app = Application::build(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    match app.service().bootstrap_admin().await {
+        Ok(Some((username, password))) => {
+            // Printed once, to the terminal only: later starts find the admin and print nothing.
+            println!(
+                "\nCreated the first admin account (shown only this once):\n  username: {username}\n  password: {password}\n"
+            );
+        }
+        Ok(None) => {}
+        Err(e) => return Err(format!("cannot create the first admin: {e}")),
+    }
+    tracing::info!(address = %bind, port = app.port(), "listening");
+    app.run_until(shutdown_signal())
+        .await
+        .map_err(|e| format!("server failed: {e}"))
+}
+
+async fn migrate(config: Config) -> Result<(), String> {
+    let (db, _) = attendance::db::connect(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    attendance::db::migrate(&db)
+        .await
+        .map_err(|e| StartupError::Migrate(e.to_string()).to_string())?;
+    println!("migrations applied");
+    Ok(())
+}
+
+async fn create_admin(config: Config, username: &str, password: &str) -> Result<(), String> {
+    let (db, _) = attendance::db::connect(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    attendance::db::migrate(&db)
+        .await
+        .map_err(|e| StartupError::Migrate(e.to_string()).to_string())?;
+    let service = attendance::service::Service::new(db, std::sync::Arc::new(config));
+    let user = service
+        .create_admin(username, password)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("admin {:?} is ready", user.username);
+    Ok(())
+}
+
+/// Asks the server on this machine's `BIND` port for `/health`, without needing the rest of
+/// the configuration (a container's health check has only the environment).
+fn healthcheck() -> ExitCode {
+    use std::io::{Read, Write};
+    let port = std::env::var("BIND")
+        .ok()
+        .and_then(|b| b.parse::<std::net::SocketAddr>().ok())
+        .map_or(8000, |a| a.port());
+    let timeout = std::time::Duration::from_secs(3);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let answer = std::net::TcpStream::connect_timeout(&addr, timeout).and_then(|mut stream| {
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    });
+    match answer {
+        Ok(response)
+            if response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200") =>
+        {
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!("unhealthy: {}", response.lines().next().unwrap_or_default());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

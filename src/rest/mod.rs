@@ -1,0 +1,200 @@
+//! The REST endpoints: the device scan shim and health checks.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::entities::attendance_record;
+use crate::error::{AppError, AppResult, ErrorCode, Reason};
+use crate::graphql::scalars::{parse_date, parse_time};
+use crate::service::scan::ScanRequest;
+
+/// A record as the REST shim returns it.
+#[derive(Debug, Serialize)]
+pub struct RecordJson {
+    /// Record id.
+    pub id: i32,
+    /// Session id.
+    pub session_id: i32,
+    /// Student id.
+    pub student_id: i32,
+    /// `present`, `absent` or `permission`.
+    pub status: &'static str,
+    /// When the status was set (UTC).
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    /// The device's scan time (UTC).
+    pub scanned_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Minutes late, 0 when on time.
+    pub late_minutes: Option<i32>,
+}
+
+impl From<attendance_record::Model> for RecordJson {
+    fn from(r: attendance_record::Model) -> Self {
+        Self {
+            id: r.id,
+            session_id: r.session_id,
+            student_id: r.student_id,
+            status: r.status.as_str(),
+            timestamp: r.timestamp,
+            scanned_at: r.scanned_at,
+            late_minutes: r.late_minutes,
+        }
+    }
+}
+
+/// The device authenticated by the request's bearer key.
+pub async fn device_principal(state: &AppState, headers: &HeaderMap) -> AppResult<Principal> {
+    let header = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(AppError::Unauthenticated)?;
+    let principal = state.service.authenticate(header).await?;
+    match principal {
+        Principal::Device { .. } => Ok(principal),
+        Principal::User { .. } => Err(AppError::Forbidden),
+    }
+}
+
+/// `POST /api/attendance/scan`: records a scan for the device's active session.
+pub async fn scan(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        let device = device_principal(&state, &headers).await?;
+        let request = parse_scan(&body)?;
+        state.service.scan(&device, request).await
+    }
+    .await;
+    match result {
+        Ok(record) => (StatusCode::CREATED, Json(RecordJson::from(record))).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Parses `{"student_id", "date", "time"}` strictly: bad JSON is 400, anything else wrong
+/// (unknown, missing or ill-typed fields) is 422 naming the field.
+pub fn parse_scan(body: &[u8]) -> AppResult<ScanRequest> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        AppError::rejected(
+            ErrorCode::BadUserInput,
+            Reason::MalformedJson,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    let Value::Object(fields) = value else {
+        return Err(AppError::invalid("body", "must be a JSON object"));
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !matches!(k.as_str(), "student_id" | "date" | "time"))
+    {
+        return Err(AppError::invalid(unknown.clone(), "is not a known field"));
+    }
+    let student_id = match fields.get("student_id") {
+        None | Some(Value::Null) => return Err(AppError::invalid("student_id", "is required")),
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+        Some(_) => None,
+    }
+    .filter(|n| *n > 0 && *n <= i32::MAX as i64)
+    .ok_or_else(|| AppError::invalid("student_id", "must be a positive integer"))?
+        as i32;
+    let text = |name: &'static str| -> AppResult<&str> {
+        match fields.get(name) {
+            None | Some(Value::Null) => Err(AppError::invalid(name, "is required")),
+            Some(Value::String(s)) => Ok(s.as_str()),
+            Some(_) => Err(AppError::invalid(name, "must be a string")),
+        }
+    };
+    let date = parse_date(text("date")?)
+        .ok_or_else(|| AppError::invalid("date", "must be a date as YYYY-MM-DD"))?;
+    let time = parse_time(text("time")?)
+        .ok_or_else(|| AppError::invalid("time", "must be a time as HH:MM:SS"))?;
+    Ok(ScanRequest {
+        student_id,
+        date,
+        time,
+    })
+}
+
+/// `GET /health`: 200 when the database answers, 503 when it does not.
+pub async fn health(State(state): State<AppState>) -> Response {
+    match state.service.db.ping().await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "database": "unreachable"})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /ready`: 200 when the database answers and every migration is applied.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    use migration::MigratorTrait;
+    let pending = migration::Migrator::get_pending_migrations(&state.service.db).await;
+    match pending {
+        Ok(pending) if pending.is_empty() => {
+            (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response()
+        }
+        Ok(pending) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "migrations pending", "pending": pending.len()})),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "database": "unreachable"})),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(body: &str) -> (u16, String) {
+        let err = parse_scan(body.as_bytes()).unwrap_err();
+        let json = err.rest_body();
+        (
+            err.status().as_u16(),
+            json["error"]["code"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    #[test]
+    fn a_valid_body_parses() {
+        let r = parse_scan(br#"{"student_id": 120, "date": "2025-11-25", "time": "08:43:21"}"#)
+            .unwrap();
+        assert_eq!(r.student_id, 120);
+        assert_eq!(r.date.to_string(), "2025-11-25");
+        assert_eq!(r.time.to_string(), "08:43:21");
+    }
+
+    #[test]
+    fn malformed_json_is_400_and_bad_fields_are_422() {
+        assert_eq!(reason("{not json"), (400, "MALFORMED_JSON".into()));
+        assert_eq!(
+            reason(r#"{"student_id": 1, "date": "2025-11-25", "time": "08:00:00", "x": 1}"#),
+            (422, "BAD_USER_INPUT".into())
+        );
+        assert_eq!(
+            reason(r#"{"date": "2025-11-25", "time": "08:00:00"}"#).0,
+            422
+        );
+        assert_eq!(
+            reason(r#"{"student_id": 1, "date": "25-11-2025", "time": "08:00:00"}"#).0,
+            422
+        );
+        assert_eq!(
+            reason(r#"{"student_id": 1, "date": "2025-11-25", "time": "8:00"}"#).0,
+            422
+        );
+        assert_eq!(reason(r#"[1, 2]"#).0, 422);
+    }
+}

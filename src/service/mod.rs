@@ -1,0 +1,172 @@
+//! The domain: every rule and every transaction, shared by GraphQL and the REST shim.
+
+pub mod auth;
+pub mod directory;
+pub mod records;
+pub mod scan;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
+use sea_orm::DatabaseConnection;
+
+use crate::auth::jwt::JwtKeys;
+use crate::config::Config;
+use crate::error::{AppError, AppResult};
+
+/// The largest page any list returns.
+pub const MAX_PAGE_SIZE: u64 = 100;
+/// The page size when the client names none.
+pub const DEFAULT_PAGE_SIZE: u64 = 20;
+
+/// The domain services with everything they share: database, configuration, keys, caches.
+#[derive(Clone)]
+pub struct Service {
+    /// The connection pool.
+    pub db: DatabaseConnection,
+    /// The server's configuration.
+    pub config: Arc<Config>,
+    jwt: Arc<JwtKeys>,
+    devices: Arc<auth::DeviceCache>,
+    last_seen: Arc<scan::LastSeen>,
+}
+
+impl Service {
+    /// Services over `db` configured by `config`.
+    pub fn new(db: DatabaseConnection, config: Arc<Config>) -> Self {
+        let jwt = Arc::new(JwtKeys::new(&config.secret_key));
+        Self {
+            db,
+            config,
+            jwt,
+            devices: Arc::new(auth::DeviceCache::default()),
+            last_seen: Arc::new(scan::LastSeen::default()),
+        }
+    }
+
+    /// The school's local date and time for `now`.
+    pub fn local_today(&self) -> NaiveDate {
+        Utc::now()
+            .with_timezone(&self.config.time_zone)
+            .date_naive()
+    }
+
+    /// Reads a local date and time in `TIME_ZONE` as a UTC instant. In the repeated hour of
+    /// a DST change the earlier instant wins; a time skipped by a DST change is invalid.
+    pub fn local_to_utc(&self, date: NaiveDate, time: NaiveTime) -> AppResult<DateTime<Utc>> {
+        match self
+            .config
+            .time_zone
+            .from_local_datetime(&date.and_time(time))
+        {
+            LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
+            LocalResult::Ambiguous(earlier, _) => Ok(earlier.with_timezone(&Utc)),
+            LocalResult::None => Err(AppError::invalid(
+                "time",
+                format!(
+                    "{date} {time} does not exist in {} (daylight-saving change)",
+                    self.config.time_zone
+                ),
+            )),
+        }
+    }
+}
+
+/// The current instant at the databases' common precision (microseconds), so a value
+/// written and read back compares equal on SQLite and PostgreSQL.
+pub fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// A request for one page of a list, keyed on ascending ids.
+#[derive(Clone, Copy, Debug)]
+pub struct PageRequest {
+    /// How many items to return.
+    pub first: u64,
+    /// Return items after this id.
+    pub after: Option<i32>,
+}
+
+impl PageRequest {
+    /// Validates the client's `first` and `after`.
+    pub fn new(first: Option<i32>, after: Option<&str>) -> AppResult<Self> {
+        let first = match first {
+            None => DEFAULT_PAGE_SIZE,
+            Some(n) if n >= 0 && (n as u64) <= MAX_PAGE_SIZE => n as u64,
+            Some(_) => {
+                return Err(AppError::invalid(
+                    "first",
+                    format!("must be between 0 and {MAX_PAGE_SIZE}"),
+                ));
+            }
+        };
+        let after = after
+            .map(|cursor| {
+                decode_cursor(cursor)
+                    .ok_or_else(|| AppError::invalid("after", "is not a cursor from this API"))
+            })
+            .transpose()?;
+        Ok(Self { first, after })
+    }
+}
+
+/// One page of a list, with what Relay connections need.
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    /// The items, in id order.
+    pub items: Vec<T>,
+    /// True when more items follow.
+    pub has_next_page: bool,
+    /// The number of items matching the filters, over all pages.
+    pub total_count: u64,
+}
+
+/// The opaque cursor of an item id.
+pub fn encode_cursor(id: i32) -> String {
+    format!("c{id}")
+}
+
+fn decode_cursor(cursor: &str) -> Option<i32> {
+    cursor.strip_prefix('c')?.parse().ok()
+}
+
+/// Parses a GraphQL `ID` that must be a row id.
+pub fn parse_id(field: &str, id: &str) -> AppResult<i32> {
+    id.trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| AppError::invalid(field, "is not a valid id"))
+}
+
+/// Trims a required text field and checks its length.
+pub fn required_text(field: &str, value: &str, max: usize) -> AppResult<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(AppError::invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(AppError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// A code such as a student, teacher, course or device code: no spaces, at most 64 characters.
+pub fn code_text(field: &str, value: &str) -> AppResult<String> {
+    let value = required_text(field, value, 64)?;
+    if value.chars().any(char::is_whitespace) {
+        return Err(AppError::invalid(field, "must not contain spaces"));
+    }
+    Ok(value)
+}

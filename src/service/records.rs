@@ -1,0 +1,156 @@
+//! Reading, correcting and deleting attendance records, with the audit trail of edits.
+
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryTrait, Set, TransactionTrait,
+};
+
+use super::directory::paginate;
+use super::sessions::{can_see_session, write_transaction};
+use super::{Page, PageRequest, Service, now};
+use crate::auth::Principal;
+use crate::entities::{AttendanceStatus, attendance_record, attendance_session, record_change};
+use crate::error::{AppError, AppResult};
+
+/// Record list filters.
+#[derive(Clone, Debug, Default)]
+pub struct RecordFilter {
+    /// Only this session's records.
+    pub session_id: Option<i32>,
+    /// Only this student's records.
+    pub student_id: Option<i32>,
+    /// Only records with this status.
+    pub status: Option<AttendanceStatus>,
+}
+
+impl Service {
+    /// A record visible to `actor` with its session, or `None` (missing and foreign look alike).
+    pub async fn record_for(
+        &self,
+        actor: &Principal,
+        id: i32,
+    ) -> AppResult<Option<(attendance_record::Model, attendance_session::Model)>> {
+        let Some(record) = attendance_record::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let session = attendance_session::Entity::find_by_id(record.session_id)
+            .one(&self.db)
+            .await?;
+        Ok(session
+            .filter(|session| can_see_session(actor, session))
+            .map(|session| (record, session)))
+    }
+
+    /// One page of the records visible to `actor`.
+    pub async fn attendance_records(
+        &self,
+        actor: &Principal,
+        filter: &RecordFilter,
+        page: PageRequest,
+    ) -> AppResult<Page<attendance_record::Model>> {
+        use attendance_record::Column;
+        let mut query = attendance_record::Entity::find();
+        if !actor.is_admin() {
+            let teacher_id = actor.teacher_id().ok_or(AppError::Forbidden)?;
+            query = query.filter(
+                Column::SessionId.in_subquery(
+                    Query::select()
+                        .column(attendance_session::Column::Id)
+                        .from(attendance_session::Entity)
+                        .and_where(Expr::col(attendance_session::Column::CreatedBy).eq(teacher_id))
+                        .to_owned(),
+                ),
+            );
+        }
+        query = query
+            .apply_if(filter.session_id, |q, id| {
+                q.filter(Column::SessionId.eq(id))
+            })
+            .apply_if(filter.student_id, |q, id| {
+                q.filter(Column::StudentId.eq(id))
+            })
+            .apply_if(filter.status, |q, status| {
+                q.filter(Column::Status.eq(status))
+            });
+        paginate(&self.db, query, Column::Id, page).await
+    }
+
+    /// Changes a record's status and writes the audit row in the same transaction. Only the
+    /// session's teacher or an admin may; anyone else gets the same NOT_FOUND as for a
+    /// record that does not exist.
+    pub async fn edit_status(
+        &self,
+        actor: &Principal,
+        record_id: i32,
+        status: AttendanceStatus,
+        reason: Option<&str>,
+    ) -> AppResult<attendance_record::Model> {
+        let reason = match reason.map(str::trim).filter(|r| !r.is_empty()) {
+            Some(r) if r.chars().count() > 500 => {
+                return Err(AppError::invalid(
+                    "reason",
+                    "must be at most 500 characters",
+                ));
+            }
+            other => other.map(str::to_owned),
+        };
+        let (record, _) = self
+            .record_for(actor, record_id)
+            .await?
+            .ok_or(AppError::NotFound("attendance record"))?;
+        if record.status == status {
+            return Ok(record);
+        }
+        let at = now();
+        let txn = self.db.begin_with_options(write_transaction()).await?;
+        // Conditional on the status we read, so two concurrent edits cannot both log the
+        // same old status.
+        let updated = attendance_record::Entity::update_many()
+            .col_expr(attendance_record::Column::Status, Expr::value(status))
+            .col_expr(attendance_record::Column::Timestamp, Expr::value(at))
+            .filter(attendance_record::Column::Id.eq(record.id))
+            .filter(attendance_record::Column::Status.eq(record.status))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected != 1 {
+            txn.rollback().await?;
+            return Err(AppError::rejected(
+                crate::error::ErrorCode::Conflict,
+                crate::error::Reason::ConcurrentEdit,
+                "the record changed meanwhile; reload and retry",
+            ));
+        }
+        record_change::ActiveModel {
+            record_id: Set(record.id),
+            old_status: Set(record.status),
+            new_status: Set(status),
+            changed_by: Set(actor.user_id()),
+            changed_at: Set(at),
+            reason: Set(reason),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(attendance_record::Model {
+            status,
+            timestamp: at,
+            ..record
+        })
+    }
+
+    /// Deletes a record (admins only, enforced by the caller's guard) with its history.
+    pub async fn delete_record(&self, id: i32) -> AppResult<attendance_record::Model> {
+        let record = attendance_record::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or(AppError::NotFound("attendance record"))?;
+        attendance_record::Entity::delete_by_id(id)
+            .exec(&self.db)
+            .await?;
+        Ok(record)
+    }
+}

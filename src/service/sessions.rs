@@ -1,0 +1,357 @@
+//! Opening and closing attendance sessions, including the automatic close.
+
+use chrono::{Duration, NaiveDate, NaiveTime};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Set, SqliteTransactionMode, Statement, TransactionOptions,
+    TransactionTrait, Value,
+};
+
+use super::directory::paginate;
+use super::{Page, PageRequest, Service, now};
+use crate::auth::Principal;
+use crate::entities::{attendance_record, attendance_session, course, device, teacher};
+use crate::error::{AppError, AppResult, ErrorCode, Reason, is_unique_violation};
+
+/// What a client asks for when opening a session.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    /// The course.
+    pub course_id: i32,
+    /// The device's code (e.g. `DEV-01`).
+    pub device_code: String,
+    /// The session's date; today in `TIME_ZONE` when absent.
+    pub date: Option<NaiveDate>,
+    /// How long the session stays open; the configured default when absent.
+    pub duration_minutes: Option<i32>,
+    /// The teacher running it (admins only; defaults to the course's teacher).
+    pub teacher_id: Option<i32>,
+    /// When the class starts, for lateness; the opening time when absent.
+    pub start_time: Option<NaiveTime>,
+    /// Minutes after the start before a scan counts as late; the configured default when absent.
+    pub grace_minutes: Option<i32>,
+}
+
+/// Session list filters.
+#[derive(Clone, Debug, Default)]
+pub struct SessionFilter {
+    /// Only this course's sessions.
+    pub course_id: Option<i32>,
+    /// Only active (or only closed) sessions.
+    pub active: Option<bool>,
+    /// Sessions on or after this date.
+    pub from: Option<NaiveDate>,
+    /// Sessions on or before this date.
+    pub to: Option<NaiveDate>,
+}
+
+/// The outcome of closing a session.
+#[derive(Clone, Debug)]
+pub struct Closed {
+    /// The session, now inactive.
+    pub session: attendance_session::Model,
+    /// How many students this close marked absent (0 when it was already closed).
+    pub marked_absent: u64,
+    /// False when the session had already been closed by someone else.
+    pub newly_closed: bool,
+}
+
+/// Builds a statement for the connected backend from SQL written with `$n` placeholders.
+pub(crate) fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+    let sql = match backend {
+        DbBackend::Sqlite => sql.replace('$', "?"),
+        _ => sql.to_owned(),
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// SQLite transactions that will write take the write lock up front, so the busy timeout
+/// applies instead of a "database is locked" failure when upgrading a read lock.
+pub(crate) fn write_transaction() -> TransactionOptions {
+    TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    }
+}
+
+/// Marks absent every enrolled student of the course with no record, in one statement.
+const MARK_ABSENT_SQL: &str = "\
+INSERT INTO attendance_record (session_id, student_id, status, timestamp, scanned_at, late_minutes, source) \
+SELECT $1, st.id, 'absent', $2, NULL, NULL, 'auto_absent' \
+FROM course_section cs \
+JOIN student st ON st.section_id = cs.section_id \
+WHERE cs.course_id = $3 AND st.enrolled_at <= $4 \
+AND NOT EXISTS (SELECT 1 FROM attendance_record r WHERE r.session_id = $1 AND r.student_id = st.id) \
+ON CONFLICT (session_id, student_id) DO NOTHING";
+
+impl Service {
+    /// Opens a session binding a course, a teacher and a device.
+    pub async fn create_session(
+        &self,
+        actor: &Principal,
+        input: NewSession,
+    ) -> AppResult<attendance_session::Model> {
+        let course = self
+            .course(input.course_id)
+            .await?
+            .ok_or(AppError::NotFound("course"))?;
+        let created_by = match actor.teacher_id() {
+            Some(teacher_id) => {
+                if course.teacher_id != teacher_id {
+                    return Err(AppError::rejected(
+                        ErrorCode::Forbidden,
+                        Reason::NotYourCourse,
+                        "you do not teach this course",
+                    ));
+                }
+                if input.teacher_id.is_some_and(|id| id != teacher_id) {
+                    return Err(AppError::Forbidden);
+                }
+                teacher_id
+            }
+            None if actor.is_admin() => {
+                let teacher_id = input.teacher_id.unwrap_or(course.teacher_id);
+                if teacher::Entity::find_by_id(teacher_id)
+                    .one(&self.db)
+                    .await?
+                    .is_none()
+                {
+                    return Err(AppError::invalid("teacherId", "no teacher has this id"));
+                }
+                teacher_id
+            }
+            None => return Err(AppError::Forbidden),
+        };
+        let device = device::Entity::find()
+            .filter(device::Column::DeviceId.eq(input.device_code.trim()))
+            .one(&self.db)
+            .await?
+            .filter(|d| d.is_active)
+            .ok_or(AppError::NotFound("device"))?;
+        let today = self.local_today();
+        let date = input.date.unwrap_or(today);
+        if date < today {
+            return Err(AppError::invalid("date", format!("{date} is in the past")));
+        }
+        let duration = match input.duration_minutes {
+            None => self.config.session_duration_minutes as i64,
+            Some(n) if (1..=24 * 60).contains(&n) => n as i64,
+            Some(_) => {
+                return Err(AppError::invalid(
+                    "durationMinutes",
+                    "must be between 1 and 1440",
+                ));
+            }
+        };
+        let grace = match input.grace_minutes {
+            None => self.config.late_grace_minutes as i32,
+            Some(n) if (0..=24 * 60).contains(&n) => n,
+            Some(_) => {
+                return Err(AppError::invalid(
+                    "graceMinutes",
+                    "must be between 0 and 1440",
+                ));
+            }
+        };
+        let at = now();
+        let starts_at = match input.start_time {
+            Some(time) => self.local_to_utc(date, time)?,
+            None => at,
+        };
+        let closes_at = starts_at.max(at) + Duration::minutes(duration);
+
+        // A session left active past its end only waits for the auto-closer: close it now
+        // rather than call the device busy.
+        if let Some(stale) = attendance_session::Entity::find()
+            .filter(attendance_session::Column::DeviceId.eq(device.id))
+            .filter(attendance_session::Column::IsActive.eq(true))
+            .one(&self.db)
+            .await?
+        {
+            if stale.closes_at > at {
+                return Err(device_busy());
+            }
+            self.close_session_as_system(stale.id).await?;
+        }
+
+        attendance_session::ActiveModel {
+            course_id: Set(course.id),
+            date: Set(date),
+            created_by: Set(created_by),
+            created_at: Set(at),
+            device_id: Set(device.id),
+            is_active: Set(true),
+            starts_at: Set(starts_at),
+            grace_minutes: Set(grace),
+            closes_at: Set(closes_at),
+            closed_at: Set(None),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await
+        .map_err(|err| {
+            if is_unique_violation(&err) {
+                device_busy()
+            } else {
+                err.into()
+            }
+        })
+    }
+
+    /// A session visible to `actor` (admins: any; teachers: their own), or `None`.
+    pub async fn session_for(
+        &self,
+        actor: &Principal,
+        id: i32,
+    ) -> AppResult<Option<attendance_session::Model>> {
+        let session = attendance_session::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?;
+        Ok(session.filter(|s| can_see_session(actor, s)))
+    }
+
+    /// One page of the sessions visible to `actor`, newest first by id order.
+    pub async fn sessions(
+        &self,
+        actor: &Principal,
+        filter: &SessionFilter,
+        page: PageRequest,
+    ) -> AppResult<Page<attendance_session::Model>> {
+        use attendance_session::Column;
+        let mut query = attendance_session::Entity::find();
+        if !actor.is_admin() {
+            let teacher_id = actor.teacher_id().ok_or(AppError::Forbidden)?;
+            query = query.filter(Column::CreatedBy.eq(teacher_id));
+        }
+        query = query
+            .apply_if(filter.course_id, |q, id| q.filter(Column::CourseId.eq(id)))
+            .apply_if(filter.active, |q, active| {
+                q.filter(Column::IsActive.eq(active))
+            })
+            .apply_if(filter.from, |q, from| q.filter(Column::Date.gte(from)))
+            .apply_if(filter.to, |q, to| q.filter(Column::Date.lte(to)));
+        paginate(&self.db, query, Column::Id, page).await
+    }
+
+    /// Every record of a session, in id order.
+    pub async fn session_records(
+        &self,
+        session_id: i32,
+    ) -> AppResult<Vec<attendance_record::Model>> {
+        Ok(attendance_record::Entity::find()
+            .filter(attendance_record::Column::SessionId.eq(session_id))
+            .order_by_asc(attendance_record::Column::Id)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Closes a session on behalf of its teacher or an admin.
+    pub async fn close_session(&self, actor: &Principal, id: i32) -> AppResult<Closed> {
+        let session = self
+            .session_for(actor, id)
+            .await?
+            .ok_or(AppError::NotFound("session"))?;
+        self.close(session).await
+    }
+
+    /// Closes a session for the server itself (the auto-closer).
+    pub async fn close_session_as_system(&self, id: i32) -> AppResult<Closed> {
+        let session = attendance_session::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or(AppError::NotFound("session"))?;
+        self.close(session).await
+    }
+
+    /// Deactivates the session and marks the missing students absent, in one transaction
+    /// and a constant number of statements. The conditional update makes it happen once,
+    /// however many closers race (handlers, auto-closers in several processes).
+    async fn close(&self, session: attendance_session::Model) -> AppResult<Closed> {
+        let backend = self.db.get_database_backend();
+        let at = now();
+        let txn = self.db.begin_with_options(write_transaction()).await?;
+        let deactivated = txn
+            .execute_raw(statement(
+                backend,
+                "UPDATE attendance_session SET is_active = false, closed_at = $1 \
+                 WHERE id = $2 AND is_active",
+                vec![at.into(), session.id.into()],
+            ))
+            .await?;
+        if deactivated.rows_affected() == 0 {
+            txn.commit().await?;
+            let session = attendance_session::Entity::find_by_id(session.id)
+                .one(&self.db)
+                .await?
+                .ok_or(AppError::NotFound("session"))?;
+            return Ok(Closed {
+                session,
+                marked_absent: 0,
+                newly_closed: false,
+            });
+        }
+        let marked = txn
+            .execute_raw(statement(
+                backend,
+                MARK_ABSENT_SQL,
+                vec![
+                    session.id.into(),
+                    at.into(),
+                    session.course_id.into(),
+                    session.starts_at.into(),
+                ],
+            ))
+            .await?;
+        txn.commit().await?;
+        let marked_absent = marked.rows_affected();
+        tracing::info!(session_id = session.id, marked_absent, "session closed");
+        Ok(Closed {
+            session: attendance_session::Model {
+                is_active: false,
+                closed_at: Some(at),
+                ..session
+            },
+            marked_absent,
+            newly_closed: true,
+        })
+    }
+
+    /// Closes every session whose end has passed; returns how many this call closed.
+    pub async fn close_due_sessions(&self) -> AppResult<usize> {
+        let due: Vec<i32> = attendance_session::Entity::find()
+            .select_only()
+            .column(attendance_session::Column::Id)
+            .filter(attendance_session::Column::IsActive.eq(true))
+            .filter(attendance_session::Column::ClosesAt.lte(now()))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut closed = 0;
+        for id in due {
+            if self.close_session_as_system(id).await?.newly_closed {
+                closed += 1;
+            }
+        }
+        Ok(closed)
+    }
+
+    /// The course of a session (for ownership checks and objects).
+    pub async fn course_of(&self, session: &attendance_session::Model) -> AppResult<course::Model> {
+        self.course(session.course_id)
+            .await?
+            .ok_or(AppError::NotFound("course"))
+    }
+}
+
+/// Admins see every session; teachers only those they opened.
+pub fn can_see_session(actor: &Principal, session: &attendance_session::Model) -> bool {
+    actor.is_admin() || actor.teacher_id() == Some(session.created_by)
+}
+
+fn device_busy() -> AppError {
+    AppError::rejected(
+        ErrorCode::Conflict,
+        Reason::DeviceBusy,
+        "the device is already bound to another active session",
+    )
+}

@@ -1,0 +1,503 @@
+//! `TestApp`: a real server on port 0 over a fresh database, with one helper per endpoint.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use attendance::app::Application;
+use attendance::config::Config;
+use attendance::db::StatementCounter;
+use attendance::service::Service;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// Runs an async test body once per database backend.
+#[macro_export]
+macro_rules! both_databases {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+
+                #[cfg(pg_tests)]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            }
+        )+
+    };
+}
+
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A database of its own on the server of `TEST_DATABASE_URL`.
+    Postgres,
+}
+
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+pub const TEACHER_PASSWORD: &str = "teacher-password-1";
+
+/// A database made for one test and removed after it.
+pub struct TestDb {
+    pub url: String,
+    cleanup: Option<Cleanup>,
+}
+
+enum Cleanup {
+    Dir(std::path::PathBuf),
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDb {
+    pub async fn create(backend: Backend) -> Self {
+        let name = format!("att_test_{}", attendance::auth::random_token(6));
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(&name);
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                let url = format!("sqlite://{}/test.db?mode=rwc", dir.display());
+                Self {
+                    url,
+                    cleanup: Some(Cleanup::Dir(dir)),
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("TEST_DATABASE_URL")
+                    .expect("TEST_DATABASE_URL must be set for PostgreSQL tests");
+                let admin = Database::connect(&admin_url)
+                    .await
+                    .expect("connect to TEST_DATABASE_URL");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let base = match admin_url.rfind('/') {
+                    Some(i)
+                        if admin_url[..i].contains("://")
+                            && i > admin_url.find("://").unwrap() + 2 =>
+                    {
+                        admin_url[..i].to_owned()
+                    }
+                    _ => admin_url.clone(),
+                };
+                Self {
+                    url: format!("{base}/{name}"),
+                    cleanup: Some(Cleanup::Postgres { admin_url, name }),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match self.cleanup.take() {
+            Some(Cleanup::Dir(dir)) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Some(Cleanup::Postgres { admin_url, name }) => {
+                // Drop runs inside the test's runtime, so the async cleanup gets its own.
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async {
+                        if let Ok(admin) = Database::connect(&admin_url).await {
+                            let _ = admin
+                                .execute_unprepared(&format!(
+                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                                ))
+                                .await;
+                            let _ = admin.close().await;
+                        }
+                    });
+                })
+                .join();
+            }
+            None => {}
+        }
+    }
+}
+
+/// The environment every test server starts with; tests override single variables.
+pub fn test_env(database_url: &str) -> HashMap<String, String> {
+    HashMap::from([
+        ("DEBUG".into(), "false".into()),
+        (
+            "SECRET_KEY".into(),
+            "test-secret-key-0123456789abcdef".into(),
+        ),
+        ("DATABASE_URL".into(), database_url.into()),
+        ("BIND".into(), "127.0.0.1:0".into()),
+        ("TIME_ZONE".into(), "UTC".into()),
+        ("AUTO_CLOSE_INTERVAL_SECONDS".into(), "3600".into()),
+        ("DATABASE_MAX_CONNECTIONS".into(), "8".into()),
+    ])
+}
+
+/// A running server and a client for it.
+pub struct TestApp {
+    pub backend: Backend,
+    pub address: String,
+    pub client: reqwest::Client,
+    pub service: Service,
+    pub statements: StatementCounter,
+    pub db: Arc<TestDb>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    /// A server over a fresh database with an admin account.
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Like `spawn`, with changes to the environment.
+    pub async fn spawn_with(
+        backend: Backend,
+        change: impl FnOnce(&mut HashMap<String, String>),
+    ) -> Self {
+        let db = Arc::new(TestDb::create(backend).await);
+        let app = Self::start(backend, db, change).await;
+        app.service
+            .create_admin(ADMIN_USER, ADMIN_PASSWORD)
+            .await
+            .expect("create admin");
+        app
+    }
+
+    /// Another server process-alike over the same database.
+    pub async fn spawn_sibling(&self, change: impl FnOnce(&mut HashMap<String, String>)) -> Self {
+        Self::start(self.backend, self.db.clone(), change).await
+    }
+
+    async fn start(
+        backend: Backend,
+        db: Arc<TestDb>,
+        change: impl FnOnce(&mut HashMap<String, String>),
+    ) -> Self {
+        let mut env = test_env(&db.url);
+        change(&mut env);
+        let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
+        let app = Application::build(config).await.expect("build app");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let service = app.service().clone();
+        let statements = app.statements();
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let _ = app
+                .run_until(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Self {
+            backend,
+            address,
+            client: reqwest::Client::new(),
+            service,
+            statements,
+            db,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    /// Posts a GraphQL document and returns the whole response body.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut req = self
+            .client
+            .post(format!("{}/graphql", self.address))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.expect("graphql request");
+        res.json().await.expect("graphql json")
+    }
+
+    /// Posts a GraphQL document that must succeed and returns its `data`.
+    pub async fn gql_ok(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let body = self.gql(token, query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Logs in and returns the access token.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let data = self
+            .gql_ok(
+                None,
+                "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { accessToken } }",
+                json!({"u": username, "p": password}),
+            )
+            .await;
+        data["login"]["accessToken"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+
+    /// The admin's access token.
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN_USER, ADMIN_PASSWORD).await
+    }
+
+    /// Posts a body to the REST scan endpoint; returns status and JSON body.
+    pub async fn rest_scan(&self, key: Option<&str>, body: &str) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}/api/attendance/scan", self.address))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        let res = req.send().await.expect("scan request");
+        let status = res.status().as_u16();
+        let text = res.text().await.expect("scan body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Scans a student through the REST shim with the given local date and time.
+    pub async fn scan(&self, key: &str, student_id: &str, date: &str, time: &str) -> (u16, Value) {
+        let id: i64 = student_id.parse().expect("numeric id");
+        self.rest_scan(
+            Some(key),
+            &json!({"student_id": id, "date": date, "time": time}).to_string(),
+        )
+        .await
+    }
+
+    /// Runs SQL that returns one integer.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let row = self
+            .service
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                self.service.db.get_database_backend(),
+                sql.to_owned(),
+            ))
+            .await
+            .expect("count query")
+            .expect("a row");
+        row.try_get_by_index::<i64>(0).expect("integer")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The first error's `extensions.code`.
+pub fn error_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("<none>")
+}
+
+/// The first error's `extensions.reason`.
+pub fn error_reason(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["reason"]
+        .as_str()
+        .unwrap_or("<none>")
+}
+
+/// A small school: one dep-batch, two sections, a teacher with a course over both sections,
+/// a second teacher, students, and a registered device.
+pub struct School {
+    pub admin: String,
+    pub teacher: String,
+    pub teacher_id: String,
+    pub other_teacher: String,
+    pub other_teacher_id: String,
+    pub dep_batch_id: String,
+    pub sections: Vec<String>,
+    pub course_id: String,
+    pub other_course_id: String,
+    pub students: Vec<String>,
+    pub outsider: String,
+    pub device_code: String,
+    pub device_key: String,
+    pub device_row_id: String,
+}
+
+impl TestApp {
+    /// Creates a teacher with a login and returns (teacher id, access token).
+    pub async fn create_teacher(&self, admin: &str, code: &str) -> (String, String) {
+        let data = self
+            .gql_ok(
+                Some(admin),
+                "mutation($i: CreateTeacherInput!) { createTeacher(input: $i) { id } }",
+                json!({"i": {"teacherCode": code, "firstName": "T", "lastName": code,
+                             "username": code.to_lowercase(), "password": TEACHER_PASSWORD}}),
+            )
+            .await;
+        let id = data["createTeacher"]["id"].as_str().unwrap().to_owned();
+        let token = self.login(&code.to_lowercase(), TEACHER_PASSWORD).await;
+        (id, token)
+    }
+
+    pub async fn create_section(&self, admin: &str, dep_batch_id: &str, name: &str) -> String {
+        let data = self
+            .gql_ok(
+                Some(admin),
+                "mutation($i: CreateSectionInput!) { createSection(input: $i) { id } }",
+                json!({"i": {"name": name, "depBatchId": dep_batch_id}}),
+            )
+            .await;
+        data["createSection"]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_student(&self, admin: &str, code: &str, section_id: &str) -> String {
+        let data = self
+            .gql_ok(
+                Some(admin),
+                "mutation($i: CreateStudentInput!) { createStudent(input: $i) { id } }",
+                json!({"i": {"studentCode": code, "firstName": "S", "lastName": code, "sectionId": section_id}}),
+            )
+            .await;
+        data["createStudent"]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_course(
+        &self,
+        admin: &str,
+        code: &str,
+        teacher_id: &str,
+        sections: &[&str],
+    ) -> String {
+        let data = self
+            .gql_ok(
+                Some(admin),
+                "mutation($i: CreateCourseInput!) { createCourse(input: $i) { id } }",
+                json!({"i": {"name": format!("Course {code}"), "code": code, "teacherId": teacher_id, "sectionIds": sections}}),
+            )
+            .await;
+        data["createCourse"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers a device and returns (row id, key).
+    pub async fn register_device(&self, admin: &str, code: &str) -> (String, String) {
+        let data = self
+            .gql_ok(
+                Some(admin),
+                "mutation($i: RegisterDeviceInput!) { registerDevice(input: $i) { apiKey device { id } } }",
+                json!({"i": {"deviceId": code, "name": "Room 1"}}),
+            )
+            .await;
+        (
+            data["registerDevice"]["device"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            data["registerDevice"]["apiKey"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
+    }
+
+    /// Seeds a small school with `per_section` students in each of two sections.
+    pub async fn seed_school(&self, per_section: usize) -> School {
+        let admin = self.admin_token().await;
+        let data = self
+            .gql_ok(
+                Some(&admin),
+                "mutation { createDepBatch(input: {dep: \"Software Eng.\", batch: \"2024\"}) { id } }",
+                json!({}),
+            )
+            .await;
+        let dep_batch_id = data["createDepBatch"]["id"].as_str().unwrap().to_owned();
+        let s1 = self.create_section(&admin, &dep_batch_id, "A").await;
+        let s2 = self.create_section(&admin, &dep_batch_id, "B").await;
+        let s3 = self.create_section(&admin, &dep_batch_id, "C").await;
+        let (teacher_id, teacher) = self.create_teacher(&admin, "T001").await;
+        let (other_teacher_id, other_teacher) = self.create_teacher(&admin, "T002").await;
+        let course_id = self
+            .create_course(&admin, "SE101", &teacher_id, &[&s1, &s2])
+            .await;
+        let other_course_id = self
+            .create_course(&admin, "SE201", &other_teacher_id, &[&s3])
+            .await;
+        let mut students = Vec::new();
+        for (i, section) in [&s1, &s2].iter().enumerate() {
+            for n in 0..per_section {
+                students.push(
+                    self.create_student(&admin, &format!("ST{i}{n:03}"), section)
+                        .await,
+                );
+            }
+        }
+        let outsider = self.create_student(&admin, "OUT001", &s3).await;
+        let (device_row_id, device_key) = self.register_device(&admin, "DEV-01").await;
+        School {
+            admin,
+            teacher,
+            teacher_id,
+            other_teacher,
+            other_teacher_id,
+            dep_batch_id,
+            sections: vec![s1, s2, s3],
+            course_id,
+            other_course_id,
+            students,
+            outsider,
+            device_code: "DEV-01".into(),
+            device_key,
+            device_row_id,
+        }
+    }
+
+    /// Opens a session for the school's course on its device (as its teacher); returns its id.
+    pub async fn open_session(&self, school: &School) -> String {
+        let data = self
+            .gql_ok(
+                Some(&school.teacher),
+                "mutation($i: CreateSessionInput!) { createSession(input: $i) { id } }",
+                json!({"i": {"courseId": school.course_id, "deviceId": school.device_code}}),
+            )
+            .await;
+        data["createSession"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Today's date in the test server's zone (UTC).
+    pub fn today(&self) -> String {
+        self.service.local_today().to_string()
+    }
+
+    /// The current local time as HH:MM:SS.
+    pub fn now_time(&self) -> String {
+        chrono::Utc::now().format("%H:%M:%S").to_string()
+    }
+}
