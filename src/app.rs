@@ -70,11 +70,12 @@ impl Application {
     /// Connects, migrates and binds `config.bind` (port 0 picks a free port).
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let config = Arc::new(config);
-        let (db, statements) = db::connect(&config).await?;
-        db::migrate(&db)
+        let pools = db::connect(&config).await?;
+        db::migrate(&pools.db)
             .await
             .map_err(|e| StartupError::Migrate(e.to_string()))?;
-        let service = Service::new(db, config.clone());
+        let statements = pools.statements.clone();
+        let service = Service::new(pools.db, pools.writer, config.clone());
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| StartupError::Bind(config.bind, e))?;

@@ -27,13 +27,41 @@ impl StatementCounter {
 #[error("DATABASE_URL: cannot open the database: {0}")]
 pub struct ConnectError(String);
 
-/// Opens the pool for `config.database_url` and returns it with its statement counter.
-pub async fn connect(
+/// The pools of one server: `db` for everything, `writer` for the hot write paths (a single
+/// connection on SQLite, the same pool on PostgreSQL), and the statement counter of both.
+pub struct Pools {
+    /// The general pool.
+    pub db: DatabaseConnection,
+    /// The hot-path write pool.
+    pub writer: DatabaseConnection,
+    /// Statements issued through either.
+    pub statements: StatementCounter,
+}
+
+/// Opens the pools for `config.database_url`.
+pub async fn connect(config: &Config) -> Result<Pools, ConnectError> {
+    let counter = StatementCounter::default();
+    let db = open(config, config.database_max_connections, &counter).await?;
+    let writer = if config.is_sqlite() {
+        open(config, 1, &counter).await?
+    } else {
+        db.clone()
+    };
+    Ok(Pools {
+        db,
+        writer,
+        statements: counter,
+    })
+}
+
+async fn open(
     config: &Config,
-) -> Result<(DatabaseConnection, StatementCounter), ConnectError> {
+    max_connections: u32,
+    counter: &StatementCounter,
+) -> Result<DatabaseConnection, ConnectError> {
     let mut options = ConnectOptions::new(config.database_url.clone());
     options
-        .max_connections(config.database_max_connections)
+        .max_connections(max_connections)
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
         // Fail fast while the database is down instead of queueing requests for long.
@@ -57,12 +85,11 @@ pub async fn connect(
     let mut db = Database::connect(options)
         .await
         .map_err(|e| ConnectError(first_line(&e.to_string())))?;
-    let counter = StatementCounter::default();
     let count = counter.0.clone();
     db.set_metric_callback(move |_| {
         count.fetch_add(1, Ordering::Relaxed);
     });
-    Ok((db, counter))
+    Ok(db)
 }
 
 /// Applies every pending migration.

@@ -124,10 +124,10 @@ async fn serve(config: Config) -> Result<(), String> {
 }
 
 async fn migrate(config: Config) -> Result<(), String> {
-    let (db, _) = attendance::db::connect(&config)
+    let pools = attendance::db::connect(&config)
         .await
         .map_err(|e| e.to_string())?;
-    attendance::db::migrate(&db)
+    attendance::db::migrate(&pools.db)
         .await
         .map_err(|e| StartupError::Migrate(e.to_string()).to_string())?;
     println!("migrations applied");
@@ -135,13 +135,14 @@ async fn migrate(config: Config) -> Result<(), String> {
 }
 
 async fn create_admin(config: Config, username: &str, password: &str) -> Result<(), String> {
-    let (db, _) = attendance::db::connect(&config)
+    let pools = attendance::db::connect(&config)
         .await
         .map_err(|e| e.to_string())?;
-    attendance::db::migrate(&db)
+    attendance::db::migrate(&pools.db)
         .await
         .map_err(|e| StartupError::Migrate(e.to_string()).to_string())?;
-    let service = attendance::service::Service::new(db, std::sync::Arc::new(config));
+    let service =
+        attendance::service::Service::new(pools.db, pools.writer, std::sync::Arc::new(config));
     let user = service
         .create_admin(username, password)
         .await

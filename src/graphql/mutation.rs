@@ -8,7 +8,7 @@ use super::scalars::{Date, Time};
 use crate::error::GqlResultExt;
 use crate::service::auth::TokenPair;
 use crate::service::directory::{NewCourse, NewStudent, NewTeacher, StudentChanges};
-use crate::service::scan::ScanRequest;
+use crate::service::scan::{ScanRequest, StudentRef};
 use crate::service::sessions::NewSession;
 use crate::service::{Service, parse_id};
 
@@ -375,7 +375,7 @@ impl MutationRoot {
     ) -> async_graphql::Result<AttendanceRecord> {
         let service = ctx.data_unchecked::<Service>();
         let request = ScanRequest {
-            student_id: id("studentId", &input.student_id)?,
+            student: StudentRef::Id(id("studentId", &input.student_id)?),
             date: input.date.0,
             time: input.time.0,
         };

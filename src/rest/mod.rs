@@ -13,7 +13,7 @@ use crate::auth::Principal;
 use crate::entities::attendance_record;
 use crate::error::{AppError, AppResult, ErrorCode, Reason};
 use crate::graphql::scalars::{parse_date, parse_time};
-use crate::service::scan::ScanRequest;
+use crate::service::scan::{ScanRequest, StudentRef};
 
 /// A record as the REST shim returns it.
 #[derive(Debug, Serialize)]
@@ -115,7 +115,7 @@ pub fn parse_scan(body: &[u8]) -> AppResult<ScanRequest> {
     let time = parse_time(text("time")?)
         .ok_or_else(|| AppError::invalid("time", "must be a time as HH:MM:SS"))?;
     Ok(ScanRequest {
-        student_id,
+        student: StudentRef::Id(student_id),
         date,
         time,
     })
@@ -171,7 +171,7 @@ mod tests {
     fn a_valid_body_parses() {
         let r = parse_scan(br#"{"student_id": 120, "date": "2025-11-25", "time": "08:43:21"}"#)
             .unwrap();
-        assert_eq!(r.student_id, 120);
+        assert_eq!(r.student, StudentRef::Id(120));
         assert_eq!(r.date.to_string(), "2025-11-25");
         assert_eq!(r.time.to_string(), "08:43:21");
     }

@@ -25,6 +25,10 @@ pub const DEFAULT_PAGE_SIZE: u64 = 20;
 pub struct Service {
     /// The connection pool.
     pub db: DatabaseConnection,
+    /// The pool for the hot write paths (scans, closes, edits). On SQLite it is a single
+    /// connection, so writers queue in the pool instead of sleeping in SQLite's busy
+    /// handler; on PostgreSQL it is the same pool as `db`.
+    pub writer: DatabaseConnection,
     /// The server's configuration.
     pub config: Arc<Config>,
     jwt: Arc<JwtKeys>,
@@ -34,10 +38,11 @@ pub struct Service {
 
 impl Service {
     /// Services over `db` configured by `config`.
-    pub fn new(db: DatabaseConnection, config: Arc<Config>) -> Self {
+    pub fn new(db: DatabaseConnection, writer: DatabaseConnection, config: Arc<Config>) -> Self {
         let jwt = Arc::new(JwtKeys::new(&config.secret_key));
         Self {
             db,
+            writer,
             config,
             jwt,
             devices: Arc::new(auth::DeviceCache::default()),

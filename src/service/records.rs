@@ -105,7 +105,7 @@ impl Service {
             return Ok(record);
         }
         let at = now();
-        let txn = self.db.begin_with_options(write_transaction()).await?;
+        let txn = self.writer.begin_with_options(write_transaction()).await?;
         // Conditional on the status we read, so two concurrent edits cannot both log the
         // same old status.
         let updated = attendance_record::Entity::update_many()

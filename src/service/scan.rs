@@ -5,37 +5,104 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Value};
 
 use super::sessions::statement;
 use super::{Service, now};
 use crate::auth::Principal;
-use crate::entities::{attendance_record, attendance_session, course_section, device, student};
+use crate::entities::{attendance_record, device};
 use crate::error::{AppError, AppResult, ErrorCode, Reason};
 
 /// What a device sends: a recognized student and the local date and time of the scan.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ScanRequest {
-    /// The student's id.
-    pub student_id: i32,
+    /// The student.
+    pub student: StudentRef,
     /// The local date on the device.
     pub date: NaiveDate,
     /// The local time on the device.
     pub time: NaiveTime,
 }
 
-/// Inserts the `present` record only if the session is active, the device still holds that
-/// key, and the student is in one of the course's sections; a duplicate inserts nothing.
-const SCAN_SQL: &str = "\
-INSERT INTO attendance_record (session_id, student_id, status, timestamp, scanned_at, late_minutes, source) \
-SELECT s.id, st.id, 'present', $3, $3, $4, 'scan' \
-FROM attendance_session s \
-JOIN device d ON d.id = s.device_id \
-JOIN course_section cs ON cs.course_id = s.course_id \
-JOIN student st ON st.section_id = cs.section_id \
-WHERE s.id = $1 AND s.is_active AND d.is_active AND d.key_hash = $5 AND st.id = $2 \
-ON CONFLICT (session_id, student_id) DO NOTHING \
-RETURNING id, session_id, student_id, status, timestamp, scanned_at, late_minutes, source";
+/// Which student a scan names: the id (REST, GraphQL) or the card code (terminals).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StudentRef {
+    /// `student.id`.
+    Id(i32),
+    /// `student.student_code`.
+    Code(String),
+}
+
+/// The whole success path of a scan in one statement: the `present` record is inserted only
+/// if the device still holds that key and is active, its session is active, open and of the
+/// scan's date, and the student is in one of the course's sections. Lateness is computed
+/// from the session's start and grace. A duplicate inserts nothing.
+fn scan_sql(backend: DbBackend, student: &StudentRef) -> String {
+    let late = match backend {
+        DbBackend::Sqlite => {
+            "CASE WHEN unixepoch($3) > unixepoch(s.starts_at) + s.grace_minutes * 60 \
+             THEN (unixepoch($3) - unixepoch(s.starts_at)) / 60 ELSE 0 END"
+        }
+        _ => {
+            "CASE WHEN $3 > s.starts_at + make_interval(mins => s.grace_minutes) \
+             THEN CAST(FLOOR(EXTRACT(EPOCH FROM ($3 - s.starts_at)) / 60) AS INTEGER) ELSE 0 END"
+        }
+    };
+    let student_column = match student {
+        StudentRef::Id(_) => "st.id",
+        StudentRef::Code(_) => "st.student_code",
+    };
+    format!(
+        "INSERT INTO attendance_record \
+         (session_id, student_id, status, timestamp, scanned_at, late_minutes, source) \
+         SELECT s.id, st.id, 'present', $3, $3, {late}, 'scan' \
+         FROM attendance_session s \
+         JOIN device d ON d.id = s.device_id \
+         JOIN student st ON {student_column} = $2 \
+         JOIN course_section cs ON cs.course_id = s.course_id AND cs.section_id = st.section_id \
+         WHERE s.device_id = $1 AND s.is_active AND s.date = $5 AND s.closes_at > $6 \
+         AND d.is_active AND d.key_hash = $4 \
+         ON CONFLICT (session_id, student_id) DO NOTHING \
+         RETURNING id, session_id, student_id, status, timestamp, scanned_at, late_minutes, source"
+    )
+}
+
+/// Everything needed to explain a rejected scan, in one statement.
+fn diagnosis_sql(student: &StudentRef) -> String {
+    let student_column = match student {
+        StudentRef::Id(_) => "st.id",
+        StudentRef::Code(_) => "st.student_code",
+    };
+    format!(
+        "SELECT d.is_active AS device_active, \
+         CASE WHEN d.key_hash = $3 THEN 1 ELSE 0 END AS key_ok, \
+         s.id AS session_id, s.date AS session_date, s.closes_at AS closes_at, \
+         st.id AS student_id, \
+         CASE WHEN EXISTS (SELECT 1 FROM course_section cs \
+           WHERE cs.course_id = s.course_id AND cs.section_id = st.section_id) THEN 1 ELSE 0 END AS enrolled, \
+         (SELECT r.id FROM attendance_record r WHERE r.session_id = s.id AND r.student_id = st.id) AS record_id, \
+         (SELECT MAX(c.id) FROM attendance_session c \
+           WHERE c.device_id = d.id AND c.date = $4 AND NOT c.is_active) AS closed_today \
+         FROM device d \
+         LEFT JOIN attendance_session s ON s.device_id = d.id AND s.is_active \
+         LEFT JOIN student st ON {student_column} = $2 \
+         WHERE d.id = $1"
+    )
+}
+
+/// The facts behind a rejected scan.
+#[derive(Debug, FromQueryResult)]
+struct Diagnosis {
+    device_active: bool,
+    key_ok: i32,
+    session_id: Option<i32>,
+    session_date: Option<NaiveDate>,
+    closes_at: Option<DateTime<Utc>>,
+    student_id: Option<i32>,
+    enrolled: i32,
+    record_id: Option<i32>,
+    closed_today: Option<i32>,
+}
 
 /// Devices' last contact, written to the database in batches rather than on every scan.
 #[derive(Default)]
@@ -71,135 +138,115 @@ impl Service {
             return Err(AppError::Forbidden);
         };
         let scanned_at = self.local_to_utc(request.date, request.time)?;
-        let at = now();
-        self.last_seen.touch(*device_id, at);
-
-        let session = attendance_session::Entity::find()
-            .filter(attendance_session::Column::DeviceId.eq(*device_id))
-            .filter(attendance_session::Column::IsActive.eq(true))
-            .one(&self.db)
-            .await?;
-        let Some(session) = session else {
-            return Err(self.diagnose_no_session(*device_id, request.date).await?);
-        };
-        if session.closes_at <= at {
-            return Err(session_closed());
+        self.last_seen.touch(*device_id, now());
+        // One retry covers a session replaced between the insert and its diagnosis.
+        for _ in 0..2 {
+            let at = now();
+            let backend = self.db.get_database_backend();
+            let inserted = attendance_record::Entity::find()
+                .from_raw_sql(statement(
+                    backend,
+                    &scan_sql(backend, &request.student),
+                    vec![
+                        (*device_id).into(),
+                        student_value(&request.student),
+                        scanned_at.into(),
+                        key_hash.clone().into(),
+                        request.date.into(),
+                        at.into(),
+                    ],
+                ))
+                .one(&self.writer)
+                .await?;
+            if let Some(record) = inserted {
+                return Ok(record);
+            }
+            if let Some(rejection) = self.diagnose(*device_id, key_hash, &request, at).await? {
+                return Err(rejection);
+            }
         }
-        if session.date != request.date {
-            return Err(AppError::rejected(
+        Err(AppError::Internal(format!(
+            "scan by device {device_id} wrote nothing and no rule explains why"
+        )))
+    }
+
+    /// Why the scan statement wrote nothing; `None` when nothing explains it (a race with a
+    /// session being replaced), so the caller may retry.
+    async fn diagnose(
+        &self,
+        device_id: i32,
+        key_hash: &str,
+        request: &ScanRequest,
+        at: DateTime<Utc>,
+    ) -> AppResult<Option<AppError>> {
+        let backend = self.db.get_database_backend();
+        let facts = Diagnosis::find_by_statement(statement(
+            backend,
+            &diagnosis_sql(&request.student),
+            vec![
+                device_id.into(),
+                student_value(&request.student),
+                key_hash.to_owned().into(),
+                request.date.into(),
+            ],
+        ))
+        .one(&self.writer)
+        .await?;
+        let Some(facts) = facts.filter(|f| f.device_active && f.key_ok == 1) else {
+            self.forget_device_keys();
+            return Ok(Some(AppError::Unauthenticated));
+        };
+        let (Some(_), Some(session_date), Some(closes_at)) =
+            (facts.session_id, facts.session_date, facts.closes_at)
+        else {
+            return Ok(Some(if facts.closed_today.is_some() {
+                session_closed()
+            } else {
+                AppError::rejected(
+                    ErrorCode::Conflict,
+                    Reason::NoActiveSession,
+                    "this device has no active session",
+                )
+            }));
+        };
+        if closes_at <= at {
+            return Ok(Some(session_closed()));
+        }
+        if session_date != request.date {
+            return Ok(Some(AppError::rejected(
                 ErrorCode::BadUserInput,
                 Reason::DateMismatch,
                 format!(
-                    "the scan's date {} is not the session's date {}",
-                    request.date, session.date
+                    "the scan's date {} is not the session's date {session_date}",
+                    request.date
                 ),
-            ));
+            )));
         }
-        let late_minutes = late_minutes(&session, scanned_at);
-        let inserted = attendance_record::Entity::find()
-            .from_raw_sql(statement(
-                self.db.get_database_backend(),
-                SCAN_SQL,
-                vec![
-                    session.id.into(),
-                    request.student_id.into(),
-                    scanned_at.into(),
-                    late_minutes.into(),
-                    key_hash.clone().into(),
-                ],
-            ))
-            .one(&self.db)
-            .await?;
-        match inserted {
-            Some(record) => Ok(record),
-            None => Err(self
-                .diagnose_rejected(&session, key_hash, request.student_id)
-                .await?),
-        }
-    }
-
-    /// Why no session took the scan: a session of that date already closed, or none at all.
-    async fn diagnose_no_session(&self, device_id: i32, date: NaiveDate) -> AppResult<AppError> {
-        let latest = attendance_session::Entity::find()
-            .filter(attendance_session::Column::DeviceId.eq(device_id))
-            .order_by_desc(attendance_session::Column::Id)
-            .one(&self.db)
-            .await?;
-        Ok(match latest {
-            Some(s) if !s.is_active && s.date == date => session_closed(),
-            _ => AppError::rejected(
-                ErrorCode::Conflict,
-                Reason::NoActiveSession,
-                "this device has no active session",
-            ),
-        })
-    }
-
-    /// Why the insert wrote nothing, checked in the order that keeps races honest: a
-    /// session closed meanwhile wins over the absence its close wrote.
-    async fn diagnose_rejected(
-        &self,
-        session: &attendance_session::Model,
-        key_hash: &str,
-        student_id: i32,
-    ) -> AppResult<AppError> {
-        let current = attendance_session::Entity::find_by_id(session.id)
-            .one(&self.db)
-            .await?;
-        if !current.is_some_and(|s| s.is_active) {
-            return Ok(session_closed());
-        }
-        let device_ok = device::Entity::find_by_id(session.device_id)
-            .one(&self.db)
-            .await?
-            .is_some_and(|d| d.is_active && d.key_hash == key_hash);
-        if !device_ok {
-            self.forget_device_keys();
-            return Ok(AppError::Unauthenticated);
-        }
-        let Some(student) = student::Entity::find_by_id(student_id)
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(AppError::rejected(
+        if facts.student_id.is_none() {
+            return Ok(Some(AppError::rejected(
                 ErrorCode::NotFound,
                 Reason::StudentNotFound,
-                format!("no student has id {student_id}"),
-            ));
-        };
-        let enrolled = course_section::Entity::find()
-            .filter(course_section::Column::CourseId.eq(session.course_id))
-            .filter(course_section::Column::SectionId.eq(student.section_id))
-            .one(&self.db)
-            .await?
-            .is_some();
-        if !enrolled {
-            return Ok(AppError::rejected(
+                match &request.student {
+                    StudentRef::Id(id) => format!("no student has id {id}"),
+                    StudentRef::Code(code) => format!("no student has code {code:?}"),
+                },
+            )));
+        }
+        if facts.enrolled == 0 {
+            return Ok(Some(AppError::rejected(
                 ErrorCode::Forbidden,
                 Reason::StudentNotInCourse,
                 "the student is not in any section of this session's course",
-            ));
+            )));
         }
-        let existing = attendance_record::Entity::find()
-            .filter(attendance_record::Column::SessionId.eq(session.id))
-            .filter(attendance_record::Column::StudentId.eq(student_id))
-            .one(&self.db)
-            .await?;
-        match existing {
-            Some(record) => Ok(AppError::Rejected {
-                code: ErrorCode::Conflict,
-                reason: Reason::DuplicateScan,
-                message: format!(
-                    "the student is already recorded in this session (record {})",
-                    record.id
-                ),
-                record_id: Some(record.id),
-            }),
-            None => Ok(AppError::Internal(format!(
-                "scan of student {student_id} in session {} wrote nothing without a cause",
-                session.id
-            ))),
-        }
+        Ok(facts.record_id.map(|record_id| AppError::Rejected {
+            code: ErrorCode::Conflict,
+            reason: Reason::DuplicateScan,
+            message: format!(
+                "the student is already recorded in this session (record {record_id})"
+            ),
+            record_id: Some(record_id),
+        }))
     }
 
     /// Writes the buffered last-contact times of devices; returns how many were updated.
@@ -216,13 +263,10 @@ impl Service {
     }
 }
 
-/// Whole minutes after the session's start, or 0 within the grace period.
-pub fn late_minutes(session: &attendance_session::Model, scanned_at: DateTime<Utc>) -> i32 {
-    let grace_end = session.starts_at + chrono::Duration::minutes(session.grace_minutes as i64);
-    if scanned_at <= grace_end {
-        0
-    } else {
-        (scanned_at - session.starts_at).num_minutes().max(0) as i32
+fn student_value(student: &StudentRef) -> Value {
+    match student {
+        StudentRef::Id(id) => (*id).into(),
+        StudentRef::Code(code) => code.clone().into(),
     }
 }
 

@@ -269,7 +269,7 @@ impl Service {
     async fn close(&self, session: attendance_session::Model) -> AppResult<Closed> {
         let backend = self.db.get_database_backend();
         let at = now();
-        let txn = self.db.begin_with_options(write_transaction()).await?;
+        let txn = self.writer.begin_with_options(write_transaction()).await?;
         let deactivated = txn
             .execute_raw(statement(
                 backend,
