@@ -164,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphiql/{file}", get(graphiql_asset))
         .route("/api/attendance/scan", post(rest::scan))
+        .route("/api/attendance/scans/batch", post(rest::scan_batch))
         .route("/health", get(rest::health))
         .route("/ready", get(rest::ready))
         .fallback(not_found)

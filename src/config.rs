@@ -50,6 +50,8 @@ pub struct Config {
     pub late_grace_minutes: u32,
     /// `AUTO_CLOSE_INTERVAL_SECONDS`: how often due sessions are closed (default 30).
     pub auto_close_interval: Duration,
+    /// `OFFLINE_SCAN_HORIZON_HOURS`: buffered scans older than this are rejected (default 72).
+    pub offline_horizon_hours: u32,
     /// `MAX_BODY_BYTES`: the largest request body accepted (default 1 MiB).
     pub max_body_bytes: usize,
     /// `REQUEST_TIMEOUT_SECONDS`: the longest any request may take (default 30).
@@ -156,6 +158,7 @@ impl Config {
             session_duration_minutes: number("SESSION_DURATION_MINUTES", 90, 1)? as u32,
             late_grace_minutes: number("LATE_GRACE_MINUTES", 10, 0)? as u32,
             auto_close_interval: Duration::from_secs(number("AUTO_CLOSE_INTERVAL_SECONDS", 30, 1)?),
+            offline_horizon_hours: number("OFFLINE_SCAN_HORIZON_HOURS", 72, 1)? as u32,
             max_body_bytes: number("MAX_BODY_BYTES", 1024 * 1024, 1024)? as usize,
             request_timeout: Duration::from_secs(number("REQUEST_TIMEOUT_SECONDS", 30, 1)?),
             log_json: match get("LOG_FORMAT").as_deref() {

@@ -64,6 +64,8 @@ pub enum Reason {
     NotYourCourse,
     /// The record changed between reading and writing it.
     ConcurrentEdit,
+    /// A buffered scan is older than the offline horizon.
+    ScanTooOld,
     /// A unique value is already taken.
     DuplicateValue,
     /// Too many failed attempts; try again later.
@@ -91,6 +93,7 @@ impl Reason {
             Self::DeviceBusy => "DEVICE_BUSY",
             Self::NotYourCourse => "NOT_YOUR_COURSE",
             Self::ConcurrentEdit => "CONCURRENT_EDIT",
+            Self::ScanTooOld => "SCAN_TOO_OLD",
             Self::DuplicateValue => "DUPLICATE_VALUE",
             Self::RateLimited => "RATE_LIMITED",
             Self::InvalidCredentials => "INVALID_CREDENTIALS",

@@ -34,14 +34,30 @@ enum Command {
     },
     /// Exit 0 when the local server's /health answers 200 (for container health checks).
     Healthcheck,
+    /// Print the scan statement as issued on PostgreSQL (for the benchmark's pgbench run).
+    #[command(hide = true)]
+    ScanSql,
 }
 
 fn main() -> ExitCode {
     // A missing .env is normal; a malformed one is worth a warning once logging is up.
     let dotenv = dotenvy::dotenv();
     let cli = Cli::parse();
-    if let Some(Command::Healthcheck) = cli.command {
-        return healthcheck();
+    match cli.command {
+        Some(Command::Healthcheck) => return healthcheck(),
+        Some(Command::ScanSql) => {
+            let student = attendance::service::scan::StudentRef::Id(0);
+            println!(
+                "{}",
+                attendance::service::scan::scan_sql(
+                    sea_orm::DbBackend::Postgres,
+                    &student,
+                    attendance::service::scan::Target::Active,
+                )
+            );
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -73,7 +89,7 @@ fn main() -> ExitCode {
             Command::CreateAdmin { username, password } => {
                 create_admin(config, &username, &password).await
             }
-            Command::Healthcheck => Ok(()),
+            Command::Healthcheck | Command::ScanSql => Ok(()),
         }
     });
     match result {

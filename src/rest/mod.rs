@@ -6,13 +6,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::entities::attendance_record;
 use crate::error::{AppError, AppResult, ErrorCode, Reason};
 use crate::graphql::scalars::{parse_date, parse_time};
+use crate::service::buffered::BufferedOutcome;
 use crate::service::scan::{ScanRequest, StudentRef};
 
 /// A record as the REST shim returns it.
@@ -78,13 +79,21 @@ pub async fn scan(State(state): State<AppState>, headers: HeaderMap, body: Bytes
 /// Parses `{"student_id", "date", "time"}` strictly: bad JSON is 400, anything else wrong
 /// (unknown, missing or ill-typed fields) is 422 naming the field.
 pub fn parse_scan(body: &[u8]) -> AppResult<ScanRequest> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    scan_from_value(&parse_json(body)?)
+}
+
+fn parse_json(body: &[u8]) -> AppResult<Value> {
+    serde_json::from_slice(body).map_err(|e| {
         AppError::rejected(
             ErrorCode::BadUserInput,
             Reason::MalformedJson,
             format!("the body is not valid JSON: {e}"),
         )
-    })?;
+    })
+}
+
+/// One scan object, checked strictly.
+fn scan_from_value(value: &Value) -> AppResult<ScanRequest> {
     let Value::Object(fields) = value else {
         return Err(AppError::invalid("body", "must be a JSON object"));
     };
@@ -119,6 +128,90 @@ pub fn parse_scan(body: &[u8]) -> AppResult<ScanRequest> {
         date,
         time,
     })
+}
+
+/// The most scans one batch may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// `POST /api/attendance/scans/batch`: scans a device buffered while offline, each matched
+/// to the session bound to the device at its own date and time. Always 200 with one result
+/// per item (unless the whole request is unusable), so a device never resends a batch
+/// because of one bad item; replaying a batch changes nothing.
+pub async fn scan_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let device = device_principal(&state, &headers).await?;
+        let value = parse_json(&body)?;
+        let items = match value {
+            Value::Array(items) => items,
+            Value::Object(mut fields) if fields.len() == 1 && fields.contains_key("scans") => {
+                match fields.remove("scans") {
+                    Some(Value::Array(items)) => items,
+                    _ => return Err(AppError::invalid("scans", "must be an array of scans")),
+                }
+            }
+            _ => {
+                return Err(AppError::invalid(
+                    "body",
+                    "must be an array of scans or {\"scans\": [...]}",
+                ));
+            }
+        };
+        if items.len() > MAX_BATCH {
+            return Err(AppError::invalid(
+                "scans",
+                format!("at most {MAX_BATCH} scans per batch"),
+            ));
+        }
+        let mut results = Vec::with_capacity(items.len());
+        let (mut accepted, mut duplicates, mut rejected) = (0, 0, 0);
+        for (index, item) in items.iter().enumerate() {
+            let outcome = match scan_from_value(item) {
+                Ok(request) => state.service.scan_buffered(&device, &request, None).await,
+                Err(err) => Err(err),
+            };
+            let entry = match outcome {
+                Ok(BufferedOutcome::Accepted(record)) => {
+                    accepted += 1;
+                    json!({"index": index, "status": "accepted", "record": RecordJson::from(record)})
+                }
+                Ok(BufferedOutcome::CorrectedAbsence(record)) => {
+                    accepted += 1;
+                    json!({"index": index, "status": "accepted", "corrected_absence": true,
+                           "record": RecordJson::from(record)})
+                }
+                Ok(BufferedOutcome::Duplicate(record_id)) => {
+                    duplicates += 1;
+                    json!({"index": index, "status": "duplicate", "record_id": record_id})
+                }
+                // The database is down or broken: fail the batch; replaying it is harmless.
+                Err(err @ (AppError::Unavailable | AppError::Internal(_))) => return Err(err),
+                Err(AppError::Unauthenticated) => return Err(AppError::Unauthenticated),
+                Err(err) => {
+                    rejected += 1;
+                    let mut entry = err.rest_body()["error"].clone();
+                    entry["index"] = json!(index);
+                    entry["status"] = json!("rejected");
+                    entry
+                }
+            };
+            results.push(entry);
+        }
+        Ok(json!({
+            "accepted": accepted,
+            "duplicates": duplicates,
+            "rejected": rejected,
+            "results": results,
+        }))
+    }
+    .await;
+    match result {
+        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
+        Err(err) => err.into_response(),
+    }
 }
 
 /// `GET /health`: 200 when the database answers, 503 when it does not.

@@ -1,6 +1,7 @@
 //! The domain: every rule and every transaction, shared by GraphQL and the REST shim.
 
 pub mod auth;
+pub mod buffered;
 pub mod directory;
 pub mod records;
 pub mod scan;
@@ -8,7 +9,7 @@ pub mod sessions;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use sea_orm::DatabaseConnection;
 
 use crate::auth::jwt::JwtKeys;
@@ -60,21 +61,7 @@ impl Service {
     /// Reads a local date and time in `TIME_ZONE` as a UTC instant. In the repeated hour of
     /// a DST change the earlier instant wins; a time skipped by a DST change is invalid.
     pub fn local_to_utc(&self, date: NaiveDate, time: NaiveTime) -> AppResult<DateTime<Utc>> {
-        match self
-            .config
-            .time_zone
-            .from_local_datetime(&date.and_time(time))
-        {
-            LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
-            LocalResult::Ambiguous(earlier, _) => Ok(earlier.with_timezone(&Utc)),
-            LocalResult::None => Err(AppError::invalid(
-                "time",
-                format!(
-                    "{date} {time} does not exist in {} (daylight-saving change)",
-                    self.config.time_zone
-                ),
-            )),
-        }
+        buffered::local_to_utc_in(self.config.time_zone, date, time)
     }
 }
 

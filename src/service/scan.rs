@@ -33,24 +33,47 @@ pub enum StudentRef {
     Code(String),
 }
 
-/// The whole success path of a scan in one statement: the `present` record is inserted only
-/// if the device still holds that key and is active, its session is active, open and of the
-/// scan's date, and the student is in one of the course's sections. Lateness is computed
-/// from the session's start and grace. A duplicate inserts nothing.
-fn scan_sql(backend: DbBackend, student: &StudentRef) -> String {
-    let late = match backend {
-        DbBackend::Sqlite => {
-            "CASE WHEN unixepoch($3) > unixepoch(s.starts_at) + s.grace_minutes * 60 \
-             THEN (unixepoch($3) - unixepoch(s.starts_at)) / 60 ELSE 0 END"
-        }
-        _ => {
-            "CASE WHEN $3 > s.starts_at + make_interval(mins => s.grace_minutes) \
-             THEN CAST(FLOOR(EXTRACT(EPOCH FROM ($3 - s.starts_at)) / 60) AS INTEGER) ELSE 0 END"
-        }
-    };
-    let student_column = match student {
+/// Minutes after the session's start for a scan at parameter `ts`, 0 within the grace period.
+pub(crate) fn late_expr(backend: DbBackend, ts: &str) -> String {
+    match backend {
+        DbBackend::Sqlite => format!(
+            "CASE WHEN unixepoch({ts}) > unixepoch(s.starts_at) + s.grace_minutes * 60 \
+             THEN (unixepoch({ts}) - unixepoch(s.starts_at)) / 60 ELSE 0 END"
+        ),
+        _ => format!(
+            "CASE WHEN {ts} > s.starts_at + make_interval(mins => s.grace_minutes) \
+             THEN CAST(FLOOR(EXTRACT(EPOCH FROM ({ts} - s.starts_at)) / 60) AS INTEGER) ELSE 0 END"
+        ),
+    }
+}
+
+fn student_column(student: &StudentRef) -> &'static str {
+    match student {
         StudentRef::Id(_) => "st.id",
         StudentRef::Code(_) => "st.student_code",
+    }
+}
+
+/// Which session a scan statement targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The device's active session, open now, of the scan's date (live scans).
+    /// Parameters: $1 device id, $5 date, $6 now.
+    Active,
+    /// One given session (buffered scans matched by time). Parameter: $1 session id.
+    Session,
+}
+
+/// The whole success path of a scan in one statement: the `present` record is inserted only
+/// if the device still holds that key and is active, the session qualifies, and the student
+/// is in one of the course's sections. Lateness is computed from the session's start and
+/// grace. A duplicate inserts nothing. $2 is the student, $3 the scan instant, $4 the key hash.
+pub fn scan_sql(backend: DbBackend, student: &StudentRef, target: Target) -> String {
+    let late = late_expr(backend, "$3");
+    let column = student_column(student);
+    let session = match target {
+        Target::Active => "s.device_id = $1 AND s.is_active AND s.date = $5 AND s.closes_at > $6",
+        Target::Session => "s.id = $1",
     };
     format!(
         "INSERT INTO attendance_record \
@@ -58,20 +81,21 @@ fn scan_sql(backend: DbBackend, student: &StudentRef) -> String {
          SELECT s.id, st.id, 'present', $3, $3, {late}, 'scan' \
          FROM attendance_session s \
          JOIN device d ON d.id = s.device_id \
-         JOIN student st ON {student_column} = $2 \
+         JOIN student st ON {column} = $2 \
          JOIN course_section cs ON cs.course_id = s.course_id AND cs.section_id = st.section_id \
-         WHERE s.device_id = $1 AND s.is_active AND s.date = $5 AND s.closes_at > $6 \
-         AND d.is_active AND d.key_hash = $4 \
+         WHERE {session} AND d.is_active AND d.key_hash = $4 \
          ON CONFLICT (session_id, student_id) DO NOTHING \
          RETURNING id, session_id, student_id, status, timestamp, scanned_at, late_minutes, source"
     )
 }
 
-/// Everything needed to explain a rejected scan, in one statement.
-fn diagnosis_sql(student: &StudentRef) -> String {
-    let student_column = match student {
-        StudentRef::Id(_) => "st.id",
-        StudentRef::Code(_) => "st.student_code",
+/// Everything needed to explain a rejected scan, in one statement. $1 device id, $2 student,
+/// $3 key hash, $4 the scan's date, and for `Target::Session` $5 the session id.
+pub(crate) fn diagnosis_sql(student: &StudentRef, target: Target) -> String {
+    let column = student_column(student);
+    let session = match target {
+        Target::Active => "s.device_id = d.id AND s.is_active",
+        Target::Session => "s.id = $5",
     };
     format!(
         "SELECT d.is_active AS device_active, \
@@ -84,24 +108,24 @@ fn diagnosis_sql(student: &StudentRef) -> String {
          (SELECT MAX(c.id) FROM attendance_session c \
            WHERE c.device_id = d.id AND c.date = $4 AND NOT c.is_active) AS closed_today \
          FROM device d \
-         LEFT JOIN attendance_session s ON s.device_id = d.id AND s.is_active \
-         LEFT JOIN student st ON {student_column} = $2 \
+         LEFT JOIN attendance_session s ON {session} \
+         LEFT JOIN student st ON {column} = $2 \
          WHERE d.id = $1"
     )
 }
 
 /// The facts behind a rejected scan.
 #[derive(Debug, FromQueryResult)]
-struct Diagnosis {
-    device_active: bool,
-    key_ok: i32,
-    session_id: Option<i32>,
-    session_date: Option<NaiveDate>,
-    closes_at: Option<DateTime<Utc>>,
-    student_id: Option<i32>,
-    enrolled: i32,
-    record_id: Option<i32>,
-    closed_today: Option<i32>,
+pub(crate) struct Diagnosis {
+    pub device_active: bool,
+    pub key_ok: i32,
+    pub session_id: Option<i32>,
+    pub session_date: Option<NaiveDate>,
+    pub closes_at: Option<DateTime<Utc>>,
+    pub student_id: Option<i32>,
+    pub enrolled: i32,
+    pub record_id: Option<i32>,
+    pub closed_today: Option<i32>,
 }
 
 /// Devices' last contact, written to the database in batches rather than on every scan.
@@ -109,7 +133,7 @@ struct Diagnosis {
 pub struct LastSeen(Mutex<HashMap<i32, DateTime<Utc>>>);
 
 impl LastSeen {
-    fn touch(&self, device_id: i32, at: DateTime<Utc>) {
+    pub(crate) fn touch(&self, device_id: i32, at: DateTime<Utc>) {
         if let Ok(mut map) = self.0.lock() {
             map.insert(device_id, at);
         }
@@ -146,7 +170,7 @@ impl Service {
             let inserted = attendance_record::Entity::find()
                 .from_raw_sql(statement(
                     backend,
-                    &scan_sql(backend, &request.student),
+                    &scan_sql(backend, &request.student, Target::Active),
                     vec![
                         (*device_id).into(),
                         student_value(&request.student),
@@ -182,7 +206,7 @@ impl Service {
         let backend = self.db.get_database_backend();
         let facts = Diagnosis::find_by_statement(statement(
             backend,
-            &diagnosis_sql(&request.student),
+            &diagnosis_sql(&request.student, Target::Active),
             vec![
                 device_id.into(),
                 student_value(&request.student),
@@ -222,31 +246,7 @@ impl Service {
                 ),
             )));
         }
-        if facts.student_id.is_none() {
-            return Ok(Some(AppError::rejected(
-                ErrorCode::NotFound,
-                Reason::StudentNotFound,
-                match &request.student {
-                    StudentRef::Id(id) => format!("no student has id {id}"),
-                    StudentRef::Code(code) => format!("no student has code {code:?}"),
-                },
-            )));
-        }
-        if facts.enrolled == 0 {
-            return Ok(Some(AppError::rejected(
-                ErrorCode::Forbidden,
-                Reason::StudentNotInCourse,
-                "the student is not in any section of this session's course",
-            )));
-        }
-        Ok(facts.record_id.map(|record_id| AppError::Rejected {
-            code: ErrorCode::Conflict,
-            reason: Reason::DuplicateScan,
-            message: format!(
-                "the student is already recorded in this session (record {record_id})"
-            ),
-            record_id: Some(record_id),
-        }))
+        Ok(student_rejection(&facts, &request.student))
     }
 
     /// Writes the buffered last-contact times of devices; returns how many were updated.
@@ -263,7 +263,35 @@ impl Service {
     }
 }
 
-fn student_value(student: &StudentRef) -> Value {
+/// The rejection a scan's student earns in a session that otherwise takes it: unknown,
+/// not enrolled, or already recorded; `None` when none applies.
+pub(crate) fn student_rejection(facts: &Diagnosis, student: &StudentRef) -> Option<AppError> {
+    if facts.student_id.is_none() {
+        return Some(AppError::rejected(
+            ErrorCode::NotFound,
+            Reason::StudentNotFound,
+            match student {
+                StudentRef::Id(id) => format!("no student has id {id}"),
+                StudentRef::Code(code) => format!("no student has code {code:?}"),
+            },
+        ));
+    }
+    if facts.enrolled == 0 {
+        return Some(AppError::rejected(
+            ErrorCode::Forbidden,
+            Reason::StudentNotInCourse,
+            "the student is not in any section of this session's course",
+        ));
+    }
+    facts.record_id.map(|record_id| AppError::Rejected {
+        code: ErrorCode::Conflict,
+        reason: Reason::DuplicateScan,
+        message: format!("the student is already recorded in this session (record {record_id})"),
+        record_id: Some(record_id),
+    })
+}
+
+pub(crate) fn student_value(student: &StudentRef) -> Value {
     match student {
         StudentRef::Id(id) => (*id).into(),
         StudentRef::Code(code) => code.clone().into(),

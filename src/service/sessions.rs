@@ -298,7 +298,9 @@ impl Service {
                     session.id.into(),
                     at.into(),
                     session.course_id.into(),
-                    session.starts_at.into(),
+                    // Enrolled by the later of the class's start and the session's opening:
+                    // students who join after that are not marked absent.
+                    session.starts_at.max(session.created_at).into(),
                 ],
             ))
             .await?;

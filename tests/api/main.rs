@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod directory;
 mod flow;
+mod offline;
 mod roles;
 mod schema;
 

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# The scan-path benchmark: builds the release binary, then for PostgreSQL and SQLite starts
+# a server on loopback, seeds 200,000 students in 10 sections of one course with one device
+# and one open session, drives the shared harness (../shared/bench, wrk c=32), runs pgbench
+# on the exact scan statement (PostgreSQL), times closeSession, and measures a teacher's
+# 500-record session page under c=8.
+#
+# Usage: bench/run.sh            (env: BACKENDS="postgres sqlite", SCAN_S, DUP_S, WARM_S,
+#                                 PORT, HARNESS, PG_URL, SKIP_BUILD=1, PAGE_S)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+HARNESS=${HARNESS:-$ROOT/../shared/bench}
+BACKENDS=${BACKENDS:-postgres sqlite}
+PORT=${PORT:-18080}
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+PAGE_S=${PAGE_S:-10}
+OUT=${OUT:-$ROOT/bench/out/$(date -u +%Y%m%dT%H%M%SZ)}
+STUDENTS=200000
+KEY=attdev_bench000000000000000000000000000000000000000000000000000000000
+KEY2=attdev_bench000000000000000000000000000000000000000000000000000000002
+ADMIN_PASSWORD=bench-admin-password
+mkdir -p "$OUT"
+BASE=http://127.0.0.1:$PORT
+
+for tool in wrk psql curl python3; do
+  command -v $tool >/dev/null || { echo "$tool is needed (apt-get install -y wrk postgresql-client curl)" >&2; exit 2; }
+done
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  (cd "$ROOT" && cargo build --release --bin attendance)
+fi
+sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+KEY_HASH=$(sha "$KEY"); KEY2_HASH=$(sha "$KEY2")
+TODAY=$(date -u +%F)
+
+# The seed: SQL that both databases accept (timestamps in the text form sqlx writes on SQLite).
+seed_sql() { # $1 = now literal, $2 = later literal, $3 = true literal, $4 = false literal
+  local now=$1 later=$2 t=$3 f=$4
+  cat <<SQL
+INSERT INTO dep_batch (id, dep, batch) VALUES (1, 'Bench', '2026');
+INSERT INTO section (id, name, dep_batch_id) VALUES (1,'S1',1),(2,'S2',1),(3,'S3',1),(4,'S4',1),(5,'S5',1),(6,'S6',1),(7,'S7',1),(8,'S8',1),(9,'S9',1),(10,'S10',1),(11,'PAGE',1);
+INSERT INTO teacher (id, teacher_code, first_name, last_name) VALUES (1, 'TB', 'Bench', 'Teacher');
+INSERT INTO course (id, name, code, teacher_id) VALUES (1, 'Bench course', 'BENCH', 1), (2, 'Page course', 'PAGE', 1);
+INSERT INTO course_section (course_id, section_id) VALUES (1,1),(1,2),(1,3),(1,4),(1,5),(1,6),(1,7),(1,8),(1,9),(1,10),(2,11);
+INSERT INTO device (id, device_id, name, is_active, key_hash, created_at) VALUES
+  (1, 'BENCH-1', 'bench', $t, '$KEY_HASH', $now),
+  (2, 'BENCH-2', 'pgbench', $t, '$KEY2_HASH', $now),
+  (3, 'BENCH-3', 'close', $t, 'unused3', $now),
+  (4, 'BENCH-4', 'page', $t, 'unused4', $now);
+INSERT INTO attendance_session (id, course_id, date, created_by, created_at, device_id, is_active, starts_at, grace_minutes, closes_at) VALUES
+  (1, 1, '$TODAY', 1, $now, 1, $t, $now, 10, $later),
+  (2, 1, '$TODAY', 1, $now, 2, $t, $now, 10, $later),
+  (3, 1, '$TODAY', 1, $now, 3, $t, $now, 10, $later),
+  (4, 2, '$TODAY', 1, $now, 4, $t, $now, 10, $later);
+SQL
+}
+
+start_server() { # $1 = name, $2 = DATABASE_URL
+  cp "$TARGET/release/attendance" "$OUT/attendance-$1"
+  SECRET_KEY=bench-secret-key-0123456789 DEBUG=false DATABASE_URL=$2 \
+    "$OUT/attendance-$1" create-admin --username admin --password "$ADMIN_PASSWORD" > /dev/null
+  SECRET_KEY=bench-secret-key-0123456789 DEBUG=false DATABASE_URL=$2 BIND=127.0.0.1:$PORT \
+    AUTO_CLOSE_INTERVAL_SECONDS=3600 RUST_LOG=warn \
+    "$OUT/attendance-$1" serve > "$OUT/server-$1.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do
+    curl -fs "$BASE/ready" > /dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server did not become ready" >&2; cat "$OUT/server-$1.log" >&2; exit 1
+}
+
+stop_server() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+}
+trap 'stop_server' EXIT
+
+gql() { # $1 = token, $2 = JSON body
+  curl -fs "$BASE/graphql" -H 'content-type: application/json' -H "authorization: Bearer $1" -d "$2"
+}
+
+login() {
+  curl -fs "$BASE/graphql" -H 'content-type: application/json' \
+    -d "{\"query\":\"mutation { login(username: \\\"admin\\\", password: \\\"$ADMIN_PASSWORD\\\") { accessToken } }\"}" |
+    python3 -c 'import sys, json; print(json.load(sys.stdin)["data"]["login"]["accessToken"])'
+}
+
+rss_kib() { ps -o rss= -p "$SERVER_PID" | tr -d ' '; }
+
+time_close() { # $1 = token, $2 = session id -> "seconds markedAbsent"
+  python3 - "$BASE" "$1" "$2" <<'PY'
+import json, sys, time, urllib.request
+base, token, sid = sys.argv[1:4]
+body = json.dumps({"query": "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }", "variables": {"id": sid}}).encode()
+req = urllib.request.Request(base + "/graphql", body, {"content-type": "application/json", "authorization": "Bearer " + token})
+t = time.perf_counter()
+res = json.load(urllib.request.urlopen(req, timeout=120))
+print("%.3f %s" % (time.perf_counter() - t, res["data"]["closeSession"]["markedAbsent"]))
+PY
+}
+
+run_backend() { # $1 = postgres | sqlite
+  local backend=$1 url count_cmd
+  echo "=============== $backend ===============" | tee -a "$OUT/summary.txt"
+  if [ "$backend" = postgres ]; then
+    psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS attendance_bench WITH (FORCE)" -c "CREATE DATABASE attendance_bench" > /dev/null
+    url="$PG_URL/attendance_bench"
+    SECRET_KEY=x-bench-secret-key-0123 DEBUG=false DATABASE_URL=$url "$TARGET/release/attendance" migrate > /dev/null
+    local t0=$(date +%s.%N)
+    { seed_sql "now()" "now() + interval '1 day'" true false
+      echo "INSERT INTO student (id, student_code, first_name, last_name, section_id, created_at, enrolled_at)
+            SELECT g, 'B' || g, 'First' || g, 'Last' || g, 1 + (g - 1) % 10, now() - interval '1 day', now() - interval '1 day'
+            FROM generate_series(1, $STUDENTS) g;
+            INSERT INTO student (id, student_code, first_name, last_name, section_id, created_at, enrolled_at)
+            SELECT g, 'P' || g, 'First' || g, 'Last' || g, 11, now() - interval '1 day', now() - interval '1 day'
+            FROM generate_series($STUDENTS + 1, $STUDENTS + 500) g;
+            SELECT setval(pg_get_serial_sequence('student', 'id'), $STUDENTS + 500);
+            SELECT setval(pg_get_serial_sequence('attendance_session', 'id'), 4);
+            SELECT setval(pg_get_serial_sequence('device', 'id'), 4);
+            ANALYZE;"
+    } | psql "$url" -q -v ON_ERROR_STOP=1 > /dev/null
+    echo "seed         : $STUDENTS students in $(python3 -c "import time; print('%.1f' % (time.time() - $t0))") s (SQL)" | tee -a "$OUT/summary.txt"
+    count_cmd="psql '$url' -Atc 'select count(*) from attendance_record where session_id = 1'"
+  else
+    rm -f "$OUT"/bench.db*
+    url="sqlite://$OUT/bench.db?mode=rwc"
+    SECRET_KEY=x-bench-secret-key-0123 DEBUG=false DATABASE_URL=$url "$TARGET/release/attendance" migrate > /dev/null
+    local t0=$(date +%s.%N)
+    python3 - "$OUT/bench.db" "$STUDENTS" "$(seed_sql "'NOW'" "'LATER'" 1 0)" <<'PY'
+import datetime, sqlite3, sys
+path, n, seed = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+fmt = lambda t: t.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+now = datetime.datetime.now(datetime.timezone.utc)
+seed = seed.replace("'NOW'", "'%s'" % fmt(now)).replace("'LATER'", "'%s'" % fmt(now + datetime.timedelta(days=1)))
+past = fmt(now - datetime.timedelta(days=1))
+db = sqlite3.connect(path)
+db.executescript(seed)
+db.executemany("INSERT INTO student (id, student_code, first_name, last_name, section_id, created_at, enrolled_at) VALUES (?,?,?,?,?,?,?)",
+    ((g, "B%d" % g, "First%d" % g, "Last%d" % g, 1 + (g - 1) % 10, past, past) for g in range(1, n + 1)))
+db.executemany("INSERT INTO student (id, student_code, first_name, last_name, section_id, created_at, enrolled_at) VALUES (?,?,?,?,?,?,?)",
+    ((g, "P%d" % g, "First%d" % g, "Last%d" % g, 11, past, past) for g in range(n + 1, n + 501)))
+db.commit()
+db.execute("ANALYZE")
+db.close()
+PY
+    echo "seed         : $STUDENTS students in $(python3 -c "import time; print('%.1f' % (time.time() - $t0))") s (SQL)" | tee -a "$OUT/summary.txt"
+    count_cmd="python3 -c \"import sqlite3; print(sqlite3.connect('$OUT/bench.db').execute('select count(*) from attendance_record where session_id = 1').fetchone()[0])\""
+  fi
+
+  start_server "$backend" "$url"
+  sleep 2
+  echo "idle RSS     : $(( $(rss_kib) / 1024 )) MiB (after start-up and /ready)" | tee -a "$OUT/summary.txt"
+
+  OUT_DIR="$OUT/harness-$backend" DB_COUNT_CMD="$count_cmd" RSS_PATTERN="$OUT/attendance-$backend" \
+    bash "$HARNESS/run.sh" "$BASE" "$KEY" 1 "$STUDENTS" > "$OUT/harness-$backend.txt" 2>&1 || true
+  sed -n '/== summary/,$p' "$OUT/harness-$backend.txt" | tee -a "$OUT/summary.txt"
+  grep -i "warn" "$OUT/harness-$backend.txt" | head -5 | tee -a "$OUT/summary.txt" || true
+  echo "RSS after load: $(( $(rss_kib) / 1024 )) MiB" | tee -a "$OUT/summary.txt"
+
+  if [ "$backend" = postgres ]; then
+    # The database's own ceiling for this design: the scan statement the server issues,
+    # from `attendance scan-sql`, run by pgbench against the second device's session.
+    "$TARGET/release/attendance" scan-sql |
+      sed -e 's/\$1/:device/g; s/\$2/:sid/g; s/\$3/:ts/g; s/\$4/:keyhash/g; s/\$5/:day/g; s/\$6/:now/g' > "$OUT/scan-body.sql"
+    { echo "\\set sid random(1, $STUDENTS)"
+      echo "\\set device 2"
+      printf "%s;\n" "$(sed -e "s/:ts/CAST('${TODAY}T08:00:00+00:00' AS timestamptz)/g; s/:keyhash/'$KEY2_HASH'/g; s/:day/CAST('$TODAY' AS date)/g; s/:now/now()/g" "$OUT/scan-body.sql")"
+    } > "$OUT/pgbench-scan.sql"
+    pgbench -n -M prepared -c 32 -j 2 -T "${SCAN_S:-15}" -f "$OUT/pgbench-scan.sql" "$url" > "$OUT/pgbench.txt" 2>&1 || true
+    echo "pgbench      : $(grep -E '^tps' "$OUT/pgbench.txt" | head -1) (scan statement, c=32, -M prepared, ${SCAN_S:-15}s; random ids, so some repeats insert nothing)" | tee -a "$OUT/summary.txt"
+    grep -E "latency average" "$OUT/pgbench.txt" | sed 's/^/               /' | tee -a "$OUT/summary.txt"
+  fi
+
+  local token; token=$(login)
+  # The session page: 500 absent records after closing the page course's session.
+  time_close "$token" 4 > /dev/null
+  TOKEN=$token SESSION_ID=4 wrk -t2 -c8 -d"${PAGE_S}s" --latency -s "$ROOT/bench/session_page.lua" "$BASE/graphql" > "$OUT/page-$backend.txt" 2>&1
+  echo "session page : $(grep RESULT "$OUT/page-$backend.txt" | sed 's/^RESULT //') (500 records with students, c=8)" | tee -a "$OUT/summary.txt"
+
+  local closed
+  closed=$(time_close "$token" 1)
+  echo "close        : ${closed% *} s for ${closed#* } absentees (the benchmark session, after the load)" | tee -a "$OUT/summary.txt"
+  closed=$(time_close "$token" 3)
+  echo "close        : ${closed% *} s for ${closed#* } absentees (a session nobody scanned)" | tee -a "$OUT/summary.txt"
+  stop_server
+}
+
+for backend in $BACKENDS; do
+  run_backend "$backend"
+done
+echo
+echo "summary in $OUT/summary.txt"

@@ -1,0 +1,238 @@
+//! Scans a terminal buffered while offline and sends later: matched to the session bound to
+//! the device at the scan's own date and time, and allowed to correct an automatic absence.
+
+use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, Set, TransactionTrait,
+};
+
+use super::scan::{
+    Diagnosis, ScanRequest, Target, diagnosis_sql, late_expr, scan_sql, student_rejection,
+    student_value,
+};
+use super::sessions::{statement, write_transaction};
+use super::{Service, now};
+use crate::auth::Principal;
+use crate::entities::{AttendanceStatus, attendance_record, attendance_session, record_change};
+use crate::error::{AppError, AppResult, ErrorCode, Reason};
+
+/// What became of one buffered scan that was not rejected.
+#[derive(Clone, Debug)]
+pub enum BufferedOutcome {
+    /// A new `present` record.
+    Accepted(attendance_record::Model),
+    /// An automatic absence, untouched by any teacher, turned into `present`.
+    CorrectedAbsence(attendance_record::Model),
+    /// The student already had a record in that session; nothing changed.
+    Duplicate(i32),
+}
+
+impl Service {
+    /// Records a scan made at its own local date and time (read in `zone`, or `TIME_ZONE`),
+    /// against the session that was bound to the device then, active or closed since.
+    pub async fn scan_buffered(
+        &self,
+        device: &Principal,
+        request: &ScanRequest,
+        zone: Option<Tz>,
+    ) -> AppResult<BufferedOutcome> {
+        let Principal::Device {
+            id: device_id,
+            key_hash,
+        } = device
+        else {
+            return Err(AppError::Forbidden);
+        };
+        let zone = zone.unwrap_or(self.config.time_zone);
+        let scanned_at = local_to_utc_in(zone, request.date, request.time)?;
+        let at = now();
+        self.last_seen.touch(*device_id, at);
+        let horizon = Duration::hours(self.config.offline_horizon_hours as i64);
+        if at - scanned_at > horizon {
+            return Err(AppError::rejected(
+                ErrorCode::BadUserInput,
+                Reason::ScanTooOld,
+                format!(
+                    "scans older than {} hours are not accepted",
+                    self.config.offline_horizon_hours
+                ),
+            ));
+        }
+        let Some(session) = self
+            .session_at(*device_id, request.date, scanned_at)
+            .await?
+        else {
+            return Err(AppError::rejected(
+                ErrorCode::Conflict,
+                Reason::NoActiveSession,
+                format!(
+                    "no session was bound to this device on {} at {}",
+                    request.date, request.time
+                ),
+            ));
+        };
+
+        let backend = self.db.get_database_backend();
+        let inserted = attendance_record::Entity::find()
+            .from_raw_sql(statement(
+                backend,
+                &scan_sql(backend, &request.student, Target::Session),
+                vec![
+                    session.id.into(),
+                    student_value(&request.student),
+                    scanned_at.into(),
+                    key_hash.clone().into(),
+                ],
+            ))
+            .one(&self.writer)
+            .await?;
+        if let Some(record) = inserted {
+            return Ok(BufferedOutcome::Accepted(record));
+        }
+
+        let facts = Diagnosis::find_by_statement(statement(
+            backend,
+            &diagnosis_sql(&request.student, Target::Session),
+            vec![
+                (*device_id).into(),
+                student_value(&request.student),
+                key_hash.clone().into(),
+                request.date.into(),
+                session.id.into(),
+            ],
+        ))
+        .one(&self.writer)
+        .await?;
+        let Some(facts) = facts.filter(|f| f.device_active && f.key_ok == 1) else {
+            self.forget_device_keys();
+            return Err(AppError::Unauthenticated);
+        };
+        match student_rejection(&facts, &request.student) {
+            Some(AppError::Rejected {
+                reason: Reason::DuplicateScan,
+                record_id: Some(record_id),
+                ..
+            }) => {
+                let student_id = facts.student_id.unwrap_or_default();
+                match self
+                    .correct_absence(&session, student_id, scanned_at, *device_id)
+                    .await?
+                {
+                    Some(record) => Ok(BufferedOutcome::CorrectedAbsence(record)),
+                    None => Ok(BufferedOutcome::Duplicate(record_id)),
+                }
+            }
+            Some(rejection) => Err(rejection),
+            None => Err(AppError::Internal(format!(
+                "buffered scan in session {} wrote nothing and no rule explains why",
+                session.id
+            ))),
+        }
+    }
+
+    /// The session bound to the device at `instant` on `date`: opened (or starting) by
+    /// then, and not yet closed.
+    async fn session_at(
+        &self,
+        device_id: i32,
+        date: NaiveDate,
+        instant: DateTime<Utc>,
+    ) -> AppResult<Option<attendance_session::Model>> {
+        use attendance_session::Column;
+        Ok(attendance_session::Entity::find()
+            .filter(Column::DeviceId.eq(device_id))
+            .filter(Column::Date.eq(date))
+            .filter(
+                Condition::any()
+                    .add(Column::CreatedAt.lte(instant))
+                    .add(Column::StartsAt.lte(instant)),
+            )
+            .filter(
+                Condition::any()
+                    .add(
+                        Condition::all()
+                            .add(Column::IsActive.eq(true))
+                            .add(Column::ClosesAt.gte(instant)),
+                    )
+                    .add(
+                        Condition::all()
+                            .add(Column::IsActive.eq(false))
+                            .add(Column::ClosedAt.gte(instant)),
+                    ),
+            )
+            .order_by_desc(Column::Id)
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Turns an automatic absence into `present` with an audit row saying why, unless a
+    /// teacher has touched the record (any audit row) or it was not an automatic absence.
+    async fn correct_absence(
+        &self,
+        session: &attendance_session::Model,
+        student_id: i32,
+        scanned_at: DateTime<Utc>,
+        device_id: i32,
+    ) -> AppResult<Option<attendance_record::Model>> {
+        let backend = self.db.get_database_backend();
+        let late = late_expr(backend, "$3");
+        let at = now();
+        let txn = self.writer.begin_with_options(write_transaction()).await?;
+        let corrected = attendance_record::Entity::find()
+            .from_raw_sql(statement(
+                backend,
+                &format!(
+                    "UPDATE attendance_record SET status = 'present', scanned_at = $3, \
+                     timestamp = $4, source = 'scan', late_minutes = \
+                     (SELECT {late} FROM attendance_session s WHERE s.id = attendance_record.session_id) \
+                     WHERE session_id = $1 AND student_id = $2 \
+                     AND status = 'absent' AND source = 'auto_absent' \
+                     AND NOT EXISTS (SELECT 1 FROM record_change c WHERE c.record_id = attendance_record.id) \
+                     RETURNING id, session_id, student_id, status, timestamp, scanned_at, late_minutes, source"
+                ),
+                vec![
+                    session.id.into(),
+                    student_id.into(),
+                    scanned_at.into(),
+                    at.into(),
+                ],
+            ))
+            .one(&txn)
+            .await?;
+        let Some(record) = corrected else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        record_change::ActiveModel {
+            record_id: Set(record.id),
+            old_status: Set(AttendanceStatus::Absent),
+            new_status: Set(AttendanceStatus::Present),
+            changed_by: Set(None),
+            changed_at: Set(at),
+            reason: Set(Some(format!(
+                "buffered scan from device {device_id} at {} received after the session closed",
+                scanned_at.to_rfc3339()
+            ))),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(Some(record))
+    }
+}
+
+/// Reads a local date and time in `zone` as a UTC instant (earlier instant in a repeated
+/// hour; a skipped hour is invalid).
+pub fn local_to_utc_in(zone: Tz, date: NaiveDate, time: NaiveTime) -> AppResult<DateTime<Utc>> {
+    match zone.from_local_datetime(&date.and_time(time)) {
+        LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
+        LocalResult::Ambiguous(earlier, _) => Ok(earlier.with_timezone(&Utc)),
+        LocalResult::None => Err(AppError::invalid(
+            "time",
+            format!("{date} {time} does not exist in {zone} (daylight-saving change)"),
+        )),
+    }
+}

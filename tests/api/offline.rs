@@ -1,0 +1,284 @@
+//! Offline devices: buffered batches matched to the session of their own time, replays,
+//! corrected absences and the offline horizon.
+
+use serde_json::{Value, json};
+
+use crate::both_databases;
+use crate::common::*;
+
+both_databases!(
+    a_batch_answers_per_item_and_replays_change_nothing,
+    a_buffered_scan_corrects_an_automatic_absence_but_never_a_teacher_edit,
+    a_buffered_scan_goes_to_the_session_bound_at_its_time,
+    scans_past_the_offline_horizon_are_rejected,
+    oversized_and_malformed_batches_are_refused_whole,
+);
+
+/// Opens the school's session with a start at midnight, so any scan time of today up to
+/// now falls inside it; returns the session id.
+async fn open_from_midnight(
+    app: &TestApp,
+    school: &School,
+    device: &str,
+    course: &str,
+    token: &str,
+) -> String {
+    let data = app
+        .gql_ok(
+            Some(token),
+            "mutation($i: CreateSessionInput!) { createSession(input: $i) { id } }",
+            json!({"i": {"courseId": course, "deviceId": device, "startTime": "00:00:00"}}),
+        )
+        .await;
+    let _ = school;
+    data["createSession"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn batch(app: &TestApp, key: &str, scans: &Value) -> (u16, Value) {
+    let res = app
+        .client
+        .post(format!("{}/api/attendance/scans/batch", app.address))
+        .bearer_auth(key)
+        .json(scans)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+fn statuses(body: &Value) -> Vec<String> {
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| match r["status"].as_str().unwrap() {
+            "rejected" => format!("rejected:{}", r["code"].as_str().unwrap()),
+            other => other.to_owned(),
+        })
+        .collect()
+}
+
+async fn a_batch_answers_per_item_and_replays_change_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(3).await;
+    open_from_midnight(
+        &app,
+        &school,
+        &school.device_code,
+        &school.course_id,
+        &school.teacher,
+    )
+    .await;
+    let (today, now) = (app.today(), app.now_time());
+    let scans = json!([
+        {"student_id": school.students[0].parse::<i64>().unwrap(), "date": today, "time": now},
+        {"student_id": school.students[1].parse::<i64>().unwrap(), "date": today, "time": now},
+        {"student_id": school.students[0].parse::<i64>().unwrap(), "date": today, "time": now},
+        {"student_id": 987654, "date": today, "time": now},
+        {"student_id": school.outsider.parse::<i64>().unwrap(), "date": today, "time": now},
+        {"student_id": school.students[2].parse::<i64>().unwrap(), "date": today},
+        {"student_id": school.students[2].parse::<i64>().unwrap(), "date": "2001-01-01", "time": "08:00:00"},
+    ]);
+    let (status, first) = batch(&app, &school.device_key, &scans).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        statuses(&first),
+        [
+            "accepted",
+            "accepted",
+            "duplicate",
+            "rejected:STUDENT_NOT_FOUND",
+            "rejected:STUDENT_NOT_IN_COURSE",
+            "rejected:BAD_USER_INPUT",
+            "rejected:SCAN_TOO_OLD",
+        ]
+    );
+    assert_eq!(first["accepted"], 2);
+    assert_eq!(first["results"][5]["field"], "time");
+    let records_after_first = app.count("SELECT COUNT(*) FROM attendance_record").await;
+
+    let (status, replay) = batch(&app, &school.device_key, &scans).await;
+    assert_eq!(status, 200);
+    assert_eq!(replay["accepted"], 0);
+    assert_eq!(replay["duplicates"], 3);
+    assert_eq!(
+        replay["results"][0]["record_id"],
+        first["results"][0]["record"]["id"]
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM attendance_record").await,
+        records_after_first
+    );
+
+    let wrapped = json!({"scans": [{"student_id": school.students[2].parse::<i64>().unwrap(), "date": today, "time": now}]});
+    let (status, body) = batch(&app, &school.device_key, &wrapped).await;
+    assert_eq!(
+        (status, statuses(&body)),
+        (200, vec!["accepted".to_owned()])
+    );
+}
+
+async fn a_buffered_scan_corrects_an_automatic_absence_but_never_a_teacher_edit(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(2).await;
+    let session = open_from_midnight(
+        &app,
+        &school,
+        &school.device_code,
+        &school.course_id,
+        &school.teacher,
+    )
+    .await;
+    let (today, scan_time) = (app.today(), app.now_time());
+    let closed = app
+        .gql_ok(
+            Some(&school.teacher),
+            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
+            json!({"id": session}),
+        )
+        .await;
+    assert_eq!(closed["closeSession"]["markedAbsent"], 4);
+
+    // The teacher excuses one absent student before the buffered scans arrive.
+    let records = app
+        .gql_ok(
+            Some(&school.teacher),
+            "query($id: ID!) { session(id: $id) { records { id studentId } } }",
+            json!({"id": session}),
+        )
+        .await;
+    let record_of = |student: &str| {
+        records["session"]["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["studentId"] == student)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    app.gql_ok(
+        Some(&school.teacher),
+        "mutation($id: ID!) { editStatus(recordId: $id, status: PERMISSION, reason: \"note\") { id } }",
+        json!({"id": record_of(&school.students[1])}),
+    )
+    .await;
+
+    let scans = json!([
+        {"student_id": school.students[0].parse::<i64>().unwrap(), "date": today, "time": scan_time},
+        {"student_id": school.students[1].parse::<i64>().unwrap(), "date": today, "time": scan_time},
+    ]);
+    let (status, body) = batch(&app, &school.device_key, &scans).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(statuses(&body), ["accepted", "duplicate"]);
+    assert_eq!(body["results"][0]["corrected_absence"], true);
+    assert_eq!(body["results"][0]["record"]["status"], "present");
+
+    let history = "query($id: ID!) { session(id: $id) { records { studentId status scannedAt changes { oldStatus newStatus reason changedBy { username } } } } }";
+    let data = app
+        .gql_ok(Some(&school.teacher), history, json!({"id": session}))
+        .await;
+    let find = |student: &str| {
+        data["session"]["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["studentId"] == student)
+            .unwrap()
+            .clone()
+    };
+    let corrected = find(&school.students[0]);
+    assert_eq!(corrected["status"], "PRESENT");
+    assert!(corrected["scannedAt"].is_string());
+    assert_eq!(corrected["changes"][0]["oldStatus"], "ABSENT");
+    assert_eq!(corrected["changes"][0]["newStatus"], "PRESENT");
+    assert!(corrected["changes"][0]["changedBy"].is_null());
+    assert!(
+        corrected["changes"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("buffered scan")
+    );
+    let edited = find(&school.students[1]);
+    assert_eq!(
+        edited["status"], "PERMISSION",
+        "a teacher's edit is never overwritten"
+    );
+    assert_eq!(edited["changes"].as_array().unwrap().len(), 1);
+
+    let (_, replay) = batch(&app, &school.device_key, &scans).await;
+    assert_eq!(statuses(&replay), ["duplicate", "duplicate"]);
+    assert_eq!(app.count("SELECT COUNT(*) FROM record_change").await, 2);
+}
+
+async fn a_buffered_scan_goes_to_the_session_bound_at_its_time(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(1).await;
+    let first = open_from_midnight(
+        &app,
+        &school,
+        &school.device_code,
+        &school.course_id,
+        &school.teacher,
+    )
+    .await;
+    let (today, during_first) = (app.today(), app.now_time());
+    app.gql_ok(
+        Some(&school.teacher),
+        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
+        json!({"id": first}),
+    )
+    .await;
+    // The device now serves another course; the buffered scan still belongs to the first.
+    app.gql_ok(
+        Some(&school.admin),
+        "mutation($i: CreateSessionInput!) { createSession(input: $i) { id } }",
+        json!({"i": {"courseId": school.other_course_id, "deviceId": school.device_code, "teacherId": school.other_teacher_id}}),
+    )
+    .await;
+    let scans = json!([{"student_id": school.students[0].parse::<i64>().unwrap(), "date": today, "time": during_first}]);
+    let (_, body) = batch(&app, &school.device_key, &scans).await;
+    assert_eq!(statuses(&body), ["accepted"], "{body}");
+    assert_eq!(
+        body["results"][0]["record"]["session_id"].to_string(),
+        first
+    );
+}
+
+async fn scans_past_the_offline_horizon_are_rejected(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |env| {
+        env.insert("OFFLINE_SCAN_HORIZON_HOURS".into(), "1".into());
+    })
+    .await;
+    let school = app.seed_school(1).await;
+    let two_hours_ago = chrono::Utc::now() - chrono::Duration::hours(2);
+    let scans = json!([{"student_id": school.students[0].parse::<i64>().unwrap(),
+        "date": two_hours_ago.format("%Y-%m-%d").to_string(), "time": two_hours_ago.format("%H:%M:%S").to_string()}]);
+    let (status, body) = batch(&app, &school.device_key, &scans).await;
+    assert_eq!(status, 200);
+    assert_eq!(statuses(&body), ["rejected:SCAN_TOO_OLD"]);
+}
+
+async fn oversized_and_malformed_batches_are_refused_whole(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(1).await;
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"student_id": 1, "date": "2026-01-01", "time": "08:00:00"}))
+        .collect();
+    let (status, body) = batch(&app, &school.device_key, &Value::Array(many)).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["field"], "scans");
+    let res = app
+        .client
+        .post(format!("{}/api/attendance/scans/batch", app.address))
+        .bearer_auth(&school.device_key)
+        .body("[{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    let (status, _) = batch(&app, &school.admin, &json!([])).await;
+    assert_eq!(status, 403, "people's tokens do not submit scans");
+}
