@@ -6,14 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -27,7 +30,7 @@ use crate::config::Config;
 use crate::db::{self, StatementCounter};
 use crate::error::{AppError, ErrorCode, Reason};
 use crate::graphql::guard::Auth;
-use crate::graphql::loaders::{drive, request_loader};
+use crate::graphql::loaders::{connection_loader, drive, request_loader};
 use crate::graphql::{AppSchema, build_schema};
 use crate::rest;
 use crate::service::Service;
@@ -39,6 +42,8 @@ pub struct AppState {
     pub service: Service,
     /// The GraphQL schema.
     pub schema: AppSchema,
+    /// Turns true when the server starts shutting down (WebSockets then close cleanly).
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// A failure to start, reported as one line.
@@ -64,6 +69,7 @@ pub struct Application {
     router: Router,
     service: Service,
     statements: StatementCounter,
+    stop: watch::Sender<bool>,
 }
 
 impl Application {
@@ -79,15 +85,18 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| StartupError::Bind(config.bind, e))?;
+        let (stop, stopping) = watch::channel(false);
         let router = router(AppState {
             schema: build_schema(service.clone()),
             service: service.clone(),
+            stopping,
         });
         Ok(Self {
             listener,
             router,
             service,
             statements,
+            stop,
         })
     }
 
@@ -106,21 +115,40 @@ impl Application {
         self.statements.clone()
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves until `shutdown` resolves; then stops accepting, closes WebSockets with a close
+    /// frame, and gives in-flight requests `SHUTDOWN_GRACE_SECONDS` to finish.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let jobs = spawn_background_jobs(self.service.clone(), stop_rx);
-        let served = axum::serve(
+        let stopping = self.stop.subscribe();
+        let jobs = spawn_background_jobs(self.service.clone(), stopping.clone());
+        self.service
+            .events
+            .spawn_bridge(self.service.db.clone(), stopping.clone());
+        let stop = self.stop;
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let grace = self.service.config.shutdown_grace;
+        let server = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await;
-        let _ = stop_tx.send(true);
+        .with_graceful_shutdown(signal);
+        let mut deadline = stopping.clone();
+        let served = tokio::select! {
+            served = server => served,
+            _ = async move {
+                let _ = deadline.wait_for(|stopping| *stopping).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("in-flight requests did not finish within the shutdown grace period");
+                Ok(())
+            }
+        };
         let _ = jobs.await;
         if let Err(e) = self.service.flush_last_seen().await {
             tracing::warn!(error = %e, "could not save devices' last contact at shutdown");
@@ -162,6 +190,7 @@ pub fn router(state: AppState) -> Router {
     let config = state.service.config.clone();
     let api = Router::new()
         .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql/ws", get(graphql_ws))
         .route("/graphiql/{file}", get(graphiql_asset))
         .route("/api/attendance/scan", post(rest::scan))
         .route("/api/attendance/scans/batch", post(rest::scan_batch))
@@ -285,6 +314,102 @@ async fn graphql(
     let (loader, tasks) = request_loader(state.service.clone());
     let request = req.into_inner().data(auth).data(loader);
     drive(tasks, state.schema.execute(request)).await.into()
+}
+
+/// `GET /graphql/ws`: subscriptions over graphql-transport-ws (and the older graphql-ws).
+/// The token comes in `connection_init`; a missing or bad one closes the socket.
+async fn graphql_ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|list| {
+            list.split(',')
+                .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
+        })
+        .unwrap_or(WebSocketProtocols::GraphQLWS);
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| serve_ws(state, socket, protocol))
+}
+
+async fn serve_ws(state: AppState, socket: WebSocket, protocol: WebSocketProtocols) {
+    let service = state.service.clone();
+    let on_init = move |payload: serde_json::Value| async move {
+        let token = ["Authorization", "authorization", "authToken", "token"]
+            .iter()
+            .find_map(|key| payload.get(*key).and_then(|v| v.as_str()))
+            .or_else(|| payload["headers"]["Authorization"].as_str())
+            .map(|t| {
+                if t.starts_with("Bearer ") {
+                    t.to_owned()
+                } else {
+                    format!("Bearer {t}")
+                }
+            })
+            .ok_or_else(|| async_graphql::Error::new("connection_init carries no token"))?;
+        let principal = service
+            .authenticate(&token)
+            .await
+            .map_err(|_| async_graphql::Error::new("invalid token"))?;
+        if !principal.role().is_person() {
+            return Err(async_graphql::Error::new("devices cannot subscribe"));
+        }
+        let mut data = async_graphql::Data::default();
+        data.insert(Auth::Principal(principal));
+        data.insert(connection_loader(service));
+        Ok(data)
+    };
+    let (mut sink, stream) = socket.split();
+    let input = stream
+        .take_while(|message| futures_util::future::ready(message.is_ok()))
+        .filter_map(|message| {
+            futures_util::future::ready(match message {
+                Ok(WsMessage::Text(text)) => Some(text.as_bytes().to_vec()),
+                Ok(WsMessage::Binary(bytes)) => Some(bytes.to_vec()),
+                _ => None,
+            })
+        });
+    let output = async_graphql::http::WebSocket::new(state.schema.clone(), input, protocol)
+        .on_connection_init(on_init)
+        .map(|message| match message {
+            async_graphql::http::WsMessage::Text(text) => WsMessage::Text(text.into()),
+            async_graphql::http::WsMessage::Close(code, reason) => {
+                WsMessage::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                }))
+            }
+        });
+    let mut output = std::pin::pin!(output);
+    let mut stopping = state.stopping.clone();
+    let mut stop = std::pin::pin!(async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    });
+    loop {
+        tokio::select! {
+            message = output.next() => match message {
+                Some(message) => {
+                    if sink.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            _ = &mut stop => {
+                let _ = sink
+                    .send(WsMessage::Close(Some(CloseFrame {
+                        code: 1001,
+                        reason: "server shutting down".into(),
+                    })))
+                    .await;
+                return;
+            }
+        }
+    }
 }
 
 const GRAPHIQL_HTML: &str = include_str!("../assets/graphiql.html");

@@ -56,6 +56,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `REQUEST_TIMEOUT_SECONDS`: the longest any request may take (default 30).
     pub request_timeout: Duration,
+    /// `SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM (default 10).
+    pub shutdown_grace: Duration,
     /// `LOG_FORMAT`: `text` (default) or `json`.
     pub log_json: bool,
 }
@@ -161,6 +163,7 @@ impl Config {
             offline_horizon_hours: number("OFFLINE_SCAN_HORIZON_HOURS", 72, 1)? as u32,
             max_body_bytes: number("MAX_BODY_BYTES", 1024 * 1024, 1024)? as usize,
             request_timeout: Duration::from_secs(number("REQUEST_TIMEOUT_SECONDS", 30, 1)?),
+            shutdown_grace: Duration::from_secs(number("SHUTDOWN_GRACE_SECONDS", 10, 0)?),
             log_json: match get("LOG_FORMAT").as_deref() {
                 None | Some("text") => false,
                 Some("json") => true,

@@ -14,6 +14,8 @@ pub mod db;
 pub mod entities;
 /// `AppError` and its stable codes, mapped once to GraphQL and to REST.
 pub mod error;
+/// Live roll-call events: in-process broadcast, bridged through PostgreSQL LISTEN/NOTIFY.
+pub mod events;
 /// The GraphQL API: schema, guards, loaders, objects, query and mutation roots.
 pub mod graphql;
 /// The REST endpoints: the device scan shim and health checks.

@@ -3,7 +3,7 @@
 use sea_orm::entity::prelude::*;
 
 /// A course's roll call on one date, bound to one device while active.
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, DeriveEntityModel)]
 #[sea_orm(table_name = "attendance_session")]
 pub struct Model {
     #[sea_orm(primary_key)]

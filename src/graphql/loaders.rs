@@ -19,6 +19,7 @@ use crate::entities::{
 };
 use crate::error::AppError;
 use crate::service::Service;
+use crate::service::sessions::SessionCounts;
 
 /// The per-request loader; one instance serves every key type below.
 pub struct Db(Service);
@@ -31,6 +32,11 @@ pub fn request_loader(service: Service) -> (DataLoader<Db>, RequestTasks) {
     let loader =
         DataLoader::new(Db(service), move |task| spawner.push(task)).max_batch_size(100_000);
     (loader, tasks)
+}
+
+/// A loader for a WebSocket connection, whose events resolve one at a time.
+pub fn connection_loader(service: Service) -> DataLoader<Db> {
+    DataLoader::new(Db(service), tokio::spawn)
 }
 
 /// The loader's batch tasks, run by [`drive`] inside the request's own task instead of on
@@ -216,6 +222,31 @@ impl Loader<SectionIdsOfCourse> for Db {
                 .push(row.section_id);
         }
         Ok(groups)
+    }
+}
+
+/// The counts of a session (keyed by the whole row: counts depend on its course and state).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CountsOfSession(pub attendance_session::Model);
+
+impl Loader<CountsOfSession> for Db {
+    type Value = SessionCounts;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[CountsOfSession],
+    ) -> Result<HashMap<CountsOfSession, Self::Value>, Self::Error> {
+        let sessions: Vec<attendance_session::Model> = keys.iter().map(|k| k.0.clone()).collect();
+        let mut counts = self
+            .0
+            .session_counts(&sessions)
+            .await
+            .map_err(AppError::into_graphql)?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| counts.remove(&k.0.id).map(|c| (k.clone(), c)))
+            .collect())
     }
 }
 

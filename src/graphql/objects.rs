@@ -12,7 +12,7 @@ use crate::auth::Role;
 use crate::entities::{self, attendance_record, attendance_session, course, dep_batch, device};
 use crate::entities::{record_change, section, student, teacher, user};
 use crate::error::{AppError, GqlResultExt};
-use crate::service::sessions::can_see_session;
+use crate::service::sessions::{SessionCounts, can_see_session};
 
 fn loader<'a>(ctx: &'a Context<'_>) -> &'a DataLoader<Db> {
     ctx.data_unchecked::<DataLoader<Db>>()
@@ -334,8 +334,19 @@ pub struct AttendanceCounts {
     pub absent: i32,
     /// Permission records.
     pub permission: i32,
-    /// Enrolled students with no record yet.
+    /// Enrolled students with no record yet (0 once the session is closed).
     pub not_yet_scanned: i32,
+}
+
+impl From<SessionCounts> for AttendanceCounts {
+    fn from(c: SessionCounts) -> Self {
+        Self {
+            present: c.present as i32,
+            absent: c.absent as i32,
+            permission: c.permission as i32,
+            not_yet_scanned: c.not_yet_scanned as i32,
+        }
+    }
 }
 
 /// A course's roll call on one date, bound to one device while active.
@@ -402,6 +413,14 @@ impl AttendanceSession {
     }
     async fn closed_at(&self) -> Option<DateTime<Utc>> {
         self.0.closed_at
+    }
+    /// Present, absent, permission and not-yet-scanned counts.
+    async fn counts(&self, ctx: &Context<'_>) -> async_graphql::Result<AttendanceCounts> {
+        Ok(loader(ctx)
+            .load_one(CountsOfSession(self.0.clone()))
+            .await?
+            .unwrap_or_default()
+            .into())
     }
     /// Every record of the session, in the order they were written.
     async fn records(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AttendanceRecord>> {

@@ -230,6 +230,13 @@ pub async fn health(State(state): State<AppState>) -> Response {
 pub async fn ready(State(state): State<AppState>) -> Response {
     use migration::MigratorTrait;
     let pending = migration::Migrator::get_pending_migrations(&state.service.db).await;
+    if !state.service.events.is_listening() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "starting", "live_events": "not yet listening"})),
+        )
+            .into_response();
+    }
     match pending {
         Ok(pending) if pending.is_empty() => {
             (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response()

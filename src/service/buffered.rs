@@ -17,6 +17,7 @@ use super::{Service, now};
 use crate::auth::Principal;
 use crate::entities::{AttendanceStatus, attendance_record, attendance_session, record_change};
 use crate::error::{AppError, AppResult, ErrorCode, Reason};
+use crate::events::{EventKind, SessionEvent};
 
 /// What became of one buffered scan that was not rejected.
 #[derive(Clone, Debug)]
@@ -89,6 +90,7 @@ impl Service {
             .one(&self.writer)
             .await?;
         if let Some(record) = inserted {
+            self.publish_scan(&record);
             return Ok(BufferedOutcome::Accepted(record));
         }
 
@@ -120,7 +122,10 @@ impl Service {
                     .correct_absence(&session, student_id, scanned_at, *device_id)
                     .await?
                 {
-                    Some(record) => Ok(BufferedOutcome::CorrectedAbsence(record)),
+                    Some(record) => {
+                        self.publish_scan(&record);
+                        Ok(BufferedOutcome::CorrectedAbsence(record))
+                    }
                     None => Ok(BufferedOutcome::Duplicate(record_id)),
                 }
             }
@@ -130,6 +135,14 @@ impl Service {
                 session.id
             ))),
         }
+    }
+
+    fn publish_scan(&self, record: &attendance_record::Model) {
+        self.events.publish(SessionEvent {
+            session_id: record.session_id,
+            kind: EventKind::Scan,
+            record_id: Some(record.id),
+        });
     }
 
     /// The session bound to the device at `instant` on `date`: opened (or starting) by

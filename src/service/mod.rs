@@ -15,6 +15,7 @@ use sea_orm::DatabaseConnection;
 use crate::auth::jwt::JwtKeys;
 use crate::config::Config;
 use crate::error::{AppError, AppResult};
+use crate::events::EventBus;
 
 /// The largest page any list returns.
 pub const MAX_PAGE_SIZE: u64 = 100;
@@ -35,12 +36,15 @@ pub struct Service {
     jwt: Arc<JwtKeys>,
     devices: Arc<auth::DeviceCache>,
     last_seen: Arc<scan::LastSeen>,
+    /// Live events of sessions, for subscribers in this and other processes.
+    pub events: EventBus,
 }
 
 impl Service {
     /// Services over `db` configured by `config`.
     pub fn new(db: DatabaseConnection, writer: DatabaseConnection, config: Arc<Config>) -> Self {
         let jwt = Arc::new(JwtKeys::new(&config.secret_key));
+        let events = EventBus::new(!config.is_sqlite());
         Self {
             db,
             writer,
@@ -48,6 +52,7 @@ impl Service {
             jwt,
             devices: Arc::new(auth::DeviceCache::default()),
             last_seen: Arc::new(scan::LastSeen::default()),
+            events,
         }
     }
 

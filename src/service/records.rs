@@ -11,6 +11,7 @@ use super::{Page, PageRequest, Service, now};
 use crate::auth::Principal;
 use crate::entities::{AttendanceStatus, attendance_record, attendance_session, record_change};
 use crate::error::{AppError, AppResult};
+use crate::events::{EventKind, SessionEvent};
 
 /// Record list filters.
 #[derive(Clone, Debug, Default)]
@@ -135,6 +136,11 @@ impl Service {
         .insert(&txn)
         .await?;
         txn.commit().await?;
+        self.events.publish(SessionEvent {
+            session_id: record.session_id,
+            kind: EventKind::Edit,
+            record_id: Some(record.id),
+        });
         Ok(attendance_record::Model {
             status,
             timestamp: at,
@@ -151,6 +157,11 @@ impl Service {
         attendance_record::Entity::delete_by_id(id)
             .exec(&self.db)
             .await?;
+        self.events.publish(SessionEvent {
+            session_id: record.session_id,
+            kind: EventKind::Edit,
+            record_id: None,
+        });
         Ok(record)
     }
 }

@@ -12,6 +12,7 @@ use super::{Service, now};
 use crate::auth::Principal;
 use crate::entities::{attendance_record, device};
 use crate::error::{AppError, AppResult, ErrorCode, Reason};
+use crate::events::{EventKind, SessionEvent};
 
 /// What a device sends: a recognized student and the local date and time of the scan.
 #[derive(Clone, Debug)]
@@ -183,6 +184,11 @@ impl Service {
                 .one(&self.writer)
                 .await?;
             if let Some(record) = inserted {
+                self.events.publish(SessionEvent {
+                    session_id: record.session_id,
+                    kind: EventKind::Scan,
+                    record_id: Some(record.id),
+                });
                 return Ok(record);
             }
             if let Some(rejection) = self.diagnose(*device_id, key_hash, &request, at).await? {

@@ -1,10 +1,12 @@
 //! Opening and closing attendance sessions, including the automatic close.
 
+use std::collections::{BTreeSet, HashMap};
+
 use chrono::{Duration, NaiveDate, NaiveTime};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, Set, SqliteTransactionMode, Statement, TransactionOptions,
-    TransactionTrait, Value,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait, Value,
 };
 
 use super::directory::paginate;
@@ -12,6 +14,7 @@ use super::{Page, PageRequest, Service, now};
 use crate::auth::Principal;
 use crate::entities::{attendance_record, attendance_session, course, device, teacher};
 use crate::error::{AppError, AppResult, ErrorCode, Reason, is_unique_violation};
+use crate::events::{EventKind, SessionEvent};
 
 /// What a client asks for when opening a session.
 #[derive(Clone, Debug)]
@@ -306,6 +309,11 @@ impl Service {
             .await?;
         txn.commit().await?;
         let marked_absent = marked.rows_affected();
+        self.events.publish(SessionEvent {
+            session_id: session.id,
+            kind: EventKind::Close,
+            record_id: None,
+        });
         tracing::info!(session_id = session.id, marked_absent, "session closed");
         Ok(Closed {
             session: attendance_session::Model {
@@ -342,6 +350,97 @@ impl Service {
         self.course(session.course_id)
             .await?
             .ok_or(AppError::NotFound("course"))
+    }
+}
+
+/// A session's roster by status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionCounts {
+    /// Present records.
+    pub present: i64,
+    /// Absent records.
+    pub absent: i64,
+    /// Permission records.
+    pub permission: i64,
+    /// Enrolled students without a record while the session is active (0 once closed).
+    pub not_yet_scanned: i64,
+}
+
+#[derive(FromQueryResult)]
+struct StatusCount {
+    session_id: i32,
+    status: String,
+    n: i64,
+}
+
+#[derive(FromQueryResult)]
+struct Enrolled {
+    course_id: i32,
+    n: i64,
+}
+
+impl Service {
+    /// Counts for many sessions in two statements, whatever their number.
+    pub async fn session_counts(
+        &self,
+        sessions: &[attendance_session::Model],
+    ) -> AppResult<HashMap<i32, SessionCounts>> {
+        if sessions.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let backend = self.db.get_database_backend();
+        let ids: Vec<String> = sessions.iter().map(|s| s.id.to_string()).collect();
+        let courses: BTreeSet<i32> = sessions.iter().map(|s| s.course_id).collect();
+        let courses: Vec<String> = courses.iter().map(i32::to_string).collect();
+        // Ids are integers from the database, so inlining them is safe and keeps one statement.
+        let by_status = StatusCount::find_by_statement(Statement::from_string(
+            backend,
+            format!(
+                "SELECT session_id, status, COUNT(*) AS n FROM attendance_record \
+                 WHERE session_id IN ({}) GROUP BY session_id, status",
+                ids.join(",")
+            ),
+        ))
+        .all(&self.db)
+        .await?;
+        let enrolled = Enrolled::find_by_statement(Statement::from_string(
+            backend,
+            format!(
+                "SELECT cs.course_id AS course_id, COUNT(*) AS n FROM course_section cs \
+                 JOIN student st ON st.section_id = cs.section_id \
+                 WHERE cs.course_id IN ({}) GROUP BY cs.course_id",
+                courses.join(",")
+            ),
+        ))
+        .all(&self.db)
+        .await?;
+        let enrolled: HashMap<i32, i64> =
+            enrolled.into_iter().map(|e| (e.course_id, e.n)).collect();
+        let mut counts: HashMap<i32, SessionCounts> = sessions
+            .iter()
+            .map(|s| (s.id, SessionCounts::default()))
+            .collect();
+        for row in by_status {
+            if let Some(c) = counts.get_mut(&row.session_id) {
+                match row.status.as_str() {
+                    "present" => c.present = row.n,
+                    "absent" => c.absent = row.n,
+                    "permission" => c.permission = row.n,
+                    _ => {}
+                }
+            }
+        }
+        for session in sessions {
+            if let Some(c) = counts.get_mut(&session.id) {
+                let recorded = c.present + c.absent + c.permission;
+                c.not_yet_scanned = if session.is_active {
+                    (enrolled.get(&session.course_id).copied().unwrap_or(0) - recorded).max(0)
+                } else {
+                    0
+                };
+            }
+        }
+        Ok(counts)
     }
 }
 

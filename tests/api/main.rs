@@ -6,9 +6,11 @@ mod common;
 mod auth;
 mod directory;
 mod flow;
+mod live;
 mod offline;
 mod roles;
 mod schema;
+mod time;
 
 /// Stands in the test list when PostgreSQL is not configured, so the report says so.
 #[cfg(not(pg_tests))]

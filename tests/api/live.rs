@@ -1,0 +1,313 @@
+//! Live roll call: subscriptions over graphql-transport-ws, in one process and across two.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::both_databases;
+use crate::common::*;
+
+both_databases!(
+    a_subscriber_sees_scans_edits_and_the_close_with_counts,
+    a_missing_or_bad_token_closes_the_socket_without_events,
+    only_the_sessions_teacher_and_admins_may_subscribe,
+    a_lagging_subscriber_is_told_to_resynchronise,
+);
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const UPDATES: &str = "subscription($id: ID!) { attendanceUpdates(sessionId: $id) { kind sessionId record { status student { studentCode } } counts { present absent permission notYetScanned } } }";
+
+/// Opens a graphql-transport-ws connection and sends `connection_init` with `payload`.
+async fn connect(address: &str, payload: Value) -> Socket {
+    let url = format!("{}/graphql/ws", address.replace("http://", "ws://"));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket");
+    socket
+        .send(Message::text(
+            json!({"type": "connection_init", "payload": payload}).to_string(),
+        ))
+        .await
+        .unwrap();
+    socket
+}
+
+/// The next protocol message, or `None` when the socket closes; fails after `limit`.
+async fn next_message(socket: &mut Socket, limit: Duration) -> Option<Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(remaining, socket.next())
+            .await
+            .expect("no message within the time limit");
+        match message {
+            Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Subscribes to a session's updates and waits for the initial snapshot.
+async fn subscribe(address: &str, token: &str, session_id: &str) -> (Socket, Value) {
+    let mut socket = connect(address, json!({"Authorization": format!("Bearer {token}")})).await;
+    let ack = next_message(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    socket
+        .send(Message::text(
+            json!({"id": "1", "type": "subscribe", "payload": {"query": UPDATES, "variables": {"id": session_id}}}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let snapshot = next_update(&mut socket).await;
+    (socket, snapshot)
+}
+
+async fn next_update(socket: &mut Socket) -> Value {
+    let message = next_message(socket, Duration::from_secs(5))
+        .await
+        .expect("socket closed");
+    assert_eq!(message["type"], "next", "{message}");
+    message["payload"].clone()
+}
+
+async fn a_subscriber_sees_scans_edits_and_the_close_with_counts(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(2).await;
+    let session = app.open_session(&school).await;
+    let (mut socket, snapshot) = subscribe(&app.address, &school.teacher, &session).await;
+    let update = &snapshot["data"]["attendanceUpdates"];
+    assert_eq!(update["kind"], "SNAPSHOT");
+    assert_eq!(
+        update["counts"],
+        json!({"present": 0, "absent": 0, "permission": 0, "notYetScanned": 4})
+    );
+
+    let (status, record) = app
+        .scan(
+            &school.device_key,
+            &school.students[0],
+            &app.today(),
+            "08:00:00",
+        )
+        .await;
+    assert_eq!(status, 201);
+    let scan = next_update(&mut socket).await;
+    let update = &scan["data"]["attendanceUpdates"];
+    assert_eq!(update["kind"], "SCAN");
+    assert_eq!(update["record"]["status"], "PRESENT");
+    assert_eq!(update["record"]["student"]["studentCode"], "ST0000");
+    assert_eq!(update["counts"]["present"], 1);
+    assert_eq!(update["counts"]["notYetScanned"], 3);
+
+    app.gql_ok(
+        Some(&school.teacher),
+        "mutation($id: ID!) { editStatus(recordId: $id, status: PERMISSION) { id } }",
+        json!({"id": record["id"].to_string()}),
+    )
+    .await;
+    let edit = next_update(&mut socket).await;
+    assert_eq!(edit["data"]["attendanceUpdates"]["kind"], "EDIT");
+    assert_eq!(edit["data"]["attendanceUpdates"]["counts"]["permission"], 1);
+
+    app.gql_ok(
+        Some(&school.teacher),
+        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
+        json!({"id": session}),
+    )
+    .await;
+    let close = next_update(&mut socket).await;
+    let update = &close["data"]["attendanceUpdates"];
+    assert_eq!(update["kind"], "CLOSE");
+    assert_eq!(
+        update["counts"],
+        json!({"present": 0, "absent": 3, "permission": 1, "notYetScanned": 0})
+    );
+}
+
+async fn a_missing_or_bad_token_closes_the_socket_without_events(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(1).await;
+    app.open_session(&school).await;
+    for payload in [
+        json!({}),
+        json!({"Authorization": "Bearer garbage"}),
+        json!({"Authorization": format!("Bearer {}", school.device_key)}),
+    ] {
+        let mut socket = connect(&app.address, payload.clone()).await;
+        let message = next_message(&mut socket, Duration::from_secs(5)).await;
+        assert!(
+            message.is_none(),
+            "{payload}: the socket should close, got {message:?}"
+        );
+    }
+}
+
+async fn only_the_sessions_teacher_and_admins_may_subscribe(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(1).await;
+    let session = app.open_session(&school).await;
+    let (_, snapshot) = subscribe(&app.address, &school.admin, &session).await;
+    assert_eq!(snapshot["data"]["attendanceUpdates"]["kind"], "SNAPSHOT");
+
+    let mut socket = connect(
+        &app.address,
+        json!({"Authorization": format!("Bearer {}", school.other_teacher)}),
+    )
+    .await;
+    assert_eq!(
+        next_message(&mut socket, Duration::from_secs(5))
+            .await
+            .unwrap()["type"],
+        "connection_ack"
+    );
+    socket
+        .send(Message::text(
+            json!({"id": "1", "type": "subscribe", "payload": {"query": UPDATES, "variables": {"id": session}}}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let message = next_message(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // The resolver's error arrives as the subscription's only result: no data, NOT_FOUND.
+    assert_eq!(message["type"], "next", "{message}");
+    assert!(message["payload"]["data"].is_null(), "{message}");
+    assert_eq!(
+        message["payload"]["errors"][0]["extensions"]["code"],
+        "NOT_FOUND"
+    );
+    let end = next_message(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(end["type"], "complete", "{end}");
+}
+
+async fn a_lagging_subscriber_is_told_to_resynchronise(backend: Backend) {
+    use attendance::events::{EventKind, SessionEvent};
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(1).await;
+    let session = app.open_session(&school).await;
+    let (mut socket, _) = subscribe(&app.address, &school.teacher, &session).await;
+    // Far more events than a subscriber may buffer, faster than it can take them: publishing
+    // never waits for the subscriber.
+    let id: i32 = session.parse().unwrap();
+    for _ in 0..5000 {
+        app.service.events.publish(SessionEvent {
+            session_id: id,
+            kind: EventKind::Edit,
+            record_id: None,
+        });
+    }
+    let mut received = 0;
+    loop {
+        let update = next_update(&mut socket).await;
+        received += 1;
+        if update["data"]["attendanceUpdates"]["kind"] == "RESYNC" {
+            break;
+        }
+        assert!(received < 5000, "never told to resynchronise");
+    }
+    assert!(
+        received < 5000,
+        "the subscriber's buffer is bounded: {received} updates before RESYNC"
+    );
+}
+
+/// A second server process (the real binary) on the same PostgreSQL database.
+#[cfg(pg_tests)]
+struct Process {
+    child: std::process::Child,
+    address: String,
+}
+
+#[cfg(pg_tests)]
+impl Process {
+    async fn start(database_url: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_attendance"))
+            .env_clear()
+            .envs(test_env(database_url))
+            .env("BIND", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the second server");
+        let address = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(res) = client.get(format!("{address}/ready")).send().await {
+                if res.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "second server not ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, address }
+    }
+}
+
+#[cfg(pg_tests)]
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(pg_tests)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_through_one_process_reaches_a_subscriber_of_another_within_a_second() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let school = app.seed_school(100).await;
+    let session = app.open_session(&school).await;
+    let other = Process::start(&app.db.url).await;
+    let (mut socket, _) = subscribe(&other.address, &school.teacher, &session).await;
+
+    let today = app.today();
+    let mut latencies = Vec::new();
+    for student in &school.students {
+        let sent = Instant::now();
+        let (status, _) = app
+            .scan(&school.device_key, student, &today, "08:00:00")
+            .await;
+        assert_eq!(status, 201);
+        let update = next_update(&mut socket).await;
+        latencies.push(sent.elapsed());
+        assert_eq!(
+            update["data"]["attendanceUpdates"]["kind"], "SCAN",
+            "{update}"
+        );
+    }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!(
+        "cross-process event latency over {} scans: median {median:?}, p99 {p99:?}, max {:?}",
+        latencies.len(),
+        latencies.last().unwrap()
+    );
+    assert!(latencies.len() >= 200);
+    assert!(
+        *latencies.last().unwrap() < Duration::from_secs(1),
+        "an event took a second or more"
+    );
+}
