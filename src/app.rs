@@ -11,7 +11,7 @@ use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -29,7 +29,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::db::{self, StatementCounter};
 use crate::error::{AppError, ErrorCode, Reason};
-use crate::graphql::guard::Auth;
+use crate::graphql::guard::{Auth, ClientAddress};
 use crate::graphql::loaders::{connection_loader, drive, request_loader};
 use crate::graphql::{AppSchema, build_schema};
 use crate::rest;
@@ -239,6 +239,18 @@ async fn guard_request(State(config): State<Arc<Config>>, req: Request, next: Ne
     if !probe && !host_allowed(&config.allowed_hosts, req.headers()) {
         return AppError::invalid("Host", "is not in ALLOWED_HOSTS").into_response();
     }
+    if req.method() == Method::POST
+        && req.uri().path() == "/graphql"
+        && !graphql_content_type(req.headers())
+    {
+        return AppError::rejected(
+            ErrorCode::BadUserInput,
+            Reason::UnsupportedMediaType,
+            "POST /graphql needs Content-Type: application/json (multipart uploads also need an \
+             apollo-require-preflight header)",
+        )
+        .into_response();
+    }
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -257,6 +269,31 @@ async fn guard_request(State(config): State<Arc<Config>>, req: Request, next: Ne
         return payload_too_large(config.max_body_bytes);
     }
     response
+}
+
+/// JSON bodies only, so a cross-site form or text POST (a "simple request" that skips the
+/// CORS preflight) can never run a mutation; multipart uploads must carry a header that
+/// forces a preflight.
+fn graphql_content_type(headers: &HeaderMap) -> bool {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    match essence.as_str() {
+        "application/json" | "application/graphql-response+json" => true,
+        "multipart/form-data" => {
+            headers.contains_key("apollo-require-preflight")
+                || headers.contains_key("x-apollo-operation-name")
+        }
+        _ => false,
+    }
 }
 
 fn payload_too_large(limit: usize) -> Response {
@@ -297,6 +334,7 @@ async fn not_found() -> Response {
 /// `POST /graphql`.
 async fn graphql(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     req: GraphQLRequest,
 ) -> GraphQLResponse {
@@ -312,7 +350,17 @@ async fn graphql(
         },
     };
     let (loader, tasks) = request_loader(state.service.clone());
-    let request = req.into_inner().data(auth).data(loader);
+    // Introspection (which GraphiQL needs) for admins, and for everyone in development.
+    let introspection =
+        state.service.config.debug || matches!(&auth, Auth::Principal(p) if p.is_admin());
+    let mut request = req.into_inner();
+    if !introspection {
+        request = request.disable_introspection();
+    }
+    let request = request
+        .data(auth)
+        .data(loader)
+        .data(ClientAddress(peer.ip()));
     drive(tasks, state.schema.execute(request)).await.into()
 }
 

@@ -52,6 +52,12 @@ pub struct Config {
     pub auto_close_interval: Duration,
     /// `OFFLINE_SCAN_HORIZON_HOURS`: buffered scans older than this are rejected (default 72).
     pub offline_horizon_hours: u32,
+    /// `LOGIN_MAX_FAILURES`: failed logins per username before a lockout (default 5).
+    pub login_max_failures: u32,
+    /// `LOGIN_MAX_FAILURES_PER_ADDRESS`: failed logins per client address before a lockout (default 20).
+    pub login_max_failures_per_address: u32,
+    /// `LOGIN_LOCKOUT_MINUTES`: the counting window and the lockout's length (default 15).
+    pub login_lockout: Duration,
     /// `MAX_BODY_BYTES`: the largest request body accepted (default 1 MiB).
     pub max_body_bytes: usize,
     /// `REQUEST_TIMEOUT_SECONDS`: the longest any request may take (default 30).
@@ -161,6 +167,9 @@ impl Config {
             late_grace_minutes: number("LATE_GRACE_MINUTES", 10, 0)? as u32,
             auto_close_interval: Duration::from_secs(number("AUTO_CLOSE_INTERVAL_SECONDS", 30, 1)?),
             offline_horizon_hours: number("OFFLINE_SCAN_HORIZON_HOURS", 72, 1)? as u32,
+            login_max_failures: number("LOGIN_MAX_FAILURES", 5, 1)? as u32,
+            login_max_failures_per_address: number("LOGIN_MAX_FAILURES_PER_ADDRESS", 20, 1)? as u32,
+            login_lockout: minutes(number("LOGIN_LOCKOUT_MINUTES", 15, 1)?),
             max_body_bytes: number("MAX_BODY_BYTES", 1024 * 1024, 1024)? as usize,
             request_timeout: Duration::from_secs(number("REQUEST_TIMEOUT_SECONDS", 30, 1)?),
             shutdown_grace: Duration::from_secs(number("SHUTDOWN_GRACE_SECONDS", 10, 0)?),

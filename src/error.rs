@@ -66,6 +66,8 @@ pub enum Reason {
     ConcurrentEdit,
     /// A buffered scan is older than the offline horizon.
     ScanTooOld,
+    /// The request's content type is not accepted here.
+    UnsupportedMediaType,
     /// A unique value is already taken.
     DuplicateValue,
     /// Too many failed attempts; try again later.
@@ -94,6 +96,7 @@ impl Reason {
             Self::NotYourCourse => "NOT_YOUR_COURSE",
             Self::ConcurrentEdit => "CONCURRENT_EDIT",
             Self::ScanTooOld => "SCAN_TOO_OLD",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::DuplicateValue => "DUPLICATE_VALUE",
             Self::RateLimited => "RATE_LIMITED",
             Self::InvalidCredentials => "INVALID_CREDENTIALS",
@@ -213,6 +216,10 @@ impl AppError {
                 reason: Reason::RateLimited,
                 ..
             } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Rejected {
+                reason: Reason::UnsupportedMediaType,
+                ..
+            } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Rejected { code, .. } => match code {
                 ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
                 ErrorCode::Forbidden => StatusCode::FORBIDDEN,

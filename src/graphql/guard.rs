@@ -18,6 +18,10 @@ pub enum Auth {
     Principal(Principal),
 }
 
+/// The address the request came from, for per-address login limits.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddress(pub std::net::IpAddr);
+
 /// The authenticated caller, or UNAUTHENTICATED.
 pub fn principal<'a>(ctx: &'a Context<'_>) -> AppResult<&'a Principal> {
     match ctx.data_opt::<Auth>() {

@@ -16,15 +16,65 @@ use crate::service::Service;
 pub type AppSchema =
     Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
 
-/// Builds the schema with the services every resolver reaches through its context.
+/// The deepest selection accepted (a session page needs 5).
+pub const MAX_DEPTH: usize = 10;
+/// The most complex query accepted. A teacher's session page costs about 700 and a default
+/// page of courses with their sections' students about 16,000.
+pub const MAX_COMPLEXITY: usize = 20_000;
+
+/// Builds the schema with the services every resolver reaches through its context. Depth,
+/// complexity and parser recursion are limited before execution; field suggestions ("did
+/// you mean") are off so the schema cannot be mapped by probing.
 pub fn build_schema(service: Service) -> AppSchema {
-    Schema::build(
+    limits(Schema::build(
         query::QueryRoot,
         mutation::MutationRoot,
         subscription::SubscriptionRoot,
-    )
+    ))
     .data(service)
     .finish()
+}
+
+fn limits(
+    builder: async_graphql::SchemaBuilder<
+        query::QueryRoot,
+        mutation::MutationRoot,
+        subscription::SubscriptionRoot,
+    >,
+) -> async_graphql::SchemaBuilder<
+    query::QueryRoot,
+    mutation::MutationRoot,
+    subscription::SubscriptionRoot,
+> {
+    builder
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .limit_recursive_depth(32)
+        .limit_directives(8)
+        .disable_suggestions()
+}
+
+/// The complexity and depth of `query` as the limits see them (for tests and tuning).
+pub async fn analyze(query: &str) -> (usize, usize) {
+    let schema = limits(Schema::build(
+        query::QueryRoot,
+        mutation::MutationRoot,
+        subscription::SubscriptionRoot,
+    ))
+    .limit_complexity(usize::MAX)
+    .limit_depth(usize::MAX)
+    .extension(async_graphql::extensions::Analyzer)
+    .finish();
+    let response = schema.execute(query).await;
+    let analyzer = response
+        .extensions
+        .get("analyzer")
+        .and_then(|v| v.clone().into_json().ok())
+        .unwrap_or_default();
+    (
+        analyzer["complexity"].as_u64().unwrap_or_default() as usize,
+        analyzer["depth"].as_u64().unwrap_or_default() as usize,
+    )
 }
 
 /// The SDL of the schema, as checked in at `schema.graphql`.

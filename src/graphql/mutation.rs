@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, ID, InputObject, Object};
 
-use super::guard::{RoleGuard, principal};
+use super::guard::{ClientAddress, RoleGuard, principal};
 use super::objects::*;
 use super::scalars::{Date, Time};
 use crate::error::GqlResultExt;
@@ -148,7 +148,12 @@ impl MutationRoot {
         password: String,
     ) -> async_graphql::Result<AuthPayload> {
         let service = ctx.data_unchecked::<Service>();
-        service.login(&username, &password).await.gql().map(payload)
+        let address = ctx.data_opt::<ClientAddress>().map(|a| a.0);
+        service
+            .login(&username, &password, address)
+            .await
+            .gql()
+            .map(payload)
     }
 
     /// Exchanges a refresh token (once) for a new pair.
@@ -272,6 +277,23 @@ impl MutationRoot {
             password: input.password,
         };
         service.create_teacher(new).await.gql().map(Teacher)
+    }
+
+    /// Activates or deactivates a login account; a deactivated account is refused on its
+    /// next request.
+    #[graphql(guard = "RoleGuard::admin()")]
+    async fn set_user_active(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        active: bool,
+    ) -> async_graphql::Result<Viewer> {
+        let service = ctx.data_unchecked::<Service>();
+        service
+            .set_user_active(id("userId", &user_id)?, active)
+            .await
+            .gql()
+            .map(Viewer)
     }
 
     /// Creates a course taught to one or more sections.

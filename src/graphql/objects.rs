@@ -14,6 +14,12 @@ use crate::entities::{record_change, section, student, teacher, user};
 use crate::error::{AppError, GqlResultExt};
 use crate::service::sessions::{SessionCounts, can_see_session};
 
+/// The cost given to one item of an unpaginated list of people or records (a class's size,
+/// roughly), so a query's complexity grows with the lists it nests.
+pub const LIST_WEIGHT: usize = 50;
+/// The same for short lists (a course's sections, a teacher's courses).
+pub const SMALL_LIST_WEIGHT: usize = 5;
+
 fn loader<'a>(ctx: &'a Context<'_>) -> &'a DataLoader<Db> {
     ctx.data_unchecked::<DataLoader<Db>>()
 }
@@ -76,6 +82,7 @@ impl DepBatch {
         &self.0.batch
     }
     /// The sections of this intake.
+    #[graphql(complexity = "SMALL_LIST_WEIGHT * child_complexity + 1")]
     async fn sections(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Section>> {
         let rows = loader(ctx).load_one(SectionsOfDepBatch(self.0.id)).await?;
         Ok(rows.unwrap_or_default().into_iter().map(Section).collect())
@@ -101,6 +108,7 @@ impl Section {
             .ok_or_else(|| missing("dep-batch"))
     }
     /// The students of this section.
+    #[graphql(complexity = "LIST_WEIGHT * child_complexity + 1")]
     async fn students(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Student>> {
         let rows = loader(ctx).load_one(StudentsOfSection(self.0.id)).await?;
         Ok(rows.unwrap_or_default().into_iter().map(Student).collect())
@@ -172,7 +180,16 @@ impl Teacher {
             .await?
             .map(|u| u.username))
     }
+    /// The teacher's login account (admins only).
+    #[graphql(guard = "RoleGuard::admin()")]
+    async fn account(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Viewer>> {
+        Ok(loader(ctx)
+            .load_one(UserOfTeacher(self.0.id))
+            .await?
+            .map(Viewer))
+    }
     /// The courses this teacher teaches.
+    #[graphql(complexity = "SMALL_LIST_WEIGHT * child_complexity + 1")]
     async fn courses(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Course>> {
         let rows = loader(ctx).load_one(CoursesOfTeacher(self.0.id)).await?;
         Ok(rows.unwrap_or_default().into_iter().map(Course).collect())
@@ -204,6 +221,7 @@ impl Course {
             .ok_or_else(|| missing("teacher"))
     }
     /// The sections the course is taught to.
+    #[graphql(complexity = "SMALL_LIST_WEIGHT * child_complexity + 1")]
     async fn sections(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Section>> {
         let ids = loader(ctx)
             .load_one(SectionIdsOfCourse(self.0.id))
@@ -219,6 +237,7 @@ impl Course {
             .collect())
     }
     /// Every student enrolled through the course's sections.
+    #[graphql(complexity = "LIST_WEIGHT * child_complexity + 1")]
     async fn students(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Student>> {
         let ids = loader(ctx)
             .load_one(SectionIdsOfCourse(self.0.id))
@@ -237,6 +256,7 @@ impl Course {
         Ok(students)
     }
     /// The course's sessions visible to the caller (admins: all; teachers: their own).
+    #[graphql(complexity = "LIST_WEIGHT * child_complexity + 1")]
     async fn sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AttendanceSession>> {
         let viewer = principal(ctx).gql()?;
         let rows = loader(ctx)
@@ -423,6 +443,7 @@ impl AttendanceSession {
             .into())
     }
     /// Every record of the session, in the order they were written.
+    #[graphql(complexity = "LIST_WEIGHT * child_complexity + 1")]
     async fn records(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AttendanceRecord>> {
         let rows = loader(ctx).load_one(RecordsOfSession(self.0.id)).await?;
         Ok(rows

@@ -37,6 +37,17 @@ pub fn connection<M, T: OutputType>(
     conn
 }
 
+/// The complexity of a connection: its page size times the cost of one item.
+fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let page = first.map_or(crate::service::DEFAULT_PAGE_SIZE as usize, |n| {
+        n.max(0) as usize
+    });
+    page.min(crate::service::MAX_PAGE_SIZE as usize)
+        .max(1)
+        .saturating_mul(child_complexity)
+        .saturating_add(1)
+}
+
 fn optional_id(field: &str, id: Option<ID>) -> async_graphql::Result<Option<i32>> {
     id.map(|id| parse_id(field, &id)).transpose().gql()
 }
@@ -58,7 +69,10 @@ impl QueryRoot {
     }
 
     /// Students, searchable by code or name and filterable by section.
-    #[graphql(guard = "RoleGuard::people()")]
+    #[graphql(
+        guard = "RoleGuard::people()",
+        complexity = "page_cost(first, child_complexity)"
+    )]
     async fn students(
         &self,
         ctx: &Context<'_>,
@@ -93,7 +107,10 @@ impl QueryRoot {
     }
 
     /// Teachers, searchable by code or name.
-    #[graphql(guard = "RoleGuard::people()")]
+    #[graphql(
+        guard = "RoleGuard::people()",
+        complexity = "page_cost(first, child_complexity)"
+    )]
     async fn teachers(
         &self,
         ctx: &Context<'_>,
@@ -146,7 +163,10 @@ impl QueryRoot {
     }
 
     /// Courses; `teacherId` narrows to one teacher's.
-    #[graphql(guard = "RoleGuard::people()")]
+    #[graphql(
+        guard = "RoleGuard::people()",
+        complexity = "page_cost(first, child_complexity)"
+    )]
     async fn courses(
         &self,
         ctx: &Context<'_>,
@@ -184,7 +204,10 @@ impl QueryRoot {
     }
 
     /// Sessions: admins see all, teachers the ones they opened.
-    #[graphql(guard = "RoleGuard::people()")]
+    #[graphql(
+        guard = "RoleGuard::people()",
+        complexity = "page_cost(first, child_complexity)"
+    )]
     #[allow(clippy::too_many_arguments)]
     async fn sessions(
         &self,
@@ -233,7 +256,10 @@ impl QueryRoot {
     }
 
     /// Attendance records: admins see all, teachers those of their sessions.
-    #[graphql(guard = "RoleGuard::people()")]
+    #[graphql(
+        guard = "RoleGuard::people()",
+        complexity = "page_cost(first, child_complexity)"
+    )]
     async fn attendance_records(
         &self,
         ctx: &Context<'_>,

@@ -1,6 +1,7 @@
 //! Logging in, refreshing and revoking tokens, and turning a bearer token into a principal.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -106,8 +107,22 @@ impl Service {
     }
 
     /// Checks a username and password and issues a token pair. Unknown users and wrong
-    /// passwords fail identically, in about the same time.
-    pub async fn login(&self, username: &str, password: &str) -> AppResult<TokenPair> {
+    /// passwords fail identically, in about the same time. Failures count against the
+    /// username and the client address; while either is locked out even the right password
+    /// is refused (RATE_LIMITED), without spending a password hash on it.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        address: Option<IpAddr>,
+    ) -> AppResult<TokenPair> {
+        if self.limiter.is_locked(username, address) {
+            return Err(AppError::rejected(
+                crate::error::ErrorCode::Forbidden,
+                crate::error::Reason::RateLimited,
+                "too many failed logins; try again later",
+            ));
+        }
         let user = user::Entity::find()
             .filter(user::Column::Username.eq(username.trim()))
             .one(&self.db)
@@ -116,8 +131,12 @@ impl Service {
         let ok = password::verify(password.to_owned(), stored).await?;
         let user = match user {
             Some(user) if ok && user.is_active => user,
-            _ => return Err(invalid_credentials()),
+            _ => {
+                self.limiter.record_failure(username, address);
+                return Err(invalid_credentials());
+            }
         };
+        self.limiter.record_success(username);
         self.issue_pair(user, crate::auth::random_token(16)).await
     }
 
@@ -266,6 +285,27 @@ impl Service {
             Err(AppError::Internal(_)) | Err(AppError::Duplicate { .. }) => Ok(None),
             Err(other) => Err(other),
         }
+    }
+
+    /// Activates or deactivates an account. A deactivated account's tokens stop working on
+    /// their next request, and its refresh tokens are revoked.
+    pub async fn set_user_active(&self, user_id: i32, active: bool) -> AppResult<user::Model> {
+        let existing = user::Entity::find_by_id(user_id)
+            .one(&self.db)
+            .await?
+            .ok_or(AppError::NotFound("user"))?;
+        let mut model: user::ActiveModel = existing.into();
+        model.is_active = Set(active);
+        let updated = model.update(&self.db).await?;
+        if !active {
+            refresh_token::Entity::update_many()
+                .col_expr(refresh_token::Column::RevokedAt, Expr::value(now()))
+                .filter(refresh_token::Column::UserId.eq(user_id))
+                .filter(refresh_token::Column::RevokedAt.is_null())
+                .exec(&self.db)
+                .await?;
+        }
+        Ok(updated)
     }
 
     /// Loads the account of a principal (for `me`).

@@ -1,8 +1,10 @@
 //! The domain: every rule and every transaction, shared by GraphQL and the REST shim.
 
 pub mod auth;
+mod batcher;
 pub mod buffered;
 pub mod directory;
+pub mod limiter;
 pub mod records;
 pub mod scan;
 pub mod sessions;
@@ -38,6 +40,8 @@ pub struct Service {
     last_seen: Arc<scan::LastSeen>,
     /// Live events of sessions, for subscribers in this and other processes.
     pub events: EventBus,
+    limiter: Arc<limiter::LoginLimiter>,
+    batcher: Option<Arc<batcher::ScanBatcher>>,
 }
 
 impl Service {
@@ -45,6 +49,17 @@ impl Service {
     pub fn new(db: DatabaseConnection, writer: DatabaseConnection, config: Arc<Config>) -> Self {
         let jwt = Arc::new(JwtKeys::new(&config.secret_key));
         let events = EventBus::new(!config.is_sqlite());
+        // SQLite has one writer and cheap commits; group commit pays off on PostgreSQL.
+        let batcher = (writer.get_database_backend() == sea_orm::DbBackend::Postgres).then(|| {
+            Arc::new(batcher::ScanBatcher::start(
+                writer.get_postgres_connection_pool().clone(),
+            ))
+        });
+        let limiter = Arc::new(limiter::LoginLimiter::new(
+            config.login_max_failures,
+            config.login_max_failures_per_address,
+            config.login_lockout,
+        ));
         Self {
             db,
             writer,
@@ -53,6 +68,8 @@ impl Service {
             devices: Arc::new(auth::DeviceCache::default()),
             last_seen: Arc::new(scan::LastSeen::default()),
             events,
+            limiter,
+            batcher,
         }
     }
 

@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Value};
 
+use super::batcher::{Found, Job};
 use super::sessions::statement;
 use super::{Service, now};
 use crate::auth::Principal;
@@ -167,23 +168,43 @@ impl Service {
         // One retry covers a session replaced between the insert and its diagnosis.
         for _ in 0..2 {
             let at = now();
-            let backend = self.db.get_database_backend();
-            let inserted = attendance_record::Entity::find()
-                .from_raw_sql(statement(
-                    backend,
-                    &scan_sql(backend, &request.student, Target::Active),
-                    vec![
-                        (*device_id).into(),
-                        student_value(&request.student),
-                        scanned_at.into(),
-                        key_hash.clone().into(),
-                        request.date.into(),
-                        at.into(),
-                    ],
-                ))
-                .one(&self.writer)
-                .await?;
-            if let Some(record) = inserted {
+            let found = match (&self.batcher, &request.student) {
+                (Some(batcher), StudentRef::Id(student_id)) => {
+                    batcher
+                        .submit(Job {
+                            device_id: *device_id,
+                            student_id: *student_id,
+                            scanned_at,
+                            key_hash: key_hash.clone(),
+                            date: request.date,
+                            now: at,
+                        })
+                        .await?
+                }
+                _ => {
+                    let backend = self.db.get_database_backend();
+                    attendance_record::Entity::find()
+                        .from_raw_sql(statement(
+                            backend,
+                            &scan_sql(backend, &request.student, Target::Active),
+                            vec![
+                                (*device_id).into(),
+                                student_value(&request.student),
+                                scanned_at.into(),
+                                key_hash.clone().into(),
+                                request.date.into(),
+                                at.into(),
+                            ],
+                        ))
+                        .one(&self.writer)
+                        .await?
+                        .map_or(Found::Nothing, Found::Inserted)
+                }
+            };
+            if let Found::Existing(record_id) = found {
+                return Err(duplicate_scan(record_id));
+            }
+            if let Found::Inserted(record) = found {
                 self.events.publish(SessionEvent {
                     session_id: record.session_id,
                     kind: EventKind::Scan,
@@ -289,12 +310,16 @@ pub(crate) fn student_rejection(facts: &Diagnosis, student: &StudentRef) -> Opti
             "the student is not in any section of this session's course",
         ));
     }
-    facts.record_id.map(|record_id| AppError::Rejected {
+    facts.record_id.map(duplicate_scan)
+}
+
+fn duplicate_scan(record_id: i32) -> AppError {
+    AppError::Rejected {
         code: ErrorCode::Conflict,
         reason: Reason::DuplicateScan,
         message: format!("the student is already recorded in this session (record {record_id})"),
         record_id: Some(record_id),
-    })
+    }
 }
 
 pub(crate) fn student_value(student: &StudentRef) -> Value {

@@ -337,7 +337,7 @@ async fn courses_expose_teacher_sections_and_students(backend: Backend) {
 async fn nested_directory_reads_use_a_constant_number_of_statements(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(1).await;
-    let query = "{ courses(first: 50) { edges { node { code teacher { teacherCode } sections { name depBatch { dep } students { studentCode section { name } } } } } } }";
+    let query = "{ courses(first: 20) { edges { node { code teacher { teacherCode } sections { name depBatch { dep } students { studentCode section { name } } } } } } }";
 
     let before = app.statements.get();
     app.gql_ok(Some(&school.admin), query, json!({})).await;

@@ -50,6 +50,7 @@ fn table(s: &School) -> Vec<(&'static str, String, [bool; 4])> {
         ("updateStudent", format!("mutation {{ updateStudent(id: \"{}\", input: {{firstName: \"Renamed\"}}) {{ id }} }}", s.students[1]), ADMIN_ONLY),
         ("deleteStudent", format!("mutation {{ deleteStudent(id: \"{}\") }}", s.outsider), ADMIN_ONLY),
         ("createTeacher", "mutation { createTeacher(input: {teacherCode: \"M9\", firstName: \"M\", lastName: \"M\", username: \"m9\", password: \"matrix-pass-1\"}) { id } }".into(), ADMIN_ONLY),
+        ("setUserActive", "mutation { setUserActive(userId: \"999999\", active: true) { id } }".into(), ADMIN_ONLY),
         ("createCourse", format!("mutation {{ createCourse(input: {{name: \"M\", code: \"M-1\", teacherId: \"{}\", sectionIds: [\"{sec}\"]}}) {{ id }} }}", s.teacher_id), ADMIN_ONLY),
         ("registerDevice", "mutation { registerDevice(input: {deviceId: \"DEV-M\"}) { apiKey } }".into(), ADMIN_ONLY),
         ("revokeDevice", "mutation { revokeDevice(id: \"999999\") { id } }".into(), ADMIN_ONLY),
