@@ -75,6 +75,15 @@ pub struct Application {
 impl Application {
     /// Connects, migrates and binds `config.bind` (port 0 picks a free port).
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_with_routes(config, Router::new()).await
+    }
+
+    /// Like `build`, with extra routes behind the same middleware (tests use it to reach
+    /// the panic and timeout handling).
+    pub async fn build_with_routes(
+        config: Config,
+        extra: Router<AppState>,
+    ) -> Result<Self, StartupError> {
         let config = Arc::new(config);
         let pools = db::connect(&config).await?;
         db::migrate(&pools.db)
@@ -86,11 +95,14 @@ impl Application {
             .await
             .map_err(|e| StartupError::Bind(config.bind, e))?;
         let (stop, stopping) = watch::channel(false);
-        let router = router(AppState {
-            schema: build_schema(service.clone()),
-            service: service.clone(),
-            stopping,
-        });
+        let router = router(
+            AppState {
+                schema: build_schema(service.clone()),
+                service: service.clone(),
+                stopping,
+            },
+            extra,
+        );
         Ok(Self {
             listener,
             router,
@@ -185,10 +197,10 @@ fn spawn_background_jobs(
     })
 }
 
-/// The whole HTTP surface.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP surface, plus `extra` routes behind the same middleware.
+pub fn router(state: AppState, extra: Router<AppState>) -> Router {
     let config = state.service.config.clone();
-    let api = Router::new()
+    let api = extra
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/graphiql/{file}", get(graphiql_asset))

@@ -18,7 +18,7 @@ pub type AppSchema =
 
 /// The deepest selection accepted (a session page needs 5).
 pub const MAX_DEPTH: usize = 10;
-/// The most complex query accepted. A teacher's session page costs about 700 and a default
+/// The most complex query accepted. A teacher's session page costs about 1,000 and a default
 /// page of courses with their sections' students about 16,000.
 pub const MAX_COMPLEXITY: usize = 20_000;
 

@@ -4,8 +4,11 @@
 mod common;
 
 mod auth;
+mod authz;
 mod directory;
+mod faults;
 mod flow;
+mod hardening;
 mod live;
 mod offline;
 mod roles;
