@@ -1,4 +1,5 @@
-//! The GraphQL API: schema, guards, loaders, objects and the two roots.
+//! The GraphQL API: schema, guards, loaders, objects, and the roots merged from one object
+//! per domain.
 
 pub mod guard;
 pub mod loaders;
@@ -8,13 +9,22 @@ pub mod query;
 pub mod scalars;
 pub mod subscription;
 
-use async_graphql::Schema;
+use async_graphql::{MergedObject, Schema};
 
 use crate::service::Service;
 
+/// Every read of the API: one object per domain, merged.
+#[derive(MergedObject, Default)]
+#[graphql(name = "QueryRoot")]
+pub struct QueryRoot(query::CoreQuery);
+
+/// Every change the API can make: one object per domain, merged.
+#[derive(MergedObject, Default)]
+#[graphql(name = "MutationRoot")]
+pub struct MutationRoot(mutation::CoreMutation);
+
 /// The schema type served at `/graphql`.
-pub type AppSchema =
-    Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;
 
 /// The deepest selection accepted (a session page needs 5).
 pub const MAX_DEPTH: usize = 10;
@@ -27,8 +37,8 @@ pub const MAX_COMPLEXITY: usize = 20_000;
 /// you mean") are off so the schema cannot be mapped by probing.
 pub fn build_schema(service: Service) -> AppSchema {
     limits(Schema::build(
-        query::QueryRoot,
-        mutation::MutationRoot,
+        QueryRoot::default(),
+        MutationRoot::default(),
         subscription::SubscriptionRoot,
     ))
     .data(service)
@@ -36,16 +46,8 @@ pub fn build_schema(service: Service) -> AppSchema {
 }
 
 fn limits(
-    builder: async_graphql::SchemaBuilder<
-        query::QueryRoot,
-        mutation::MutationRoot,
-        subscription::SubscriptionRoot,
-    >,
-) -> async_graphql::SchemaBuilder<
-    query::QueryRoot,
-    mutation::MutationRoot,
-    subscription::SubscriptionRoot,
-> {
+    builder: async_graphql::SchemaBuilder<QueryRoot, MutationRoot, subscription::SubscriptionRoot>,
+) -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, subscription::SubscriptionRoot> {
     builder
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
@@ -57,8 +59,8 @@ fn limits(
 /// The complexity and depth of `query` as the limits see them (for tests and tuning).
 pub async fn analyze(query: &str) -> (usize, usize) {
     let schema = limits(Schema::build(
-        query::QueryRoot,
-        mutation::MutationRoot,
+        QueryRoot::default(),
+        MutationRoot::default(),
         subscription::SubscriptionRoot,
     ))
     .limit_complexity(usize::MAX)
@@ -80,8 +82,8 @@ pub async fn analyze(query: &str) -> (usize, usize) {
 /// The SDL of the schema, as checked in at `schema.graphql`.
 pub fn sdl() -> String {
     Schema::build(
-        query::QueryRoot,
-        mutation::MutationRoot,
+        QueryRoot::default(),
+        MutationRoot::default(),
         subscription::SubscriptionRoot,
     )
     .finish()

@@ -135,11 +135,12 @@ fn payload(pair: TokenPair) -> AuthPayload {
     }
 }
 
-/// Every change the API can make.
-pub struct MutationRoot;
+/// The core changes: auth, directory, sessions, scans and records.
+#[derive(Default)]
+pub struct CoreMutation;
 
 #[Object]
-impl MutationRoot {
+impl CoreMutation {
     /// Exchanges a username and password for a token pair.
     async fn login(
         &self,

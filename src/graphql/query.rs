@@ -52,11 +52,12 @@ fn optional_id(field: &str, id: Option<ID>) -> async_graphql::Result<Option<i32>
     id.map(|id| parse_id(field, &id)).transpose().gql()
 }
 
-/// Every read of the API.
-pub struct QueryRoot;
+/// The core reads: directory, sessions and records.
+#[derive(Default)]
+pub struct CoreQuery;
 
 #[Object]
-impl QueryRoot {
+impl CoreQuery {
     /// The authenticated user.
     #[graphql(guard = "RoleGuard::people()")]
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Viewer> {
