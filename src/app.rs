@@ -11,7 +11,7 @@ use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -200,6 +200,7 @@ fn spawn_background_jobs(
 /// The whole HTTP surface, plus `extra` routes behind the same middleware.
 pub fn router(state: AppState, extra: Router<AppState>) -> Router {
     let config = state.service.config.clone();
+    let state_metrics = state.service.metrics.clone();
     let api = extra
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
@@ -207,10 +208,15 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .route("/api/attendance/scan", post(rest::scan))
         .route("/api/attendance/scans/batch", post(rest::scan_batch))
         .route("/health", get(rest::health))
+        .route("/metrics", get(rest::metrics))
         .route("/ready", get(rest::ready))
         .fallback(not_found)
         .with_state(state);
-    api.layer(DefaultBodyLimit::disable())
+    api.layer(middleware::from_fn_with_state(
+        state_metrics,
+        track_request,
+    ))
+    .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(middleware::from_fn_with_state(config.clone(), guard_request))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -229,6 +235,30 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Counts every request under its matched route (never the raw path, which would let
+/// clients create unbounded label values).
+async fn track_request(
+    State(metrics): State<Arc<crate::metrics::Metrics>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    metrics.http(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 fn cors(config: &Config) -> CorsLayer {
@@ -373,7 +403,15 @@ async fn graphql(
         .data(auth)
         .data(loader)
         .data(ClientAddress(peer.ip()));
-    drive(tasks, state.schema.execute(request)).await.into()
+    let operation = request.operation_name.clone();
+    let started = std::time::Instant::now();
+    let response = drive(tasks, state.schema.execute(request)).await;
+    state.service.metrics.graphql(
+        operation.as_deref().unwrap_or("anonymous"),
+        !response.errors.is_empty(),
+        started.elapsed(),
+    );
+    response.into()
 }
 
 /// `GET /graphql/ws`: subscriptions over graphql-transport-ws (and the older graphql-ws).

@@ -18,6 +18,8 @@ pub mod error;
 pub mod events;
 /// The GraphQL API: schema, guards, loaders, objects, query and mutation roots.
 pub mod graphql;
+/// Prometheus metrics: requests, GraphQL operations, scans, sessions, pool usage.
+pub mod metrics;
 /// The REST endpoints: the device scan shim and health checks.
 pub mod rest;
 /// The domain: every rule and transaction, shared by both transports.

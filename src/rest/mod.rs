@@ -226,6 +226,36 @@ pub async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let service = &state.service;
+    let sessions_open = service.open_session_count().await.unwrap_or(-1);
+    let (pool_size, pool_idle) = match service.db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            let pool = service.db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle() as u32)
+        }
+        _ => {
+            let pool = service.db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle() as u32)
+        }
+    };
+    let gauges = crate::metrics::Gauges {
+        sessions_open,
+        pool_size,
+        pool_idle,
+        pool_max: service.config.database_max_connections,
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        service.metrics.render(gauges),
+    )
+        .into_response()
+}
+
 /// `GET /ready`: 200 when the database answers and every migration is applied.
 pub async fn ready(State(state): State<AppState>) -> Response {
     use migration::MigratorTrait;

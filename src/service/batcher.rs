@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::scan::late_expr;
 use crate::entities::{AttendanceStatus, RecordSource, attendance_record};
 use crate::error::{AppError, AppResult};
+use crate::metrics::Metrics;
 
 /// The most scans one statement carries.
 const MAX_BATCH: usize = 256;
@@ -50,11 +51,11 @@ pub(crate) struct ScanBatcher {
 
 impl ScanBatcher {
     /// Starts the workers on `pool`.
-    pub fn start(pool: sqlx::PgPool) -> Self {
+    pub fn start(pool: sqlx::PgPool, metrics: Arc<Metrics>) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..WORKERS {
-            tokio::spawn(worker(pool.clone(), receiver.clone()));
+            tokio::spawn(worker(pool.clone(), receiver.clone(), metrics.clone()));
         }
         Self { queue }
     }
@@ -71,7 +72,11 @@ impl ScanBatcher {
     }
 }
 
-async fn worker(pool: sqlx::PgPool, receiver: Arc<Mutex<mpsc::UnboundedReceiver<(Job, Reply)>>>) {
+async fn worker(
+    pool: sqlx::PgPool,
+    receiver: Arc<Mutex<mpsc::UnboundedReceiver<(Job, Reply)>>>,
+    metrics: Arc<Metrics>,
+) {
     loop {
         let mut batch = Vec::new();
         {
@@ -87,6 +92,7 @@ async fn worker(pool: sqlx::PgPool, receiver: Arc<Mutex<mpsc::UnboundedReceiver<
                 }
             }
         }
+        metrics.scan_batch(batch.len());
         run(&pool, batch).await;
     }
 }

@@ -39,6 +39,20 @@ impl Service {
         request: &ScanRequest,
         zone: Option<Tz>,
     ) -> AppResult<BufferedOutcome> {
+        let result = self.scan_buffered_inner(device, request, zone).await;
+        self.count_scan(result.as_ref().map(|outcome| match outcome {
+            BufferedOutcome::Accepted(_) | BufferedOutcome::CorrectedAbsence(_) => "accepted",
+            BufferedOutcome::Duplicate(_) => "duplicate",
+        }));
+        result
+    }
+
+    async fn scan_buffered_inner(
+        &self,
+        device: &Principal,
+        request: &ScanRequest,
+        zone: Option<Tz>,
+    ) -> AppResult<BufferedOutcome> {
         let Principal::Device {
             id: device_id,
             key_hash,

@@ -18,6 +18,7 @@ use crate::auth::jwt::JwtKeys;
 use crate::config::Config;
 use crate::error::{AppError, AppResult};
 use crate::events::EventBus;
+use crate::metrics::Metrics;
 
 /// The largest page any list returns.
 pub const MAX_PAGE_SIZE: u64 = 100;
@@ -42,6 +43,8 @@ pub struct Service {
     pub events: EventBus,
     limiter: Arc<limiter::LoginLimiter>,
     batcher: Option<Arc<batcher::ScanBatcher>>,
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Service {
@@ -50,9 +53,11 @@ impl Service {
         let jwt = Arc::new(JwtKeys::new(&config.secret_key));
         let events = EventBus::new(!config.is_sqlite());
         // SQLite has one writer and cheap commits; group commit pays off on PostgreSQL.
+        let metrics = Arc::new(Metrics::default());
         let batcher = (writer.get_database_backend() == sea_orm::DbBackend::Postgres).then(|| {
             Arc::new(batcher::ScanBatcher::start(
                 writer.get_postgres_connection_pool().clone(),
+                metrics.clone(),
             ))
         });
         let limiter = Arc::new(limiter::LoginLimiter::new(
@@ -70,6 +75,7 @@ impl Service {
             events,
             limiter,
             batcher,
+            metrics,
         }
     }
 

@@ -156,6 +156,32 @@ impl Service {
         device: &Principal,
         request: ScanRequest,
     ) -> AppResult<attendance_record::Model> {
+        let result = self.scan_live(device, request).await;
+        self.count_scan(result.as_ref().map(|_| "accepted"));
+        result
+    }
+
+    /// Counts a scan's outcome in the metrics.
+    pub(crate) fn count_scan(&self, outcome: Result<&str, &AppError>) {
+        match outcome {
+            Ok(outcome) => self.metrics.scan(outcome, ""),
+            Err(err) => {
+                let reason = err.reason().map_or(err.code().as_str(), |r| r.as_str());
+                let outcome = if err.reason() == Some(Reason::DuplicateScan) {
+                    "duplicate"
+                } else {
+                    "rejected"
+                };
+                self.metrics.scan(outcome, reason);
+            }
+        }
+    }
+
+    async fn scan_live(
+        &self,
+        device: &Principal,
+        request: ScanRequest,
+    ) -> AppResult<attendance_record::Model> {
         let Principal::Device {
             id: device_id,
             key_hash,

@@ -326,6 +326,15 @@ impl Service {
         })
     }
 
+    /// How many sessions are active now.
+    pub async fn open_session_count(&self) -> AppResult<i64> {
+        use sea_orm::PaginatorTrait;
+        Ok(attendance_session::Entity::find()
+            .filter(attendance_session::Column::IsActive.eq(true))
+            .count(&self.db)
+            .await? as i64)
+    }
+
     /// Closes every session whose end has passed; returns how many this call closed.
     pub async fn close_due_sessions(&self) -> AppResult<usize> {
         let due: Vec<i32> = attendance_session::Entity::find()

@@ -1,0 +1,255 @@
+//! Prometheus metrics, rendered in the text exposition format at `GET /metrics`: request
+//! counts and latency histograms per route and per GraphQL operation, scans by outcome,
+//! scan batch sizes, and (read at scrape time) open sessions and database pool usage.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Latency bucket bounds, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    http_requests: BTreeMap<(String, String, u16), u64>,
+    http_latency: BTreeMap<(String, String), Histogram>,
+    graphql_operations: BTreeMap<(String, bool), u64>,
+    graphql_latency: BTreeMap<String, Histogram>,
+    scans: BTreeMap<(String, String), u64>,
+    scan_batches: u64,
+    scan_batch_rows: u64,
+}
+
+/// The process's metrics.
+#[derive(Default)]
+pub struct Metrics(Mutex<Registry>);
+
+/// Values read from the database and pools at scrape time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gauges {
+    /// Sessions currently active.
+    pub sessions_open: i64,
+    /// Connections the pool holds.
+    pub pool_size: u32,
+    /// Of those, idle.
+    pub pool_idle: u32,
+    /// The pool's maximum.
+    pub pool_max: u32,
+}
+
+impl Metrics {
+    /// Counts an HTTP request on `route` (the matched path, never the raw URI).
+    pub fn http(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        if let Ok(mut r) = self.0.lock() {
+            *r.http_requests
+                .entry((route.to_owned(), method.to_owned(), status))
+                .or_default() += 1;
+            r.http_latency
+                .entry((route.to_owned(), method.to_owned()))
+                .or_default()
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Counts a GraphQL operation by name (`anonymous` when unnamed).
+    pub fn graphql(&self, operation: &str, failed: bool, elapsed: Duration) {
+        // Names are client-chosen: keep the label set bounded.
+        let operation = if operation.len() <= 64
+            && operation
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            operation
+        } else {
+            "invalid_name"
+        };
+        if let Ok(mut r) = self.0.lock() {
+            if r.graphql_latency.len() > 500 && !r.graphql_latency.contains_key(operation) {
+                return;
+            }
+            *r.graphql_operations
+                .entry((operation.to_owned(), failed))
+                .or_default() += 1;
+            r.graphql_latency
+                .entry(operation.to_owned())
+                .or_default()
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Counts a scan: `outcome` is accepted, duplicate or rejected; `reason` the code.
+    pub fn scan(&self, outcome: &str, reason: &str) {
+        if let Ok(mut r) = self.0.lock() {
+            *r.scans
+                .entry((outcome.to_owned(), reason.to_owned()))
+                .or_default() += 1;
+        }
+    }
+
+    /// Counts one group-commit batch of `rows` scans.
+    pub fn scan_batch(&self, rows: usize) {
+        if let Ok(mut r) = self.0.lock() {
+            r.scan_batches += 1;
+            r.scan_batch_rows += rows as u64;
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self, gauges: Gauges) -> String {
+        let Ok(r) = self.0.lock() else {
+            return String::new();
+        };
+        let mut out = String::with_capacity(8192);
+        out.push_str(
+            "# HELP attendance_http_requests_total HTTP requests by route, method and status.\n",
+        );
+        out.push_str("# TYPE attendance_http_requests_total counter\n");
+        for ((route, method, status), n) in &r.http_requests {
+            let _ = writeln!(
+                out,
+                "attendance_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
+                escape(route)
+            );
+        }
+        out.push_str(
+            "# HELP attendance_http_request_duration_seconds HTTP request latency by route.\n",
+        );
+        out.push_str("# TYPE attendance_http_request_duration_seconds histogram\n");
+        for ((route, method), h) in &r.http_latency {
+            histogram(
+                &mut out,
+                "attendance_http_request_duration_seconds",
+                &format!("route=\"{}\",method=\"{method}\"", escape(route)),
+                h,
+            );
+        }
+        out.push_str(
+            "# HELP attendance_graphql_operations_total GraphQL operations by name and result.\n",
+        );
+        out.push_str("# TYPE attendance_graphql_operations_total counter\n");
+        for ((operation, failed), n) in &r.graphql_operations {
+            let result = if *failed { "error" } else { "ok" };
+            let _ = writeln!(
+                out,
+                "attendance_graphql_operations_total{{operation=\"{operation}\",result=\"{result}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP attendance_graphql_operation_duration_seconds GraphQL operation latency by name.\n");
+        out.push_str("# TYPE attendance_graphql_operation_duration_seconds histogram\n");
+        for (operation, h) in &r.graphql_latency {
+            histogram(
+                &mut out,
+                "attendance_graphql_operation_duration_seconds",
+                &format!("operation=\"{operation}\""),
+                h,
+            );
+        }
+        out.push_str("# HELP attendance_scans_total Device scans by outcome and reason.\n");
+        out.push_str("# TYPE attendance_scans_total counter\n");
+        for ((outcome, reason), n) in &r.scans {
+            let _ = writeln!(
+                out,
+                "attendance_scans_total{{outcome=\"{outcome}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP attendance_scan_batches_total Group-commit batches of live scans (PostgreSQL).\n");
+        out.push_str("# TYPE attendance_scan_batches_total counter\n");
+        let _ = writeln!(out, "attendance_scan_batches_total {}", r.scan_batches);
+        out.push_str("# HELP attendance_scan_batch_rows_total Scans carried by those batches.\n");
+        out.push_str("# TYPE attendance_scan_batch_rows_total counter\n");
+        let _ = writeln!(
+            out,
+            "attendance_scan_batch_rows_total {}",
+            r.scan_batch_rows
+        );
+        out.push_str("# HELP attendance_sessions_open Sessions currently active.\n");
+        out.push_str("# TYPE attendance_sessions_open gauge\n");
+        let _ = writeln!(out, "attendance_sessions_open {}", gauges.sessions_open);
+        out.push_str("# HELP attendance_db_pool_connections Database pool connections by state.\n");
+        out.push_str("# TYPE attendance_db_pool_connections gauge\n");
+        let busy = gauges.pool_size.saturating_sub(gauges.pool_idle);
+        let _ = writeln!(
+            out,
+            "attendance_db_pool_connections{{state=\"busy\"}} {busy}"
+        );
+        let _ = writeln!(
+            out,
+            "attendance_db_pool_connections{{state=\"idle\"}} {}",
+            gauges.pool_idle
+        );
+        out.push_str("# HELP attendance_db_pool_max_connections The pool's maximum size.\n");
+        out.push_str("# TYPE attendance_db_pool_max_connections gauge\n");
+        let _ = writeln!(
+            out,
+            "attendance_db_pool_max_connections {}",
+            gauges.pool_max
+        );
+        out
+    }
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    for (bound, n) in BUCKETS.iter().zip(h.counts.iter()) {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_names_bounded() {
+        let m = Metrics::default();
+        m.http(
+            "POST",
+            "/api/attendance/scan",
+            201,
+            Duration::from_millis(3),
+        );
+        m.http(
+            "POST",
+            "/api/attendance/scan",
+            201,
+            Duration::from_millis(30),
+        );
+        m.graphql("Me", false, Duration::from_millis(2));
+        m.graphql("bad name\"}", true, Duration::from_millis(2));
+        let text = m.render(Gauges::default());
+        assert!(text.contains("attendance_http_requests_total{route=\"/api/attendance/scan\",method=\"POST\",status=\"201\"} 2"));
+        assert!(text.contains("attendance_http_request_duration_seconds_bucket{route=\"/api/attendance/scan\",method=\"POST\",le=\"0.005\"} 1"));
+        assert!(text.contains("attendance_http_request_duration_seconds_bucket{route=\"/api/attendance/scan\",method=\"POST\",le=\"0.05\"} 2"));
+        assert!(text.contains(
+            "attendance_graphql_operations_total{operation=\"invalid_name\",result=\"error\"} 1"
+        ));
+    }
+}
