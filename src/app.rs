@@ -207,6 +207,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .route("/graphiql/{file}", get(graphiql_asset))
         .route("/api/attendance/scan", post(rest::scan))
         .route("/api/attendance/scans/batch", post(rest::scan_batch))
+        .route("/api/openapi.json", get(rest::openapi::openapi_json))
         .route("/health", get(rest::health))
         .route("/metrics", get(rest::metrics))
         .route("/ready", get(rest::ready))

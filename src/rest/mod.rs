@@ -1,5 +1,7 @@
 //! The REST endpoints: the device scan shim and health checks.
 
+pub mod openapi;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -17,7 +19,7 @@ use crate::service::buffered::BufferedOutcome;
 use crate::service::scan::{ScanRequest, StudentRef};
 
 /// A record as the REST shim returns it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecordJson {
     /// Record id.
     pub id: i32,
@@ -26,6 +28,7 @@ pub struct RecordJson {
     /// Student id.
     pub student_id: i32,
     /// `present`, `absent` or `permission`.
+    #[schema(value_type = String, example = "present")]
     pub status: &'static str,
     /// When the status was set (UTC).
     pub timestamp: chrono::DateTime<chrono::Utc>,

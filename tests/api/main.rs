@@ -11,6 +11,7 @@ mod flow;
 mod hardening;
 mod live;
 mod offline;
+mod openapi;
 mod ops;
 mod roles;
 mod schema;
