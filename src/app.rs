@@ -208,6 +208,14 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .route("/api/attendance/scan", post(rest::scan))
         .route("/api/attendance/scans/batch", post(rest::scan_batch))
         .route("/api/openapi.json", get(rest::openapi::openapi_json))
+        .route(
+            "/api/export/sessions/{id}/records.csv",
+            get(rest::export::session_csv),
+        )
+        .route(
+            "/api/export/courses/{id}/attendance.csv",
+            get(rest::export::course_csv),
+        )
         .route("/health", get(rest::health))
         .route("/metrics", get(rest::metrics))
         .route("/ready", get(rest::ready))

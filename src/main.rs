@@ -32,6 +32,12 @@ enum Command {
         #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
         password: String,
     },
+    /// Import students from a CSV file (student_code,first_name,last_name,section); nothing
+    /// is written unless every row is valid, and importing the same file again is harmless.
+    ImportStudents {
+        /// The CSV file.
+        file: std::path::PathBuf,
+    },
     /// Exit 0 when the local server's /health answers 200 (for container health checks).
     Healthcheck,
     /// Print the scan statement as issued on PostgreSQL (for the benchmark's pgbench run).
@@ -89,6 +95,7 @@ fn main() -> ExitCode {
             Command::CreateAdmin { username, password } => {
                 create_admin(config, &username, &password).await
             }
+            Command::ImportStudents { file } => import_students(config, &file).await,
             Command::Healthcheck | Command::ScanSql => Ok(()),
         }
     });
@@ -165,6 +172,62 @@ async fn create_admin(config: Config, username: &str, password: &str) -> Result<
         .map_err(|e| e.to_string())?;
     println!("admin {:?} is ready", user.username);
     Ok(())
+}
+
+async fn import_students(config: Config, file: &std::path::Path) -> Result<(), String> {
+    use attendance::service::roster::ImportOutcome;
+    use std::io::Write;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let pools = attendance::db::connect(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    attendance::db::migrate(&pools.db)
+        .await
+        .map_err(|e| StartupError::Migrate(e.to_string()).to_string())?;
+    let service =
+        attendance::service::Service::new(pools.db, pools.writer, std::sync::Arc::new(config));
+    let progress = |done: usize, total: usize| {
+        if total >= 1000 {
+            let width = 30;
+            let filled = done * width / total.max(1);
+            eprint!(
+                "\r[{}{}] {done}/{total} students",
+                "#".repeat(filled),
+                " ".repeat(width - filled)
+            );
+            if done == total {
+                eprintln!();
+            }
+            let _ = std::io::stderr().flush();
+        }
+    };
+    match service
+        .import_students(&text, &progress)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        ImportOutcome::Applied(report) => {
+            println!(
+                "imported {}: {} created, {} updated, {} unchanged",
+                file.display(),
+                report.created,
+                report.updated,
+                report.unchanged
+            );
+            Ok(())
+        }
+        ImportOutcome::Rejected(lines) => {
+            for line in &lines {
+                eprintln!("line {}: {}", line.line, line.reason);
+            }
+            Err(format!(
+                "{} bad line(s) in {}; nothing was imported",
+                lines.len(),
+                file.display()
+            ))
+        }
+    }
 }
 
 /// Asks the server on this machine's `BIND` port for `/health`, without needing the rest of

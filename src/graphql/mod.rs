@@ -6,6 +6,7 @@ pub mod loaders;
 pub mod mutation;
 pub mod objects;
 pub mod query;
+pub mod roster;
 pub mod scalars;
 pub mod subscription;
 
@@ -16,12 +17,12 @@ use crate::service::Service;
 /// Every read of the API: one object per domain, merged.
 #[derive(MergedObject, Default)]
 #[graphql(name = "QueryRoot")]
-pub struct QueryRoot(query::CoreQuery);
+pub struct QueryRoot(query::CoreQuery, roster::RosterQuery);
 
 /// Every change the API can make: one object per domain, merged.
 #[derive(MergedObject, Default)]
 #[graphql(name = "MutationRoot")]
-pub struct MutationRoot(mutation::CoreMutation);
+pub struct MutationRoot(mutation::CoreMutation, roster::RosterMutation);
 
 /// The schema type served at `/graphql`.
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;

@@ -1,5 +1,6 @@
 //! The REST endpoints: the device scan shim and health checks.
 
+pub mod export;
 pub mod openapi;
 
 use axum::Json;

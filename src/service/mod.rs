@@ -6,6 +6,7 @@ pub mod buffered;
 pub mod directory;
 pub mod limiter;
 pub mod records;
+pub mod roster;
 pub mod scan;
 pub mod sessions;
 

@@ -295,6 +295,37 @@ impl TestApp {
         .await
     }
 
+    /// Uploads a roster CSV to `importStudents` as a GraphQL multipart request.
+    pub async fn upload_roster(&self, token: Option<&str>, csv: &str) -> Value {
+        const IMPORT: &str = "mutation($f: Upload!) { importStudents(file: $f) { applied created updated unchanged errors { line reason } } }";
+        let boundary = "XyZzYboundary";
+        let operations = json!({"query": IMPORT, "variables": {"f": null}}).to_string();
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{operations}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{{\"0\": [\"variables.f\"]}}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"0\"; filename=\"roster.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n\
+             --{boundary}--\r\n"
+        );
+        let mut req = self
+            .client
+            .post(format!("{}/graphql", self.address))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .header("apollo-require-preflight", "1")
+            .body(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+            .await
+            .expect("upload")
+            .json()
+            .await
+            .expect("upload json")
+    }
+
     /// Runs SQL that returns one integer.
     pub async fn count(&self, sql: &str) -> i64 {
         let row = self

@@ -14,6 +14,7 @@ mod offline;
 mod openapi;
 mod ops;
 mod roles;
+mod roster;
 mod schema;
 mod time;
 

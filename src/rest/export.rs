@@ -1,0 +1,95 @@
+//! Authenticated CSV downloads of attendance.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::{AppError, AppResult};
+use crate::graphql::scalars::parse_date;
+use crate::service::parse_id;
+use crate::service::roster::ExportScope;
+
+/// The date range of a course export.
+#[derive(Debug, Deserialize)]
+pub struct Range {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn person(state: &AppState, headers: &HeaderMap) -> AppResult<Principal> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(AppError::Unauthenticated)?;
+    let principal = state.service.authenticate(header).await?;
+    if principal.role().is_person() {
+        Ok(principal)
+    } else {
+        Err(AppError::Forbidden)
+    }
+}
+
+fn csv(filename: &str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /api/export/sessions/{id}/records.csv`: one session's records.
+pub async fn session_csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let result = async {
+        let actor = person(&state, &headers).await?;
+        let id = parse_id("id", &id)?;
+        let body = state
+            .service
+            .export_csv(&actor, ExportScope::Session(id))
+            .await?;
+        Ok::<_, AppError>(csv(&format!("session-{id}.csv"), body))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /api/export/courses/{id}/attendance.csv?from=YYYY-MM-DD&to=YYYY-MM-DD`.
+pub async fn course_csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(range): Query<Range>,
+) -> Response {
+    let result = async {
+        let actor = person(&state, &headers).await?;
+        let id = parse_id("id", &id)?;
+        let date = |field: &'static str, value: Option<String>| {
+            value
+                .map(|v| {
+                    parse_date(&v).ok_or_else(|| AppError::invalid(field, "must be YYYY-MM-DD"))
+                })
+                .transpose()
+        };
+        let from = date("from", range.from)?;
+        let to = date("to", range.to)?;
+        let body = state
+            .service
+            .export_csv(&actor, ExportScope::Course { id, from, to })
+            .await?;
+        Ok::<_, AppError>(csv(&format!("course-{id}-attendance.csv"), body))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}

@@ -1,0 +1,604 @@
+//! Rosters in, attendance out: the student CSV import (all rows checked before anything is
+//! written), per-course reports, and CSV exports of sessions and courses.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, Set, TransactionTrait,
+};
+
+use super::sessions::{statement, write_transaction};
+use super::{Service, code_text, now, required_text};
+use crate::auth::Principal;
+use crate::entities::{course, student};
+use crate::error::{AppError, AppResult, ErrorCode, Reason};
+
+/// The columns of a roster file, in order.
+pub const ROSTER_HEADER: [&str; 4] = ["student_code", "first_name", "last_name", "section"];
+
+/// One bad line of a roster file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadLine {
+    /// The line's number in the file (1 is the first line).
+    pub line: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// What an import did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Students created.
+    pub created: usize,
+    /// Existing students (same code) whose names or section changed.
+    pub updated: usize,
+    /// Rows identical to what was there already.
+    pub unchanged: usize,
+}
+
+/// The outcome of an import: applied, or refused with every bad line (nothing written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Every row was valid and the roster was applied.
+    Applied(ImportReport),
+    /// At least one row was bad; nothing changed.
+    Rejected(Vec<BadLine>),
+}
+
+#[derive(Clone, Debug)]
+struct Row {
+    line: usize,
+    code: String,
+    first_name: String,
+    last_name: String,
+    section_id: i32,
+}
+
+/// Splits CSV text into records (RFC 4180: quotes, doubled quotes, CRLF), with the line
+/// number each record starts on.
+pub fn parse_csv(text: &str) -> Result<Vec<(usize, Vec<String>)>, BadLine> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut records = Vec::new();
+    let mut field = String::new();
+    let mut fields = Vec::new();
+    let mut line = 1;
+    let mut start = 1;
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => {
+                if c == '\n' {
+                    line += 1;
+                }
+                field.push(c);
+            }
+            (false, '"') if field.is_empty() => quoted = true,
+            (false, ',') => fields.push(std::mem::take(&mut field)),
+            (false, '\r') if chars.peek() == Some(&'\n') => {}
+            (false, '\n') => {
+                fields.push(std::mem::take(&mut field));
+                records.push((start, std::mem::take(&mut fields)));
+                line += 1;
+                start = line;
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    if quoted {
+        return Err(BadLine {
+            line: start,
+            reason: "a quoted field is never closed".into(),
+        });
+    }
+    if !field.is_empty() || !fields.is_empty() {
+        fields.push(field);
+        records.push((start, fields));
+    }
+    Ok(records
+        .into_iter()
+        .filter(|(_, f)| !(f.len() == 1 && f[0].trim().is_empty()))
+        .collect())
+}
+
+#[derive(FromQueryResult)]
+struct SectionName {
+    id: i32,
+    name: String,
+    dep: String,
+    batch: String,
+}
+
+impl Service {
+    /// Imports students from CSV (`student_code,first_name,last_name,section`, header
+    /// optional). `section` is a section id, a name unique across the school, or
+    /// `dep/batch/name`. Every row is checked first; one bad row rejects the whole file.
+    /// Importing the same file again changes nothing. `progress` hears (rows done, total).
+    pub async fn import_students(
+        &self,
+        text: &str,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> AppResult<ImportOutcome> {
+        let records = match parse_csv(text) {
+            Ok(records) => records,
+            Err(bad) => return Ok(ImportOutcome::Rejected(vec![bad])),
+        };
+        let records = match records.first() {
+            Some((_, first))
+                if first.len() == 4
+                    && first
+                        .iter()
+                        .zip(ROSTER_HEADER)
+                        .all(|(a, b)| a.trim().eq_ignore_ascii_case(b)) =>
+            {
+                &records[1..]
+            }
+            _ => &records[..],
+        };
+        if records.is_empty() {
+            return Err(AppError::invalid("file", "has no student rows"));
+        }
+        let sections = self.section_lookup().await?;
+        let mut bad = Vec::new();
+        let mut rows = Vec::with_capacity(records.len());
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (line, fields) in records {
+            match check_row(*line, fields, &sections) {
+                Ok(row) => {
+                    if let Some(first) = seen.insert(row.code.clone(), row.line) {
+                        bad.push(BadLine {
+                            line: row.line,
+                            reason: format!(
+                                "student_code {:?} already appears on line {first}",
+                                row.code
+                            ),
+                        });
+                    } else {
+                        rows.push(row);
+                    }
+                }
+                Err(reason) => bad.push(BadLine {
+                    line: *line,
+                    reason,
+                }),
+            }
+        }
+        if !bad.is_empty() {
+            return Ok(ImportOutcome::Rejected(bad));
+        }
+        self.apply_roster(rows, progress)
+            .await
+            .map(ImportOutcome::Applied)
+    }
+
+    /// Section names, ids and dep-batch paths for resolving the `section` column.
+    async fn section_lookup(&self) -> AppResult<SectionLookup> {
+        let backend = self.db.get_database_backend();
+        let names = SectionName::find_by_statement(statement(
+            backend,
+            "SELECT s.id AS id, s.name AS name, d.dep AS dep, d.batch AS batch \
+             FROM section s JOIN dep_batch d ON d.id = s.dep_batch_id",
+            vec![],
+        ))
+        .all(&self.db)
+        .await?;
+        let mut lookup = SectionLookup::default();
+        for s in names {
+            lookup.ids.insert(s.id);
+            lookup
+                .by_name
+                .entry(s.name.to_lowercase())
+                .or_default()
+                .push(s.id);
+            lookup.by_path.insert(
+                format!("{}/{}/{}", s.dep, s.batch, s.name).to_lowercase(),
+                s.id,
+            );
+        }
+        Ok(lookup)
+    }
+
+    async fn apply_roster(
+        &self,
+        rows: Vec<Row>,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> AppResult<ImportReport> {
+        let total = rows.len();
+        let mut report = ImportReport::default();
+        let at = now();
+        let txn = self.writer.begin_with_options(write_transaction()).await?;
+        let mut done = 0;
+        for chunk in rows.chunks(500) {
+            let codes: Vec<String> = chunk.iter().map(|r| r.code.clone()).collect();
+            let existing: HashMap<String, student::Model> = student::Entity::find()
+                .filter(student::Column::StudentCode.is_in(codes))
+                .all(&txn)
+                .await?
+                .into_iter()
+                .map(|s| (s.student_code.clone(), s))
+                .collect();
+            let mut new = Vec::new();
+            for row in chunk {
+                match existing.get(&row.code) {
+                    None => new.push(student::ActiveModel {
+                        student_code: Set(row.code.clone()),
+                        first_name: Set(row.first_name.clone()),
+                        last_name: Set(row.last_name.clone()),
+                        section_id: Set(row.section_id),
+                        created_at: Set(at),
+                        enrolled_at: Set(at),
+                        ..Default::default()
+                    }),
+                    Some(old)
+                        if old.first_name == row.first_name
+                            && old.last_name == row.last_name
+                            && old.section_id == row.section_id =>
+                    {
+                        report.unchanged += 1;
+                    }
+                    Some(old) => {
+                        let moved = old.section_id != row.section_id;
+                        let mut active: student::ActiveModel = old.clone().into();
+                        active.first_name = Set(row.first_name.clone());
+                        active.last_name = Set(row.last_name.clone());
+                        active.section_id = Set(row.section_id);
+                        if moved {
+                            active.enrolled_at = Set(at);
+                        }
+                        active.update(&txn).await?;
+                        report.updated += 1;
+                    }
+                }
+            }
+            if !new.is_empty() {
+                report.created += new.len();
+                student::Entity::insert_many(new).exec(&txn).await?;
+            }
+            done += chunk.len();
+            progress(done, total);
+        }
+        txn.commit().await?;
+        Ok(report)
+    }
+
+    /// A course's attendance per student over a date range, with the attendance rate, in a
+    /// constant number of statements. Teachers see their own courses, admins all.
+    pub async fn course_report(
+        &self,
+        actor: &Principal,
+        course_id: i32,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> AppResult<CourseReport> {
+        let course = self.visible_course(actor, course_id).await?;
+        let backend = self.db.get_database_backend();
+        let (from, to) = date_range(from, to)?;
+        let rows = StudentTally::find_by_statement(statement(
+            backend,
+            "SELECT st.id AS student_id, \
+             COALESCE(SUM(CASE WHEN r.status = 'present' THEN 1 ELSE 0 END), 0) AS present, \
+             COALESCE(SUM(CASE WHEN r.status = 'absent' THEN 1 ELSE 0 END), 0) AS absent, \
+             COALESCE(SUM(CASE WHEN r.status = 'permission' THEN 1 ELSE 0 END), 0) AS permission \
+             FROM student st \
+             JOIN course_section cs ON cs.section_id = st.section_id AND cs.course_id = $1 \
+             LEFT JOIN attendance_session s ON s.course_id = $1 AND s.date >= $2 AND s.date <= $3 \
+             LEFT JOIN attendance_record r ON r.session_id = s.id AND r.student_id = st.id \
+             GROUP BY st.id ORDER BY st.id",
+            vec![course.id.into(), from.into(), to.into()],
+        ))
+        .all(&self.db)
+        .await?;
+        let sessions = self
+            .count_sql(
+                "SELECT COUNT(*) AS n FROM attendance_session WHERE course_id = $1 AND date >= $2 AND date <= $3",
+                vec![course.id.into(), from.into(), to.into()],
+            )
+            .await?;
+        Ok(CourseReport {
+            course,
+            sessions,
+            students: rows
+                .into_iter()
+                .map(|t| {
+                    let total = t.present + t.absent + t.permission;
+                    StudentAttendance {
+                        student_id: t.student_id,
+                        present: t.present,
+                        absent: t.absent,
+                        permission: t.permission,
+                        rate: (total > 0).then(|| t.present as f64 / total as f64),
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    /// A course the actor may report on: admins any, teachers their own.
+    pub async fn visible_course(
+        &self,
+        actor: &Principal,
+        course_id: i32,
+    ) -> AppResult<course::Model> {
+        let course = self
+            .course(course_id)
+            .await?
+            .ok_or(AppError::NotFound("course"))?;
+        if actor.is_admin() || actor.teacher_id() == Some(course.teacher_id) {
+            Ok(course)
+        } else {
+            Err(AppError::rejected(
+                ErrorCode::Forbidden,
+                Reason::NotYourCourse,
+                "you do not teach this course",
+            ))
+        }
+    }
+
+    async fn count_sql(&self, sql: &str, values: Vec<sea_orm::Value>) -> AppResult<i64> {
+        #[derive(FromQueryResult)]
+        struct Count {
+            n: i64,
+        }
+        let backend = self.db.get_database_backend();
+        Ok(Count::find_by_statement(statement(backend, sql, values))
+            .one(&self.db)
+            .await?
+            .map_or(0, |c| c.n))
+    }
+
+    /// CSV of attendance records: one session's (`session_id`), or a course's over a date
+    /// range. Teachers may export their own sessions and courses, admins all.
+    pub async fn export_csv(&self, actor: &Principal, scope: ExportScope) -> AppResult<String> {
+        let backend = self.db.get_database_backend();
+        let (filter, values): (&str, Vec<sea_orm::Value>) = match scope {
+            ExportScope::Session(id) => {
+                self.session_for(actor, id)
+                    .await?
+                    .ok_or(AppError::NotFound("session"))?;
+                ("s.id = $1", vec![id.into()])
+            }
+            ExportScope::Course { id, from, to } => {
+                self.visible_course(actor, id).await?;
+                let (from, to) = date_range(from, to)?;
+                (
+                    "s.course_id = $1 AND s.date >= $2 AND s.date <= $3",
+                    vec![id.into(), from.into(), to.into()],
+                )
+            }
+        };
+        let rows = ExportRow::find_by_statement(statement(
+            backend,
+            &format!(
+                "SELECT s.id AS session_id, s.date AS date, c.code AS course_code, \
+                 st.student_code AS student_code, st.first_name AS first_name, \
+                 st.last_name AS last_name, sec.name AS section, r.status AS status, \
+                 r.scanned_at AS scanned_at, r.late_minutes AS late_minutes, r.timestamp AS timestamp, \
+                 ch.changed_at AS edited_at, u.username AS edited_by, ch.reason AS edit_reason \
+                 FROM attendance_record r \
+                 JOIN attendance_session s ON s.id = r.session_id \
+                 JOIN course c ON c.id = s.course_id \
+                 JOIN student st ON st.id = r.student_id \
+                 JOIN section sec ON sec.id = st.section_id \
+                 LEFT JOIN record_change ch ON ch.id = \
+                   (SELECT MAX(c2.id) FROM record_change c2 WHERE c2.record_id = r.id) \
+                 LEFT JOIN app_user u ON u.id = ch.changed_by \
+                 WHERE {filter} ORDER BY s.date, s.id, st.student_code"
+            ),
+            values,
+        ))
+        .all(&self.db)
+        .await?;
+        let zone = self.config.time_zone;
+        let local = |t: Option<DateTime<Utc>>| {
+            t.map(|t| {
+                t.with_timezone(&zone)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default()
+        };
+        let mut out = String::from(
+            "session_id,date,course_code,student_code,first_name,last_name,section,status,\
+             scanned_at,late_minutes,status_set_at,last_edit_at,last_edit_by,last_edit_reason\n",
+        );
+        for r in rows {
+            let fields = [
+                r.session_id.to_string(),
+                r.date.to_string(),
+                r.course_code,
+                r.student_code,
+                r.first_name,
+                r.last_name,
+                r.section,
+                r.status,
+                local(r.scanned_at),
+                r.late_minutes.map(|m| m.to_string()).unwrap_or_default(),
+                local(Some(r.timestamp)),
+                local(r.edited_at),
+                r.edited_by.unwrap_or_default(),
+                r.edit_reason.unwrap_or_default(),
+            ];
+            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+            out.push_str(&line.join(","));
+            out.push('\n');
+        }
+        Ok(out)
+    }
+}
+
+/// What to export.
+#[derive(Clone, Copy, Debug)]
+pub enum ExportScope {
+    /// One session's records.
+    Session(i32),
+    /// A course's records over a date range (open ends allowed).
+    Course {
+        /// The course.
+        id: i32,
+        /// First date included.
+        from: Option<NaiveDate>,
+        /// Last date included.
+        to: Option<NaiveDate>,
+    },
+}
+
+/// A course's attendance per student.
+#[derive(Clone, Debug)]
+pub struct CourseReport {
+    /// The course.
+    pub course: course::Model,
+    /// Sessions in the range.
+    pub sessions: i64,
+    /// One entry per enrolled student, in id order.
+    pub students: Vec<StudentAttendance>,
+}
+
+/// One student's tallies in a course.
+#[derive(Clone, Copy, Debug)]
+pub struct StudentAttendance {
+    /// The student.
+    pub student_id: i32,
+    /// Present records.
+    pub present: i64,
+    /// Absent records.
+    pub absent: i64,
+    /// Permission records.
+    pub permission: i64,
+    /// present / (present + absent + permission); `None` with no records.
+    pub rate: Option<f64>,
+}
+
+#[derive(FromQueryResult)]
+struct StudentTally {
+    student_id: i32,
+    present: i64,
+    absent: i64,
+    permission: i64,
+}
+
+#[derive(FromQueryResult)]
+struct ExportRow {
+    session_id: i32,
+    date: NaiveDate,
+    course_code: String,
+    student_code: String,
+    first_name: String,
+    last_name: String,
+    section: String,
+    status: String,
+    scanned_at: Option<DateTime<Utc>>,
+    late_minutes: Option<i32>,
+    timestamp: DateTime<Utc>,
+    edited_at: Option<DateTime<Utc>>,
+    edited_by: Option<String>,
+    edit_reason: Option<String>,
+}
+
+#[derive(Default)]
+struct SectionLookup {
+    ids: HashSet<i32>,
+    by_name: HashMap<String, Vec<i32>>,
+    by_path: HashMap<String, i32>,
+}
+
+fn check_row(line: usize, fields: &[String], sections: &SectionLookup) -> Result<Row, String> {
+    if fields.len() != 4 {
+        return Err(format!(
+            "expected 4 columns ({}), found {}",
+            ROSTER_HEADER.join(","),
+            fields.len()
+        ));
+    }
+    let describe = |e: AppError| match e {
+        AppError::InvalidInput { field, message } => format!("{field} {message}"),
+        other => other.to_string(),
+    };
+    let code = code_text("student_code", &fields[0]).map_err(describe)?;
+    let first_name = required_text("first_name", &fields[1], 100).map_err(describe)?;
+    let last_name = required_text("last_name", &fields[2], 100).map_err(describe)?;
+    let wanted = fields[3].trim();
+    let section_id = if let Ok(id) = wanted.parse::<i32>() {
+        sections
+            .ids
+            .contains(&id)
+            .then_some(id)
+            .ok_or_else(|| format!("no section has id {id}"))?
+    } else if let Some(id) = sections.by_path.get(&wanted.to_lowercase()) {
+        *id
+    } else {
+        match sections
+            .by_name
+            .get(&wanted.to_lowercase())
+            .map(Vec::as_slice)
+        {
+            Some([id]) => *id,
+            Some(_) => {
+                return Err(format!(
+                    "section {wanted:?} exists in several dep-batches; write dep/batch/{wanted} or the section id"
+                ));
+            }
+            None => return Err(format!("no section is named {wanted:?}")),
+        }
+    };
+    Ok(Row {
+        line,
+        code,
+        first_name,
+        last_name,
+        section_id,
+    })
+}
+
+fn date_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> AppResult<(NaiveDate, NaiveDate)> {
+    // Bounds every database and every date format compare correctly.
+    let from = from.unwrap_or(NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or_default());
+    let to = to.unwrap_or(NaiveDate::from_ymd_opt(9999, 12, 31).unwrap_or_default());
+    if from > to {
+        return Err(AppError::invalid("from", "is after `to`"));
+    }
+    Ok((from, to))
+}
+
+/// Quotes a CSV field when needed; a leading formula character is neutralised so that a
+/// spreadsheet never evaluates a student's name.
+fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_handles_quotes_crlf_and_bom() {
+        let records =
+            parse_csv("\u{feff}a,b\r\n\"x, y\",\"say \"\"hi\"\"\"\r\n\r\nlast,\"multi\nline\"")
+                .unwrap();
+        assert_eq!(records[0], (1, vec!["a".into(), "b".into()]));
+        assert_eq!(records[1], (2, vec!["x, y".into(), "say \"hi\"".into()]));
+        assert_eq!(records[2], (4, vec!["last".into(), "multi\nline".into()]));
+        assert!(parse_csv("a,\"open").is_err());
+    }
+
+    #[test]
+    fn exported_fields_are_quoted_and_formulas_neutralised() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+    }
+}
