@@ -31,7 +31,7 @@ use crate::db::{self, StatementCounter};
 use crate::error::{AppError, ErrorCode, Reason};
 use crate::graphql::guard::{Auth, ClientAddress};
 use crate::graphql::loaders::{connection_loader, drive, request_loader};
-use crate::graphql::{AppSchema, build_schema};
+use crate::graphql::{AppSchema, build_introspection_schema, build_schema, is_introspection_only};
 use crate::rest;
 use crate::service::Service;
 
@@ -42,6 +42,8 @@ pub struct AppState {
     pub service: Service,
     /// The GraphQL schema.
     pub schema: AppSchema,
+    /// The same schema without depth and complexity limits, for introspection only.
+    pub introspection: AppSchema,
     /// Turns true when the server starts shutting down (WebSockets then close cleanly).
     pub stopping: watch::Receiver<bool>,
 }
@@ -98,6 +100,7 @@ impl Application {
         let router = router(
             AppState {
                 schema: build_schema(service.clone()),
+                introspection: build_introspection_schema(service.clone()),
                 service: service.clone(),
                 stopping,
             },
@@ -405,16 +408,29 @@ async fn graphql(
     let introspection =
         state.service.config.debug || matches!(&auth, Auth::Principal(p) if p.is_admin());
     let mut request = req.into_inner();
-    if !introspection {
+    let schema = if !introspection {
         request = request.disable_introspection();
-    }
+        &state.schema
+    } else if is_introspection_only(&request.query) {
+        &state.introspection
+    } else {
+        &state.schema
+    };
     let request = request
         .data(auth)
         .data(loader)
         .data(ClientAddress(peer.ip()));
     let operation = request.operation_name.clone();
     let started = std::time::Instant::now();
-    let response = drive(tasks, state.schema.execute(request)).await;
+    let mut response = drive(tasks, schema.execute(request)).await;
+    // Parse, validation and argument errors come from the GraphQL engine without a code;
+    // they are all the request's fault, so every error a client sees carries one.
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "BAD_USER_INPUT");
+        }
+    }
     state.service.metrics.graphql(
         operation.as_deref().unwrap_or("anonymous"),
         !response.errors.is_empty(),

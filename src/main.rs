@@ -42,7 +42,11 @@ enum Command {
     Healthcheck,
     /// Print the scan statement as issued on PostgreSQL (for the benchmark's pgbench run).
     #[command(hide = true)]
-    ScanSql,
+    ScanSql {
+        /// The group-commit statement instead of the single-scan one.
+        #[arg(long)]
+        batch: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,16 +55,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Healthcheck) => return healthcheck(),
-        Some(Command::ScanSql) => {
-            let student = attendance::service::scan::StudentRef::Id(0);
-            println!(
-                "{}",
-                attendance::service::scan::scan_sql(
+        Some(Command::ScanSql { batch }) => {
+            use attendance::service::scan;
+            let sql = if batch {
+                scan::batch_scan_sql()
+            } else {
+                scan::scan_sql(
                     sea_orm::DbBackend::Postgres,
-                    &student,
-                    attendance::service::scan::Target::Active,
+                    &scan::StudentRef::Id(0),
+                    scan::Target::Active,
                 )
-            );
+            };
+            println!("{sql}");
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -96,7 +102,7 @@ fn main() -> ExitCode {
                 create_admin(config, &username, &password).await
             }
             Command::ImportStudents { file } => import_students(config, &file).await,
-            Command::Healthcheck | Command::ScanSql => Ok(()),
+            Command::Healthcheck | Command::ScanSql { .. } => Ok(()),
         }
     });
     match result {

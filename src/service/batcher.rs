@@ -192,7 +192,7 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<((i32, i32), Found), sqlx::Erro
 /// costs no second query. Rows found neither way are explained one by one by the caller.
 static BATCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(batch_sql);
 
-fn batch_sql() -> String {
+pub(crate) fn batch_sql() -> String {
     let late = late_expr(sea_orm::DbBackend::Postgres, "x.ts");
     format!(
         "WITH x AS ( \

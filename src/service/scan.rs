@@ -56,6 +56,12 @@ fn student_column(student: &StudentRef) -> &'static str {
     }
 }
 
+/// The group-commit statement live scans use on PostgreSQL ($1..$6 are arrays of device
+/// ids, student ids, scan instants, key hashes, dates and now).
+pub fn batch_scan_sql() -> String {
+    super::batcher::batch_sql()
+}
+
 /// Which session a scan statement targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
