@@ -121,6 +121,25 @@ async fn introspection_is_for_admins_and_suggestions_are_off(backend: Backend) {
         assert!(body["data"]["__schema"]["queryType"].is_null(), "{body}");
         assert!(!body.to_string().contains("QueryRoot"), "{body}");
     }
+    // GraphiQL's schema query nests type references deeper than data queries may.
+    let deep_introspection = "query IntrospectionQuery { __schema { queryType { name } types { name fields(includeDeprecated: true) { name type { ...TypeRef } } } } } \
+        fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }";
+    let full = app
+        .gql(Some(&school.admin), deep_introspection, json!({}))
+        .await;
+    assert!(full.get("errors").is_none(), "{full}");
+    assert!(full["data"]["__schema"]["types"].as_array().unwrap().len() > 20);
+    let refused = app
+        .gql(Some(&school.teacher), deep_introspection, json!({}))
+        .await;
+    assert!(!refused.to_string().contains("QueryRoot"), "{refused}");
+    let mixed = app
+        .gql(Some(&school.admin), "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } students { totalCount } }", json!({}))
+        .await;
+    assert!(
+        mixed.get("errors").is_some(),
+        "data fields keep the limits: {mixed}"
+    );
     let typo = app
         .gql(Some(&school.admin), "{ studnts { totalCount } }", json!({}))
         .await;
