@@ -170,11 +170,20 @@ pub async fn scan_batch(
                 format!("at most {MAX_BATCH} scans per batch"),
             ));
         }
+        let parsed: Vec<AppResult<ScanRequest>> = items.iter().map(scan_from_value).collect();
+        let valid: Vec<ScanRequest> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+        let mut outcomes = state
+            .service
+            .scan_buffered_batch(&device, &valid, None)
+            .await?
+            .into_iter();
         let mut results = Vec::with_capacity(items.len());
         let (mut accepted, mut duplicates, mut rejected) = (0, 0, 0);
-        for (index, item) in items.iter().enumerate() {
-            let outcome = match scan_from_value(item) {
-                Ok(request) => state.service.scan_buffered(&device, &request, None).await,
+        for (index, item) in parsed.into_iter().enumerate() {
+            let outcome = match item {
+                Ok(_) => outcomes
+                    .next()
+                    .unwrap_or_else(|| Err(AppError::Internal("missing batch result".into()))),
                 Err(err) => Err(err),
             };
             let entry = match outcome {
@@ -191,8 +200,6 @@ pub async fn scan_batch(
                     duplicates += 1;
                     json!({"index": index, "status": "duplicate", "record_id": record_id})
                 }
-                // The database is down or broken: fail the batch; replaying it is harmless.
-                Err(err @ (AppError::Unavailable | AppError::Internal(_))) => return Err(err),
                 Err(AppError::Unauthenticated) => return Err(AppError::Unauthenticated),
                 Err(err) => {
                     rejected += 1;

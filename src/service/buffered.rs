@@ -4,8 +4,8 @@
 use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter,
+    Set, TransactionTrait,
 };
 
 use super::scan::{
@@ -18,6 +18,9 @@ use crate::auth::Principal;
 use crate::entities::{AttendanceStatus, attendance_record, attendance_session, record_change};
 use crate::error::{AppError, AppResult, ErrorCode, Reason};
 use crate::events::{EventKind, SessionEvent};
+
+/// The device's sessions per date, read once per batch.
+type SessionsByDate = std::collections::HashMap<NaiveDate, Vec<attendance_session::Model>>;
 
 /// What became of one buffered scan that was not rejected.
 #[derive(Clone, Debug)]
@@ -39,16 +42,60 @@ impl Service {
         request: &ScanRequest,
         zone: Option<Tz>,
     ) -> AppResult<BufferedOutcome> {
-        let result = self.scan_buffered_inner(device, request, zone).await;
-        self.count_scan(result.as_ref().map(|outcome| match outcome {
-            BufferedOutcome::Accepted(_) | BufferedOutcome::CorrectedAbsence(_) => "accepted",
-            BufferedOutcome::Duplicate(_) => "duplicate",
-        }));
-        result
+        let mut results = self
+            .scan_buffered_batch(device, std::slice::from_ref(request), zone)
+            .await?;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(AppError::Internal("empty batch result".into())))
     }
 
-    async fn scan_buffered_inner(
+    /// Records many buffered scans in one transaction (one commit for the whole batch) and
+    /// returns one result per scan. A database failure fails the whole batch, which the
+    /// device may then resend: replays change nothing.
+    pub async fn scan_buffered_batch(
         &self,
+        device: &Principal,
+        requests: &[ScanRequest],
+        zone: Option<Tz>,
+    ) -> AppResult<Vec<AppResult<BufferedOutcome>>> {
+        let txn = self.writer.begin_with_options(write_transaction()).await?;
+        let mut results = Vec::with_capacity(requests.len());
+        let mut sessions = SessionsByDate::new();
+        for request in requests {
+            let result = self
+                .scan_buffered_on(&txn, &mut sessions, device, request, zone)
+                .await;
+            if let Err(err @ (AppError::Unavailable | AppError::Internal(_))) = result {
+                return Err(err);
+            }
+            self.count_scan(result.as_ref().map(|outcome| match outcome {
+                BufferedOutcome::Accepted(_) | BufferedOutcome::CorrectedAbsence(_) => "accepted",
+                BufferedOutcome::Duplicate(_) => "duplicate",
+            }));
+            results.push(result);
+        }
+        txn.commit().await?;
+        // Subscribers load what they are told about, so they hear only after the commit.
+        for result in &results {
+            if let Ok(
+                BufferedOutcome::Accepted(record) | BufferedOutcome::CorrectedAbsence(record),
+            ) = result
+            {
+                self.events.publish(SessionEvent {
+                    session_id: record.session_id,
+                    kind: EventKind::Scan,
+                    record_id: Some(record.id),
+                });
+            }
+        }
+        Ok(results)
+    }
+
+    async fn scan_buffered_on(
+        &self,
+        conn: &DatabaseTransaction,
+        sessions: &mut SessionsByDate,
         device: &Principal,
         request: &ScanRequest,
         zone: Option<Tz>,
@@ -76,7 +123,7 @@ impl Service {
             ));
         }
         let Some(session) = self
-            .session_at(*device_id, request.date, scanned_at)
+            .session_at(conn, sessions, *device_id, request.date, scanned_at)
             .await?
         else {
             return Err(AppError::rejected(
@@ -101,10 +148,9 @@ impl Service {
                     key_hash.clone().into(),
                 ],
             ))
-            .one(&self.writer)
+            .one(conn)
             .await?;
         if let Some(record) = inserted {
-            self.publish_scan(&record);
             return Ok(BufferedOutcome::Accepted(record));
         }
 
@@ -119,7 +165,7 @@ impl Service {
                 session.id.into(),
             ],
         ))
-        .one(&self.writer)
+        .one(conn)
         .await?;
         let Some(facts) = facts.filter(|f| f.device_active && f.key_ok == 1) else {
             self.forget_device_keys();
@@ -133,13 +179,10 @@ impl Service {
             }) => {
                 let student_id = facts.student_id.unwrap_or_default();
                 match self
-                    .correct_absence(&session, student_id, scanned_at, *device_id)
+                    .correct_absence(conn, &session, student_id, scanned_at, *device_id)
                     .await?
                 {
-                    Some(record) => {
-                        self.publish_scan(&record);
-                        Ok(BufferedOutcome::CorrectedAbsence(record))
-                    }
+                    Some(record) => Ok(BufferedOutcome::CorrectedAbsence(record)),
                     None => Ok(BufferedOutcome::Duplicate(record_id)),
                 }
             }
@@ -151,53 +194,46 @@ impl Service {
         }
     }
 
-    fn publish_scan(&self, record: &attendance_record::Model) {
-        self.events.publish(SessionEvent {
-            session_id: record.session_id,
-            kind: EventKind::Scan,
-            record_id: Some(record.id),
-        });
-    }
-
     /// The session bound to the device at `instant` on `date`: opened (or starting) by
-    /// then, and not yet closed.
+    /// then, and not yet closed. A batch reads each date's sessions once.
     async fn session_at(
         &self,
+        conn: &DatabaseTransaction,
+        sessions: &mut SessionsByDate,
         device_id: i32,
         date: NaiveDate,
         instant: DateTime<Utc>,
     ) -> AppResult<Option<attendance_session::Model>> {
         use attendance_session::Column;
-        Ok(attendance_session::Entity::find()
-            .filter(Column::DeviceId.eq(device_id))
-            .filter(Column::Date.eq(date))
-            .filter(
-                Condition::any()
-                    .add(Column::CreatedAt.lte(instant))
-                    .add(Column::StartsAt.lte(instant)),
-            )
-            .filter(
-                Condition::any()
-                    .add(
-                        Condition::all()
-                            .add(Column::IsActive.eq(true))
-                            .add(Column::ClosesAt.gte(instant)),
-                    )
-                    .add(
-                        Condition::all()
-                            .add(Column::IsActive.eq(false))
-                            .add(Column::ClosedAt.gte(instant)),
-                    ),
-            )
-            .order_by_desc(Column::Id)
-            .one(&self.db)
-            .await?)
+        let known = match sessions.entry(date) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
+                attendance_session::Entity::find()
+                    .filter(Column::DeviceId.eq(device_id))
+                    .filter(Column::Date.eq(date))
+                    .all(conn)
+                    .await?,
+            ),
+        };
+        Ok(known
+            .iter()
+            .filter(|s| s.created_at <= instant || s.starts_at <= instant)
+            .filter(|s| {
+                if s.is_active {
+                    s.closes_at >= instant
+                } else {
+                    s.closed_at.is_some_and(|closed| closed >= instant)
+                }
+            })
+            .max_by_key(|s| s.id)
+            .cloned())
     }
 
     /// Turns an automatic absence into `present` with an audit row saying why, unless a
     /// teacher has touched the record (any audit row) or it was not an automatic absence.
     async fn correct_absence(
         &self,
+        conn: &DatabaseTransaction,
         session: &attendance_session::Model,
         student_id: i32,
         scanned_at: DateTime<Utc>,
@@ -206,7 +242,8 @@ impl Service {
         let backend = self.db.get_database_backend();
         let late = late_expr(backend, "$3");
         let at = now();
-        let txn = self.writer.begin_with_options(write_transaction()).await?;
+        // A savepoint inside the batch's transaction.
+        let txn = conn.begin().await?;
         let corrected = attendance_record::Entity::find()
             .from_raw_sql(statement(
                 backend,

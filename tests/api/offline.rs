@@ -12,7 +12,66 @@ both_databases!(
     a_buffered_scan_goes_to_the_session_bound_at_its_time,
     scans_past_the_offline_horizon_are_rejected,
     oversized_and_malformed_batches_are_refused_whole,
+    a_full_batch_of_1000_scans_is_taken_in_one_request,
 );
+
+async fn a_full_batch_of_1000_scans_is_taken_in_one_request(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(1).await;
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &app.service.db,
+        &format!(
+            "INSERT INTO student (student_code, first_name, last_name, section_id, created_at, enrolled_at) \
+             SELECT 'B' || n, 'B', 'B', {}, created_at, enrolled_at FROM student, \
+             (SELECT 1000 + a.i * 100 + b.i * 10 + c.i AS n FROM \
+               (SELECT 0 AS i UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) a, \
+               (SELECT 0 AS i UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) b, \
+               (SELECT 0 AS i UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) c) g \
+             WHERE student.id = {}",
+            school.sections[0], school.students[0]
+        ),
+    )
+    .await
+    .unwrap();
+    open_from_midnight(
+        &app,
+        &school,
+        &school.device_code,
+        &school.course_id,
+        &school.teacher,
+    )
+    .await;
+    let ids: Vec<i64> = {
+        use sea_orm::ConnectionTrait;
+        let rows = app
+            .service
+            .db
+            .query_all_raw(sea_orm::Statement::from_string(
+                app.service.db.get_database_backend(),
+                "SELECT id FROM student WHERE student_code LIKE 'B%' ORDER BY id",
+            ))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.try_get_by_index::<i32>(0).unwrap() as i64)
+            .collect()
+    };
+    assert_eq!(ids.len(), 1000);
+    let (today, now) = (app.today(), app.now_time());
+    let scans: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"student_id": id, "date": today, "time": now}))
+        .collect();
+    let started = std::time::Instant::now();
+    let (status, body) = batch(&app, &school.device_key, &Value::Array(scans)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(body["accepted"], 1000, "{}", body["results"][0]);
+    eprintln!(
+        "batch of 1000 buffered scans on {backend:?}: {elapsed:?} ({:.0} scans/s, debug build)",
+        1000.0 / elapsed.as_secs_f64()
+    );
+}
 
 /// Opens the school's session with a start at midnight, so any scan time of today up to
 /// now falls inside it; returns the session id.

@@ -10,7 +10,61 @@ both_databases!(
     present_records_carry_late_minutes_after_the_grace_period,
     scans_around_berlin_daylight_saving_changes_land_on_the_right_instant,
     a_session_and_its_scans_use_the_local_date_across_midnight,
+    closing_marks_only_students_enrolled_when_the_session_started,
 );
+
+async fn closing_marks_only_students_enrolled_when_the_session_started(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(2).await;
+    let session = app.open_session(&school).await;
+    // Joins the course's section after the session opened: not expected at this class.
+    let late_joiner = app
+        .create_student(&school.admin, "LATE01", &school.sections[0])
+        .await;
+    // Moves into the course from another section after the start: not expected either.
+    app.gql_ok(
+        Some(&school.admin),
+        "mutation($id: ID!, $s: ID!) { updateStudent(id: $id, input: {sectionId: $s}) { id } }",
+        json!({"id": school.outsider, "s": school.sections[1]}),
+    )
+    .await;
+    let closed = app
+        .gql_ok(
+            Some(&school.teacher),
+            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
+            json!({"id": session}),
+        )
+        .await;
+    assert_eq!(closed["closeSession"]["markedAbsent"], 4);
+    for student in [&late_joiner, &school.outsider] {
+        let records = app
+            .count(&format!(
+                "SELECT COUNT(*) FROM attendance_record WHERE student_id = {student}"
+            ))
+            .await;
+        assert_eq!(records, 0, "student {student} joined after the start");
+    }
+    // A student who joins after the close is untouched too, and the next session counts them.
+    let after_close = app
+        .create_student(&school.admin, "LATE02", &school.sections[1])
+        .await;
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM attendance_record WHERE student_id = {after_close}"
+        ))
+        .await,
+        0
+    );
+    let next = app.open_session(&school).await;
+    let closed = app
+        .gql_ok(
+            Some(&school.teacher),
+            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
+            json!({"id": next}),
+        )
+        .await;
+    assert_eq!(closed["closeSession"]["markedAbsent"], 7);
+}
 
 async fn present_records_carry_late_minutes_after_the_grace_period(backend: Backend) {
     let app = TestApp::spawn(backend).await;
