@@ -92,7 +92,7 @@ impl Application {
             .await
             .map_err(|e| StartupError::Migrate(e.to_string()))?;
         let statements = pools.statements.clone();
-        let service = Service::new(pools.db, pools.writer, config.clone());
+        let service = Service::new(pools, config.clone());
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| StartupError::Bind(config.bind, e))?;

@@ -16,6 +16,11 @@ use crate::config::Config;
 pub struct StatementCounter(Arc<AtomicU64>);
 
 impl StatementCounter {
+    /// Counts one statement issued outside sea-orm (straight on the sqlx pool).
+    pub fn add_one(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Statements executed so far.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)

@@ -170,8 +170,7 @@ async fn create_admin(config: Config, username: &str, password: &str) -> Result<
     attendance::db::migrate(&pools.db)
         .await
         .map_err(|e| StartupError::Migrate(e.to_string()).to_string())?;
-    let service =
-        attendance::service::Service::new(pools.db, pools.writer, std::sync::Arc::new(config));
+    let service = attendance::service::Service::new(pools, std::sync::Arc::new(config));
     let user = service
         .create_admin(username, password)
         .await
@@ -191,8 +190,7 @@ async fn import_students(config: Config, file: &std::path::Path) -> Result<(), S
     attendance::db::migrate(&pools.db)
         .await
         .map_err(|e| StartupError::Migrate(e.to_string()).to_string())?;
-    let service =
-        attendance::service::Service::new(pools.db, pools.writer, std::sync::Arc::new(config));
+    let service = attendance::service::Service::new(pools, std::sync::Arc::new(config));
     let progress = |done: usize, total: usize| {
         if total >= 1000 {
             let width = 30;

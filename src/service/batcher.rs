@@ -11,6 +11,7 @@ use sea_orm::sqlx::{self, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::scan::late_expr;
+use crate::db::StatementCounter;
 use crate::entities::{AttendanceStatus, RecordSource, attendance_record};
 use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
@@ -51,11 +52,16 @@ pub(crate) struct ScanBatcher {
 
 impl ScanBatcher {
     /// Starts the workers on `pool`.
-    pub fn start(pool: sqlx::PgPool, metrics: Arc<Metrics>) -> Self {
+    pub fn start(pool: sqlx::PgPool, metrics: Arc<Metrics>, statements: StatementCounter) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..WORKERS {
-            tokio::spawn(worker(pool.clone(), receiver.clone(), metrics.clone()));
+            tokio::spawn(worker(
+                pool.clone(),
+                receiver.clone(),
+                metrics.clone(),
+                statements.clone(),
+            ));
         }
         Self { queue }
     }
@@ -76,6 +82,7 @@ async fn worker(
     pool: sqlx::PgPool,
     receiver: Arc<Mutex<mpsc::UnboundedReceiver<(Job, Reply)>>>,
     metrics: Arc<Metrics>,
+    statements: StatementCounter,
 ) {
     loop {
         let mut batch = Vec::new();
@@ -93,6 +100,7 @@ async fn worker(
             }
         }
         metrics.scan_batch(batch.len());
+        statements.add_one();
         run(&pool, batch).await;
     }
 }

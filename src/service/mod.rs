@@ -17,6 +17,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::auth::jwt::JwtKeys;
 use crate::config::Config;
+use crate::db::Pools;
 use crate::error::{AppError, AppResult};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
@@ -50,7 +51,12 @@ pub struct Service {
 
 impl Service {
     /// Services over `db` configured by `config`.
-    pub fn new(db: DatabaseConnection, writer: DatabaseConnection, config: Arc<Config>) -> Self {
+    pub fn new(pools: Pools, config: Arc<Config>) -> Self {
+        let Pools {
+            db,
+            writer,
+            statements,
+        } = pools;
         let jwt = Arc::new(JwtKeys::new(&config.secret_key));
         let events = EventBus::new(!config.is_sqlite());
         // SQLite has one writer and cheap commits; group commit pays off on PostgreSQL.
@@ -59,6 +65,7 @@ impl Service {
             Arc::new(batcher::ScanBatcher::start(
                 writer.get_postgres_connection_pool().clone(),
                 metrics.clone(),
+                statements,
             ))
         });
         let limiter = Arc::new(limiter::LoginLimiter::new(

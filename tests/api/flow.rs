@@ -27,7 +27,48 @@ both_databases!(
     only_admins_delete_records,
     reads_respect_ownership_and_filters,
     a_session_page_of_500_records_runs_constant_statements,
+    devices_last_contact_is_kept_without_a_write_per_scan,
 );
+
+async fn devices_last_contact_is_kept_without_a_write_per_scan(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(3).await;
+    app.open_session(&school).await;
+    let before = chrono::Utc::now();
+    // The first scan also looks the device key up (then it is cached).
+    let (status, _) = app.scan(&school.device_key, &school.students[0], &app.today(), "08:00:00").await;
+    assert_eq!(status, 201);
+    let statements = app.statements.get();
+    for student in &school.students[1..] {
+        let (status, _) = app
+            .scan(&school.device_key, student, &app.today(), "08:00:00")
+            .await;
+        assert_eq!(status, 201);
+    }
+    let per_scan = (app.statements.get() - statements) as f64 / (school.students.len() - 1) as f64;
+    // One statement per accepted scan (or fewer, when PostgreSQL batches them).
+    assert!(
+        per_scan > 0.0 && per_scan <= 1.0,
+        "{per_scan} statements per scan: last contact must not add one"
+    );
+    // The background job flushes every few seconds; flush now instead of waiting for it.
+    assert_eq!(app.service.flush_last_seen().await.unwrap(), 1);
+    let data = app
+        .gql_ok(
+            Some(&school.admin),
+            "{ devices { deviceId lastSeenAt } }",
+            json!({}),
+        )
+        .await;
+    let seen = data["devices"][0]["lastSeenAt"]
+        .as_str()
+        .expect("lastSeenAt is set");
+    let seen = chrono::DateTime::parse_from_rfc3339(seen).unwrap();
+    assert!(
+        seen >= before - chrono::Duration::seconds(1),
+        "{seen} < {before}"
+    );
+}
 
 const CREATE: &str = "mutation($i: CreateSessionInput!) { createSession(input: $i) { id date isActive closesAt createdAt deviceId createdBy { id } course { id } } }";
 
