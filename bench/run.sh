@@ -175,18 +175,19 @@ PY
 import subprocess, sys
 binary, out, today, key, students, n = sys.argv[1:7]
 single = subprocess.run([binary, "scan-sql"], capture_output=True, text=True, check=True).stdout.strip()
-for a, b in [("$1", "2"), ("$2", f"(1 + floor(random() * {students}))::int"),
+for a, b in [("$1", "2"), ("$2", ":sid"),
              ("$3", f"'{today}T08:00:00+00:00'::timestamptz"), ("$4", f"'{key}'"),
              ("$5", f"'{today}'::date"), ("$6", "now()")]:
     single = single.replace(a, b)
-open(f"{out}/pgbench-single.sql", "w").write(single + ";\n")
+open(f"{out}/pgbench-single.sql", "w").write(f"\\set sid random(1, {students})\n" + single + ";\n")
 batch = subprocess.run([binary, "scan-sql", "--batch"], capture_output=True, text=True, check=True).stdout.strip()
-for a, b in [("$1::int4[]", "array_fill(2, ARRAY[:n])"),
-             ("$2::int4[]", f"ARRAY(SELECT (1 + floor(random() * {students}))::int FROM generate_series(1, :n))"),
-             ("$3::timestamptz[]", f"array_fill('{today}T08:00:00+00:00'::timestamptz, ARRAY[:n])"),
-             ("$4::text[]", f"array_fill('{key}'::text, ARRAY[:n])"),
-             ("$5::date[]", f"array_fill('{today}'::date, ARRAY[:n])"),
-             ("$6::timestamptz[]", "array_fill(now(), ARRAY[:n])")]:
+n_ = "(:n)::int"
+for a, b in [("$1::int4[]", f"array_fill(2, ARRAY[{n_}])"),
+             ("$2::int4[]", f"ARRAY(SELECT (1 + floor(random() * {students}))::int FROM generate_series(1, {n_}))"),
+             ("$3::timestamptz[]", f"array_fill('{today}T08:00:00+00:00'::timestamptz, ARRAY[{n_}])"),
+             ("$4::text[]", f"array_fill('{key}'::text, ARRAY[{n_}])"),
+             ("$5::date[]", f"array_fill('{today}'::date, ARRAY[{n_}])"),
+             ("$6::timestamptz[]", f"array_fill(now(), ARRAY[{n_}])")]:
     batch = batch.replace(a, b)
 open(f"{out}/pgbench-batch.sql", "w").write(f"\\set n {n}\n" + batch + ";\n")
 PY

@@ -68,16 +68,27 @@ pub async fn device_principal(state: &AppState, headers: &HeaderMap) -> AppResul
 
 /// `POST /api/attendance/scan`: records a scan for the device's active session.
 pub async fn scan(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let result = async {
+    // Once a scan has arrived it is processed to the end, even if the device hangs up
+    // meanwhile: its next attempt then finds the record (409) instead of a half-done one.
+    let result = detached(async move {
         let device = device_principal(&state, &headers).await?;
         let request = parse_scan(&body)?;
         state.service.scan(&device, request).await
-    }
+    })
     .await;
     match result {
         Ok(record) => (StatusCode::CREATED, Json(RecordJson::from(record))).into_response(),
         Err(err) => err.into_response(),
     }
+}
+
+/// Runs `work` on its own task so that a dropped connection cannot cancel it halfway.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = AppResult<T>> + Send + 'static,
+) -> AppResult<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| AppError::Internal(format!("request task failed: {e}")))?
 }
 
 /// Parses `{"student_id", "date", "time"}` strictly: bad JSON is 400, anything else wrong
@@ -146,7 +157,7 @@ pub async fn scan_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = async {
+    let result = detached(async move {
         let device = device_principal(&state, &headers).await?;
         let value = parse_json(&body)?;
         let items = match value {
@@ -217,7 +228,7 @@ pub async fn scan_batch(
             "rejected": rejected,
             "results": results,
         }))
-    }
+    })
     .await;
     match result {
         Ok(body) => (StatusCode::OK, Json(body)).into_response(),

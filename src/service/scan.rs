@@ -254,7 +254,9 @@ impl Service {
     }
 
     /// Why the scan statement wrote nothing; `None` when nothing explains it (a race with a
-    /// session being replaced), so the caller may retry.
+    /// session being replaced), so the caller may retry. It reads through the general pool:
+    /// the statement it explains has committed, and on SQLite readers then run beside the
+    /// single writer instead of queueing behind it.
     async fn diagnose(
         &self,
         device_id: i32,
@@ -273,7 +275,7 @@ impl Service {
                 request.date.into(),
             ],
         ))
-        .one(&self.writer)
+        .one(&self.db)
         .await?;
         let Some(facts) = facts.filter(|f| f.device_active && f.key_ok == 1) else {
             self.forget_device_keys();

@@ -36,7 +36,14 @@ async fn devices_last_contact_is_kept_without_a_write_per_scan(backend: Backend)
     app.open_session(&school).await;
     let before = chrono::Utc::now();
     // The first scan also looks the device key up (then it is cached).
-    let (status, _) = app.scan(&school.device_key, &school.students[0], &app.today(), "08:00:00").await;
+    let (status, _) = app
+        .scan(
+            &school.device_key,
+            &school.students[0],
+            &app.today(),
+            "08:00:00",
+        )
+        .await;
     assert_eq!(status, 201);
     let statements = app.statements.get();
     for student in &school.students[1..] {
