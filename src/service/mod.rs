@@ -8,6 +8,7 @@ pub mod limiter;
 pub mod records;
 pub mod scan;
 pub mod sessions;
+pub mod terminals;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ pub struct Service {
     pub events: EventBus,
     limiter: Arc<limiter::LoginLimiter>,
     batcher: Option<Arc<batcher::ScanBatcher>>,
+    drains: Arc<terminals::Drains>,
 }
 
 impl Service {
@@ -70,6 +72,7 @@ impl Service {
             events,
             limiter,
             batcher,
+            drains: Arc::new(terminals::Drains::default()),
         }
     }
 
