@@ -8,6 +8,7 @@ pub mod objects;
 pub mod query;
 pub mod scalars;
 pub mod subscription;
+pub mod terminals;
 
 use async_graphql::{MergedObject, Schema};
 
@@ -16,12 +17,12 @@ use crate::service::Service;
 /// Every read of the API: one object per domain, merged.
 #[derive(MergedObject, Default)]
 #[graphql(name = "QueryRoot")]
-pub struct QueryRoot(query::CoreQuery);
+pub struct QueryRoot(query::CoreQuery, terminals::TerminalQuery);
 
 /// Every change the API can make: one object per domain, merged.
 #[derive(MergedObject, Default)]
 #[graphql(name = "MutationRoot")]
-pub struct MutationRoot(mutation::CoreMutation);
+pub struct MutationRoot(mutation::CoreMutation, terminals::TerminalMutation);
 
 /// The schema type served at `/graphql`.
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;
