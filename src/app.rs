@@ -32,8 +32,8 @@ use crate::error::{AppError, ErrorCode, Reason};
 use crate::graphql::guard::{Auth, ClientAddress};
 use crate::graphql::loaders::{connection_loader, drive, request_loader};
 use crate::graphql::{AppSchema, build_introspection_schema, build_schema, is_introspection_only};
-use crate::rest;
 use crate::service::Service;
+use crate::{iclock, rest};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -172,7 +172,11 @@ impl Application {
     }
 }
 
-/// Closes due sessions and saves devices' last contact until told to stop.
+/// How often terminals' pending lines are looked for.
+const TERMINAL_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Closes due sessions, saves devices' last contact and judges terminals' pending lines
+/// until told to stop.
 fn spawn_background_jobs(
     service: Service,
     mut stop: watch::Receiver<bool>,
@@ -180,6 +184,9 @@ fn spawn_background_jobs(
     tokio::spawn(async move {
         let mut close_tick = tokio::time::interval(service.config.auto_close_interval);
         let mut seen_tick = tokio::time::interval(Duration::from_secs(5));
+        // Terminals' pending lines are judged right after the upload that stored them; this
+        // sweep (at start, then now and then) picks up those a stopped process left behind.
+        let mut drain_tick = tokio::time::interval(TERMINAL_SWEEP_INTERVAL);
         loop {
             tokio::select! {
                 _ = close_tick.tick() => {
@@ -193,6 +200,17 @@ fn spawn_background_jobs(
                     if let Err(e) = service.flush_last_seen().await {
                         tracing::warn!(error = %e, "saving devices' last contact failed");
                     }
+                }
+                _ = drain_tick.tick() => {
+                    // Spawned, so a long drain never delays closing sessions.
+                    let drainer = service.clone();
+                    tokio::spawn(async move {
+                        match drainer.drain_terminals().await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(lines = n, "judged pending terminal lines"),
+                            Err(e) => tracing::warn!(error = %e, "judging pending terminal lines failed; will retry"),
+                        }
+                    });
                 }
                 _ = stop.changed() => break,
             }
@@ -223,13 +241,15 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .route("/metrics", get(rest::metrics))
         .route("/ready", get(rest::ready))
         .fallback(not_found)
-        .with_state(state);
-    api.layer(middleware::from_fn_with_state(
-        state_metrics,
-        track_request,
-    ))
-    .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes));
+    // Terminals upload everything they buffered in one request, so their routes have a
+    // limit of their own; `guard_request` applies the same split to declared lengths.
+    let terminals =
+        iclock::routes().layer(RequestBodyLimitLayer::new(config.iclock_max_body_bytes));
+    api.merge(terminals)
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(state_metrics, track_request))
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(config.clone(), guard_request))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TimeoutLayer::with_status_code(
@@ -305,13 +325,14 @@ async fn guard_request(State(config): State<Arc<Config>>, req: Request, next: Ne
         )
         .into_response();
     }
+    let limit = config.body_limit(req.uri().path());
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > config.max_body_bytes) {
-        return payload_too_large(config.max_body_bytes);
+    if declared.is_some_and(|len| len > limit) {
+        return payload_too_large(limit);
     }
     let response = next.run(req).await;
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE
@@ -320,7 +341,7 @@ async fn guard_request(State(config): State<Arc<Config>>, req: Request, next: Ne
             .get(header::CONTENT_TYPE)
             .is_none_or(|ct| ct != "application/json")
     {
-        return payload_too_large(config.max_body_bytes);
+        return payload_too_large(limit);
     }
     response
 }

@@ -60,6 +60,10 @@ pub struct Config {
     pub login_lockout: Duration,
     /// `MAX_BODY_BYTES`: the largest request body accepted (default 1 MiB).
     pub max_body_bytes: usize,
+    /// `ICLOCK_MAX_BODY_BYTES`: the largest body a terminal may send to `/iclock/` (default
+    /// 16 MiB, some 250,000 attendance lines: a terminal back from a long outage uploads
+    /// everything it buffered in one request).
+    pub iclock_max_body_bytes: usize,
     /// `REQUEST_TIMEOUT_SECONDS`: the longest any request may take (default 30).
     pub request_timeout: Duration,
     /// `SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM (default 10).
@@ -171,6 +175,8 @@ impl Config {
             login_max_failures_per_address: number("LOGIN_MAX_FAILURES_PER_ADDRESS", 20, 1)? as u32,
             login_lockout: minutes(number("LOGIN_LOCKOUT_MINUTES", 15, 1)?),
             max_body_bytes: number("MAX_BODY_BYTES", 1024 * 1024, 1024)? as usize,
+            iclock_max_body_bytes: number("ICLOCK_MAX_BODY_BYTES", 16 * 1024 * 1024, 1024)?
+                as usize,
             request_timeout: Duration::from_secs(number("REQUEST_TIMEOUT_SECONDS", 30, 1)?),
             shutdown_grace: Duration::from_secs(number("SHUTDOWN_GRACE_SECONDS", 10, 0)?),
             log_json: match get("LOG_FORMAT").as_deref() {
@@ -184,6 +190,15 @@ impl Config {
                 }
             },
         })
+    }
+
+    /// The body limit of the request at `path`: terminals' uploads get their own.
+    pub fn body_limit(&self, path: &str) -> usize {
+        if path.starts_with("/iclock/") {
+            self.iclock_max_body_bytes
+        } else {
+            self.max_body_bytes
+        }
     }
 
     /// True when the configured database is SQLite.

@@ -80,6 +80,10 @@ pub enum Reason {
     MalformedJson,
     /// The request body exceeds the configured limit.
     PayloadTooLarge,
+    /// A terminal that no admin has approved yet.
+    TerminalNotApproved,
+    /// A line of a terminal's upload that cannot be read.
+    MalformedLine,
 }
 
 impl Reason {
@@ -103,6 +107,8 @@ impl Reason {
             Self::Unavailable => "UNAVAILABLE",
             Self::MalformedJson => "MALFORMED_JSON",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::TerminalNotApproved => "TERMINAL_NOT_APPROVED",
+            Self::MalformedLine => "MALFORMED_LINE",
         }
     }
 }

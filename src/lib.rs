@@ -18,6 +18,8 @@ pub mod error;
 pub mod events;
 /// The GraphQL API: schema, guards, loaders, objects, query and mutation roots.
 pub mod graphql;
+/// The ZKTeco push protocol (iclock) endpoints for face terminals; rules in `service::terminals`.
+pub mod iclock;
 /// Prometheus metrics: requests, GraphQL operations, scans, sessions, pool usage.
 pub mod metrics;
 /// The REST endpoints: the device scan shim and health checks.

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_directory;
 mod m20261126_000002_auth;
 mod m20261126_000003_attendance;
+mod m20261126_000004_terminals;
 
 /// Every migration of the schema, in the order they apply.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_directory::Migration),
             Box::new(m20261126_000002_auth::Migration),
             Box::new(m20261126_000003_attendance::Migration),
+            Box::new(m20261126_000004_terminals::Migration),
         ]
     }
 }

@@ -2,7 +2,10 @@
 
 use sea_orm::entity::prelude::*;
 
-/// A registered terminal; only a hash of its key is kept.
+use super::DeviceApproval;
+
+/// A registered terminal; only a hash of its key is kept. ZKTeco push terminals are
+/// devices too: they are known by their serial number and carry what they report.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "device")]
 pub struct Model {
@@ -16,6 +19,15 @@ pub struct Model {
     pub key_hash: String,
     pub last_seen_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
+    #[sea_orm(unique)]
+    pub serial_number: Option<String>,
+    pub time_zone: Option<String>,
+    pub approval: DeviceApproval,
+    pub firmware_version: Option<String>,
+    pub push_version: Option<String>,
+    pub records_accepted: i64,
+    pub records_duplicate: i64,
+    pub records_rejected: i64,
 }
 
 /// Relations are queried explicitly in `service`; none are declared.

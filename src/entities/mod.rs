@@ -11,6 +11,9 @@ pub mod refresh_token;
 pub mod section;
 pub mod student;
 pub mod teacher;
+pub mod terminal_command;
+pub mod terminal_punch;
+pub mod terminal_stamp;
 pub mod user;
 
 use sea_orm::entity::prelude::*;
@@ -63,4 +66,38 @@ pub enum UserRole {
     /// Reads the directory, runs their own sessions.
     #[sea_orm(string_value = "teacher")]
     Teacher,
+}
+
+/// Whether an admin has admitted a device. Terminals that announce themselves over iclock
+/// start pending; devices registered by an admin are approved from the start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum DeviceApproval {
+    /// Seen, but not yet admitted: every request it makes is refused.
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    /// Admitted by an admin.
+    #[sea_orm(string_value = "approved")]
+    Approved,
+}
+
+/// What became of one attendance line a terminal uploaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum PunchOutcome {
+    /// It created a `present` record.
+    #[sea_orm(string_value = "accepted")]
+    Accepted,
+    /// It turned an automatic absence into `present`.
+    #[sea_orm(string_value = "corrected")]
+    Corrected,
+    /// The student was already recorded in that session; nothing changed.
+    #[sea_orm(string_value = "duplicate")]
+    Duplicate,
+    /// It was malformed or a rule refused it; kept for review.
+    #[sea_orm(string_value = "rejected")]
+    Rejected,
+    /// Stored with a large upload, to be judged right after the reply.
+    #[sea_orm(string_value = "pending")]
+    Pending,
 }

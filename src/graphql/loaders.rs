@@ -15,7 +15,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::entities::{
     attendance_record, attendance_session, course, course_section, dep_batch, device,
-    record_change, section, student, teacher, user,
+    record_change, section, student, teacher, terminal_stamp, user,
 };
 use crate::error::AppError;
 use crate::service::Service;
@@ -194,6 +194,7 @@ group_by!(CoursesOfTeacher, course, TeacherId, teacher_id);
 group_by!(SessionsOfCourse, attendance_session, CourseId, course_id);
 group_by!(RecordsOfSession, attendance_record, SessionId, session_id);
 group_by!(ChangesOfRecord, record_change, RecordId, record_id);
+group_by!(StampsOfTerminal, terminal_stamp, DeviceId, device_id);
 
 /// The section ids of a course.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

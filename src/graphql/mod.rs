@@ -9,6 +9,7 @@ pub mod query;
 pub mod roster;
 pub mod scalars;
 pub mod subscription;
+pub mod terminals;
 
 use async_graphql::{MergedObject, Schema};
 
@@ -17,12 +18,20 @@ use crate::service::Service;
 /// Every read of the API: one object per domain, merged.
 #[derive(MergedObject, Default)]
 #[graphql(name = "QueryRoot")]
-pub struct QueryRoot(query::CoreQuery, roster::RosterQuery);
+pub struct QueryRoot(
+    query::CoreQuery,
+    roster::RosterQuery,
+    terminals::TerminalQuery,
+);
 
 /// Every change the API can make: one object per domain, merged.
 #[derive(MergedObject, Default)]
 #[graphql(name = "MutationRoot")]
-pub struct MutationRoot(mutation::CoreMutation, roster::RosterMutation);
+pub struct MutationRoot(
+    mutation::CoreMutation,
+    roster::RosterMutation,
+    terminals::TerminalMutation,
+);
 
 /// The schema type served at `/graphql`.
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;

@@ -38,7 +38,7 @@ pub fn connection<M, T: OutputType>(
 }
 
 /// The complexity of a connection: its page size times the cost of one item.
-fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
+pub(crate) fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
     let page = first.map_or(crate::service::DEFAULT_PAGE_SIZE as usize, |n| {
         n.max(0) as usize
     });

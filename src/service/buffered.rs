@@ -172,6 +172,16 @@ impl Service {
             return Err(AppError::Unauthenticated);
         };
         match student_rejection(&facts, &request.student) {
+            // Only an automatic absence can be corrected, so any other existing record is a
+            // plain duplicate without the correction's transaction (`correct_absence`
+            // re-checks the record itself, so a race here only costs that transaction).
+            Some(AppError::Rejected {
+                reason: Reason::DuplicateScan,
+                record_id: Some(record_id),
+                ..
+            }) if facts.record_source.as_deref() != Some("auto_absent") => {
+                Ok(BufferedOutcome::Duplicate(record_id))
+            }
             Some(AppError::Rejected {
                 reason: Reason::DuplicateScan,
                 record_id: Some(record_id),

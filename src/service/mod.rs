@@ -9,6 +9,7 @@ pub mod records;
 pub mod roster;
 pub mod scan;
 pub mod sessions;
+pub mod terminals;
 
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ pub struct Service {
     batcher: Option<Arc<batcher::ScanBatcher>>,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
+    drains: Arc<terminals::Drains>,
 }
 
 impl Service {
@@ -84,6 +86,7 @@ impl Service {
             limiter,
             batcher,
             metrics,
+            drains: Arc::new(terminals::Drains::default()),
         }
     }
 

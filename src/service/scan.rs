@@ -113,6 +113,7 @@ pub(crate) fn diagnosis_sql(student: &StudentRef, target: Target) -> String {
          CASE WHEN EXISTS (SELECT 1 FROM course_section cs \
            WHERE cs.course_id = s.course_id AND cs.section_id = st.section_id) THEN 1 ELSE 0 END AS enrolled, \
          (SELECT r.id FROM attendance_record r WHERE r.session_id = s.id AND r.student_id = st.id) AS record_id, \
+         (SELECT r.source FROM attendance_record r WHERE r.session_id = s.id AND r.student_id = st.id) AS record_source, \
          (SELECT MAX(c.id) FROM attendance_session c \
            WHERE c.device_id = d.id AND c.date = $4 AND NOT c.is_active) AS closed_today \
          FROM device d \
@@ -133,6 +134,9 @@ pub(crate) struct Diagnosis {
     pub student_id: Option<i32>,
     pub enrolled: i32,
     pub record_id: Option<i32>,
+    /// How the existing record came to be (`scan`, `auto_absent`), so a buffered scan
+    /// tries to correct only an automatic absence.
+    pub record_source: Option<String>,
     pub closed_today: Option<i32>,
 }
 

@@ -9,6 +9,7 @@ mod directory;
 mod faults;
 mod flow;
 mod hardening;
+mod iclock;
 mod live;
 mod offline;
 mod openapi;

@@ -62,6 +62,14 @@ fn table(s: &School) -> Vec<(&'static str, String, [bool; 4])> {
         ("closeSession", "mutation { closeSession(id: \"999999\") { markedAbsent } }".into(), PEOPLE),
         ("editStatus", "mutation { editStatus(recordId: \"999999\", status: PERMISSION) { id } }".into(), PEOPLE),
         ("deleteAttendanceRecord", "mutation { deleteAttendanceRecord(id: \"999999\") }".into(), ADMIN_ONLY),
+        ("terminals", "{ terminals { id } }".into(), ADMIN_ONLY),
+        ("terminal", "{ terminal(id: \"999999\") { id } }".into(), ADMIN_ONLY),
+        ("terminalCommands", "{ terminalCommands(terminalId: \"999999\") { totalCount } }".into(), ADMIN_ONLY),
+        ("terminalRejectedLines", "{ terminalRejectedLines { totalCount } }".into(), ADMIN_ONLY),
+        ("approveTerminal", "mutation { approveTerminal(id: \"999999\") { id } }".into(), ADMIN_ONLY),
+        ("setTerminalTimeZone", "mutation { setTerminalTimeZone(id: \"999999\", timeZone: \"UTC\") { id } }".into(), ADMIN_ONLY),
+        ("pushSectionToTerminal", format!("mutation {{ pushSectionToTerminal(terminalId: \"999999\", sectionId: \"{sec}\") {{ id }} }}"), ADMIN_ONLY),
+        ("removeStudentFromTerminal", "mutation { removeStudentFromTerminal(terminalId: \"999999\", studentCode: \"X1\") { id } }".into(), ADMIN_ONLY),
     ]
 }
 
