@@ -92,8 +92,13 @@ async fn json_array_batches_are_refused(backend: Backend) {
 }
 
 async fn oversized_graphql_bodies_get_413_before_parsing(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let padding = "x".repeat(2 * 1024 * 1024);
+    let app = TestApp::spawn_with(backend, |env| {
+        // A small limit, so an oversized body still fits the socket buffers and the client
+        // reads the 413 instead of a reset while it is still writing.
+        env.insert("MAX_BODY_BYTES".into(), "4096".into());
+    })
+    .await;
+    let padding = "x".repeat(16 * 1024);
     let res = app
         .client
         .post(format!("{}/graphql", app.address))
