@@ -36,6 +36,12 @@ pub struct MutationRoot(
 /// The schema type served at `/graphql`.
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;
 
+/// Parses an `ID` argument that must be a row id, naming `field` when it is not.
+pub(crate) fn id_arg(field: &str, id: &async_graphql::ID) -> async_graphql::Result<i32> {
+    use crate::error::GqlResultExt;
+    crate::service::parse_id(field, id).gql()
+}
+
 /// The deepest selection accepted (a session page needs 5).
 pub const MAX_DEPTH: usize = 10;
 /// The most complex query accepted. A teacher's session page costs about 1,000 and a default

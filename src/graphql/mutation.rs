@@ -6,11 +6,11 @@ use super::guard::{ClientAddress, RoleGuard, principal};
 use super::objects::*;
 use super::scalars::{Date, Time};
 use crate::error::GqlResultExt;
+use crate::service::Service;
 use crate::service::auth::TokenPair;
 use crate::service::directory::{NewCourse, NewStudent, NewTeacher, StudentChanges};
 use crate::service::scan::{ScanRequest, StudentRef};
 use crate::service::sessions::NewSession;
-use crate::service::{Service, parse_id};
 
 /// A new dep-batch.
 #[derive(InputObject)]
@@ -123,9 +123,7 @@ pub struct ScanInput {
     pub time: Time,
 }
 
-fn id(field: &str, id: &ID) -> async_graphql::Result<i32> {
-    parse_id(field, id).gql()
-}
+use super::id_arg as id;
 
 fn payload(pair: TokenPair) -> AuthPayload {
     AuthPayload {

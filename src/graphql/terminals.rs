@@ -12,11 +12,9 @@ use super::query::{Conn, connection, page_cost};
 use crate::entities::{DeviceApproval, device, terminal_command, terminal_punch};
 use crate::error::GqlResultExt;
 use crate::service::terminals::is_online;
-use crate::service::{PageRequest, Service, parse_id};
+use crate::service::{PageRequest, Service};
 
-fn id(field: &str, id: &ID) -> async_graphql::Result<i32> {
-    parse_id(field, id).gql()
-}
+use super::id_arg as id;
 
 /// Whether an admin has admitted a terminal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]

@@ -20,11 +20,7 @@ pub struct Range {
 }
 
 async fn person(state: &AppState, headers: &HeaderMap) -> AppResult<Principal> {
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(AppError::Unauthenticated)?;
-    let principal = state.service.authenticate(header).await?;
+    let principal = super::bearer_principal(state, headers).await?;
     if principal.role().is_person() {
         Ok(principal)
     } else {

@@ -53,13 +53,18 @@ impl From<attendance_record::Model> for RecordJson {
     }
 }
 
-/// The device authenticated by the request's bearer key.
-pub async fn device_principal(state: &AppState, headers: &HeaderMap) -> AppResult<Principal> {
+/// The caller authenticated by the request's `Authorization: Bearer` header.
+pub async fn bearer_principal(state: &AppState, headers: &HeaderMap) -> AppResult<Principal> {
     let header = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or(AppError::Unauthenticated)?;
-    let principal = state.service.authenticate(header).await?;
+    state.service.authenticate(header).await
+}
+
+/// The device authenticated by the request's bearer key.
+pub async fn device_principal(state: &AppState, headers: &HeaderMap) -> AppResult<Principal> {
+    let principal = bearer_principal(state, headers).await?;
     match principal {
         Principal::Device { .. } => Ok(principal),
         Principal::User { .. } => Err(AppError::Forbidden),

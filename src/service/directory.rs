@@ -1,6 +1,6 @@
 //! The school directory: dep-batches, sections, students, teachers, courses and devices.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
@@ -163,19 +163,14 @@ impl Service {
             .map(str::trim)
             .filter(|s| !s.is_empty())
         {
-            let pattern = like_pattern(search);
-            let mut any = Condition::any();
-            for column in [
-                student::Column::StudentCode,
-                student::Column::FirstName,
-                student::Column::LastName,
-            ] {
-                any = any.add(
-                    Expr::expr(Func::lower(Expr::col(column)))
-                        .like(LikeExpr::new(pattern.clone()).escape('\\')),
-                );
-            }
-            query = query.filter(any);
+            query = query.filter(matches_any(
+                search,
+                [
+                    student::Column::StudentCode,
+                    student::Column::FirstName,
+                    student::Column::LastName,
+                ],
+            ));
         }
         paginate(&self.db, query, student::Column::Id, page).await
     }
@@ -262,19 +257,14 @@ impl Service {
     ) -> AppResult<Page<teacher::Model>> {
         let mut query = teacher::Entity::find();
         if let Some(search) = search.map(str::trim).filter(|s| !s.is_empty()) {
-            let pattern = like_pattern(search);
-            let mut any = Condition::any();
-            for column in [
-                teacher::Column::TeacherCode,
-                teacher::Column::FirstName,
-                teacher::Column::LastName,
-            ] {
-                any = any.add(
-                    Expr::expr(Func::lower(Expr::col(column)))
-                        .like(LikeExpr::new(pattern.clone()).escape('\\')),
-                );
-            }
-            query = query.filter(any);
+            query = query.filter(matches_any(
+                search,
+                [
+                    teacher::Column::TeacherCode,
+                    teacher::Column::FirstName,
+                    teacher::Column::LastName,
+                ],
+            ));
         }
         paginate(&self.db, query, teacher::Column::Id, page).await
     }
@@ -444,24 +434,6 @@ impl Service {
         self.forget_device_keys();
         Ok(IssuedDeviceKey { device, api_key })
     }
-
-    /// Batch loaders' queries: rows of `E` whose id is in `ids`, keyed by id.
-    pub async fn by_ids<E, F>(
-        &self,
-        ids: &[i32],
-        column: E::Column,
-        key: F,
-    ) -> AppResult<HashMap<i32, E::Model>>
-    where
-        E: EntityTrait,
-        F: Fn(&E::Model) -> i32,
-    {
-        let rows = E::find()
-            .filter(column.is_in(ids.iter().copied()))
-            .all(&self.db)
-            .await?;
-        Ok(rows.into_iter().map(|row| (key(&row), row)).collect())
-    }
 }
 
 /// Keyset pagination on `id_column`, with the total over all pages.
@@ -488,6 +460,17 @@ where
         items: rows,
         has_next_page,
         total_count,
+    })
+}
+
+/// Rows where any of `columns` contains `text`, case-insensitively (wildcards literal).
+fn matches_any<C: ColumnTrait>(text: &str, columns: impl IntoIterator<Item = C>) -> Condition {
+    let pattern = like_pattern(text);
+    columns.into_iter().fold(Condition::any(), |any, column| {
+        any.add(
+            Expr::expr(Func::lower(Expr::col(column)))
+                .like(LikeExpr::new(pattern.clone()).escape('\\')),
+        )
     })
 }
 
