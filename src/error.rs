@@ -326,6 +326,11 @@ impl From<sea_orm::DbErr> for AppError {
             tracing::warn!(error = %err, "database unavailable");
             return Self::Unavailable;
         }
+        if is_transient_conflict(&err) {
+            // The database rolled the work back, so the client may simply send it again.
+            tracing::warn!(error = %err, "statement aborted by a lock conflict");
+            return Self::Unavailable;
+        }
         Self::Internal(err.to_string())
     }
 }
@@ -359,6 +364,28 @@ fn is_connection_error(err: &sea_orm::DbErr) -> bool {
                 _ => false,
             }
         }
+        _ => false,
+    }
+}
+
+/// True when the database aborted the work to break a deadlock or a serialization
+/// conflict: nothing was changed, and running it again may well succeed.
+pub fn is_transient_conflict(err: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            is_transient_sqlx(e)
+        }
+        _ => false,
+    }
+}
+
+/// [`is_transient_conflict`] for a raw driver error (deadlock `40P01`, serialization `40001`).
+pub(crate) fn is_transient_sqlx(err: &sea_orm::sqlx::Error) -> bool {
+    match err {
+        sea_orm::sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code == "40P01" || code == "40001"),
         _ => false,
     }
 }

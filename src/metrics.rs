@@ -12,6 +12,9 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
+/// The operations that count lock conflicts (always rendered, so a zero is visible).
+pub const LOCK_CONFLICT_OPERATIONS: [&str; 2] = ["scan_batch", "session_close"];
+
 #[derive(Clone, Debug, Default)]
 struct Histogram {
     counts: [u64; BUCKETS.len()],
@@ -40,6 +43,7 @@ struct Registry {
     scans: BTreeMap<(String, String), u64>,
     scan_batches: u64,
     scan_batch_rows: u64,
+    lock_conflicts: BTreeMap<&'static str, u64>,
 }
 
 /// The process's metrics.
@@ -116,6 +120,22 @@ impl Metrics {
         }
     }
 
+    /// Counts a statement or transaction of `operation` that the database aborted to break
+    /// a deadlock or a serialization conflict.
+    pub fn lock_conflict(&self, operation: &'static str) {
+        if let Ok(mut r) = self.0.lock() {
+            *r.lock_conflicts.entry(operation).or_default() += 1;
+        }
+    }
+
+    /// Lock conflicts counted so far, over all operations.
+    pub fn lock_conflicts(&self) -> u64 {
+        self.0
+            .lock()
+            .map(|r| r.lock_conflicts.values().sum())
+            .unwrap_or_default()
+    }
+
     /// The exposition text.
     pub fn render(&self, gauges: Gauges) -> String {
         let Ok(r) = self.0.lock() else {
@@ -184,6 +204,15 @@ impl Metrics {
             "attendance_scan_batch_rows_total {}",
             r.scan_batch_rows
         );
+        out.push_str("# HELP attendance_db_lock_conflicts_total Statements the database aborted to break a deadlock or serialization conflict, by operation.\n");
+        out.push_str("# TYPE attendance_db_lock_conflicts_total counter\n");
+        for operation in LOCK_CONFLICT_OPERATIONS {
+            let n = r.lock_conflicts.get(operation).copied().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "attendance_db_lock_conflicts_total{{operation=\"{operation}\"}} {n}"
+            );
+        }
         out.push_str("# HELP attendance_sessions_open Sessions currently active.\n");
         out.push_str("# TYPE attendance_sessions_open gauge\n");
         let _ = writeln!(out, "attendance_sessions_open {}", gauges.sessions_open);

@@ -13,13 +13,15 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::scan::late_expr;
 use crate::db::StatementCounter;
 use crate::entities::{AttendanceStatus, RecordSource, attendance_record};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, is_transient_sqlx};
 use crate::metrics::Metrics;
 
 /// The most scans one statement carries.
 const MAX_BATCH: usize = 256;
 /// Batches in flight at once (each holds one pooled connection while it runs).
 const WORKERS: usize = 4;
+/// Runs of one batch before a deadlock is reported to its scans as UNAVAILABLE.
+const ATTEMPTS: u32 = 3;
 
 /// One live scan waiting for its batch.
 #[derive(Debug)]
@@ -101,11 +103,11 @@ async fn worker(
         }
         metrics.scan_batch(batch.len());
         statements.add_one();
-        run(&pool, batch).await;
+        run(&pool, &metrics, batch).await;
     }
 }
 
-async fn run(pool: &sqlx::PgPool, batch: Vec<(Job, Reply)>) {
+async fn run(pool: &sqlx::PgPool, metrics: &Metrics, batch: Vec<(Job, Reply)>) {
     let column = |f: fn(&Job) -> _| -> Vec<i32> { batch.iter().map(|(j, _)| f(j)).collect() };
     let devices = column(|j| j.device_id);
     let students = column(|j| j.student_id);
@@ -113,25 +115,46 @@ async fn run(pool: &sqlx::PgPool, batch: Vec<(Job, Reply)>) {
     let keys: Vec<String> = batch.iter().map(|(j, _)| j.key_hash.clone()).collect();
     let dates: Vec<NaiveDate> = batch.iter().map(|(j, _)| j.date).collect();
     let nows: Vec<DateTime<Utc>> = batch.iter().map(|(j, _)| j.now).collect();
-    let rows = sqlx::query(BATCH_SQL.as_str())
-        .bind(devices)
-        .bind(students)
-        .bind(instants)
-        .bind(keys)
-        .bind(dates)
-        .bind(nows)
-        .fetch_all(pool)
-        .await;
+    let mut attempt = 1;
+    let rows = loop {
+        let rows = sqlx::query(BATCH_SQL.as_str())
+            .bind(&devices)
+            .bind(&students)
+            .bind(&instants)
+            .bind(&keys)
+            .bind(&dates)
+            .bind(&nows)
+            .fetch_all(pool)
+            .await;
+        if let Err(e) = &rows
+            && is_transient_sqlx(e)
+        {
+            metrics.lock_conflict("scan_batch");
+        }
+        match rows {
+            // The statement is all or nothing, so after a deadlock it can simply run again.
+            Err(e) if is_transient_sqlx(&e) && attempt < ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "scan batch aborted by a lock conflict; retrying");
+                attempt += 1;
+            }
+            other => break other,
+        }
+    };
     let rows = match rows {
         Ok(rows) => rows,
         Err(e) => {
-            let err = sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(Arc::new(e)));
-            let unavailable = matches!(AppError::from(err), AppError::Unavailable);
+            let err = AppError::from(sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(
+                Arc::new(e),
+            )));
+            let detail = match &err {
+                AppError::Internal(detail) => detail.clone(),
+                other => other.to_string(),
+            };
             for (_, reply) in batch {
-                let _ = reply.send(Err(if unavailable {
-                    AppError::Unavailable
-                } else {
-                    AppError::Internal("scan batch statement failed".into())
+                // Each scan's handler logs its own failure, with this detail.
+                let _ = reply.send(Err(match err {
+                    AppError::Unavailable => AppError::Unavailable,
+                    _ => AppError::Internal(format!("scan batch statement failed: {detail}")),
                 }));
             }
             return;
@@ -198,6 +221,10 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<((i32, i32), Found), sqlx::Erro
 /// The live scan statement for many scans at once: the same conditions as the single-scan
 /// statement, row by row, plus the existing record of every duplicate so that a duplicate
 /// costs no second query. Rows found neither way are explained one by one by the caller.
+///
+/// Rows are inserted in (session, student) order, the order a close inserts its absences
+/// in, so a batch and a close (or two batches) racing for the same records wait for each
+/// other instead of deadlocking.
 static BATCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(batch_sql);
 
 pub(crate) fn batch_sql() -> String {
@@ -216,6 +243,7 @@ pub(crate) fn batch_sql() -> String {
            JOIN device d ON d.id = s.device_id AND d.is_active AND d.key_hash = x.key_hash \
            JOIN student st ON st.id = x.student_id \
            JOIN course_section cs ON cs.course_id = s.course_id AND cs.section_id = st.section_id \
+           ORDER BY s.id, st.id \
            ON CONFLICT (session_id, student_id) DO NOTHING \
            RETURNING id, session_id, student_id, status, timestamp, scanned_at, late_minutes, source \
          ) \

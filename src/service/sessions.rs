@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use chrono::{Duration, NaiveDate, NaiveTime};
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, SqliteTransactionMode, Statement,
     TransactionOptions, TransactionTrait, Value,
 };
@@ -13,7 +13,9 @@ use super::directory::paginate;
 use super::{Page, PageRequest, Service, now};
 use crate::auth::Principal;
 use crate::entities::{attendance_record, attendance_session, course, device, teacher};
-use crate::error::{AppError, AppResult, ErrorCode, Reason, is_unique_violation};
+use crate::error::{
+    AppError, AppResult, ErrorCode, Reason, is_transient_conflict, is_unique_violation,
+};
 use crate::events::{EventKind, SessionEvent};
 
 /// What a client asks for when opening a session.
@@ -77,7 +79,11 @@ pub(crate) fn write_transaction() -> TransactionOptions {
     }
 }
 
+/// Runs of a close before a deadlock is reported as UNAVAILABLE.
+const CLOSE_ATTEMPTS: u32 = 3;
+
 /// Marks absent every enrolled student of the course with no record, in one statement.
+/// Student order matches the scan batch's, so racing inserts cannot deadlock.
 const MARK_ABSENT_SQL: &str = "\
 INSERT INTO attendance_record (session_id, student_id, status, timestamp, scanned_at, late_minutes, source) \
 SELECT $1, st.id, 'absent', $2, NULL, NULL, 'auto_absent' \
@@ -85,6 +91,7 @@ FROM course_section cs \
 JOIN student st ON st.section_id = cs.section_id \
 WHERE cs.course_id = $3 AND st.enrolled_at <= $4 \
 AND NOT EXISTS (SELECT 1 FROM attendance_record r WHERE r.session_id = $1 AND r.student_id = st.id) \
+ORDER BY st.id \
 ON CONFLICT (session_id, student_id) DO NOTHING";
 
 impl Service {
@@ -270,8 +277,60 @@ impl Service {
     /// and a constant number of statements. The conditional update makes it happen once,
     /// however many closers race (handlers, auto-closers in several processes).
     async fn close(&self, session: attendance_session::Model) -> AppResult<Closed> {
-        let backend = self.db.get_database_backend();
         let at = now();
+        let mut attempt = 1;
+        let marked = loop {
+            let result = self.close_once(&session, at).await;
+            if let Err(e) = &result
+                && is_transient_conflict(e)
+            {
+                self.metrics.lock_conflict("session_close");
+            }
+            match result {
+                // The transaction was rolled back whole, so it can simply run again.
+                Err(e) if is_transient_conflict(&e) && attempt < CLOSE_ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "session close aborted by a lock conflict; retrying");
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
+        let Some(marked_absent) = marked else {
+            let session = attendance_session::Entity::find_by_id(session.id)
+                .one(&self.db)
+                .await?
+                .ok_or(AppError::NotFound("session"))?;
+            return Ok(Closed {
+                session,
+                marked_absent: 0,
+                newly_closed: false,
+            });
+        };
+        self.events.publish(SessionEvent {
+            session_id: session.id,
+            kind: EventKind::Close,
+            record_id: None,
+        });
+        tracing::info!(session_id = session.id, marked_absent, "session closed");
+        Ok(Closed {
+            session: attendance_session::Model {
+                is_active: false,
+                closed_at: Some(at),
+                ..session
+            },
+            marked_absent,
+            newly_closed: true,
+        })
+    }
+
+    /// One try at closing: how many students it marked absent, or `None` when another
+    /// closer got there first.
+    async fn close_once(
+        &self,
+        session: &attendance_session::Model,
+        at: DateTime<Utc>,
+    ) -> Result<Option<u64>, DbErr> {
+        let backend = self.db.get_database_backend();
         let txn = self.writer.begin_with_options(write_transaction()).await?;
         let deactivated = txn
             .execute_raw(statement(
@@ -283,15 +342,7 @@ impl Service {
             .await?;
         if deactivated.rows_affected() == 0 {
             txn.commit().await?;
-            let session = attendance_session::Entity::find_by_id(session.id)
-                .one(&self.db)
-                .await?
-                .ok_or(AppError::NotFound("session"))?;
-            return Ok(Closed {
-                session,
-                marked_absent: 0,
-                newly_closed: false,
-            });
+            return Ok(None);
         }
         let marked = txn
             .execute_raw(statement(
@@ -308,22 +359,7 @@ impl Service {
             ))
             .await?;
         txn.commit().await?;
-        let marked_absent = marked.rows_affected();
-        self.events.publish(SessionEvent {
-            session_id: session.id,
-            kind: EventKind::Close,
-            record_id: None,
-        });
-        tracing::info!(session_id = session.id, marked_absent, "session closed");
-        Ok(Closed {
-            session: attendance_session::Model {
-                is_active: false,
-                closed_at: Some(at),
-                ..session
-            },
-            marked_absent,
-            newly_closed: true,
-        })
+        Ok(Some(marked.rows_affected()))
     }
 
     /// How many sessions are active now.
