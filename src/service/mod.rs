@@ -28,9 +28,13 @@ pub const MAX_PAGE_SIZE: u64 = 100;
 /// The page size when the client names none.
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
 
-/// The domain services with everything they share: database, configuration, keys, caches.
+/// The domain services. A handle: clones (one per request, loader and job) share one
+/// [`Shared`], so cloning costs one reference count.
 #[derive(Clone)]
-pub struct Service {
+pub struct Service(Arc<Shared>);
+
+/// What every [`Service`] handle shares: database, configuration, keys, caches.
+pub struct Shared {
     /// The connection pool.
     pub db: DatabaseConnection,
     /// The pool for the hot write paths (scans, closes, edits). On SQLite it is a single
@@ -39,16 +43,24 @@ pub struct Service {
     pub writer: DatabaseConnection,
     /// The server's configuration.
     pub config: Arc<Config>,
-    jwt: Arc<JwtKeys>,
-    devices: Arc<auth::DeviceCache>,
-    last_seen: Arc<scan::LastSeen>,
+    jwt: JwtKeys,
+    devices: auth::DeviceCache,
+    last_seen: scan::LastSeen,
     /// Live events of sessions, for subscribers in this and other processes.
     pub events: EventBus,
-    limiter: Arc<limiter::LoginLimiter>,
-    batcher: Option<Arc<batcher::ScanBatcher>>,
+    limiter: limiter::LoginLimiter,
+    batcher: Option<batcher::ScanBatcher>,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
-    drains: Arc<terminals::Drains>,
+    drains: terminals::Drains,
+}
+
+impl std::ops::Deref for Service {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl Service {
@@ -59,35 +71,35 @@ impl Service {
             writer,
             statements,
         } = pools;
-        let jwt = Arc::new(JwtKeys::new(&config.secret_key));
+        let jwt = JwtKeys::new(&config.secret_key);
         let events = EventBus::new(!config.is_sqlite());
         // SQLite has one writer and cheap commits; group commit pays off on PostgreSQL.
         let metrics = Arc::new(Metrics::default());
         let batcher = (writer.get_database_backend() == sea_orm::DbBackend::Postgres).then(|| {
-            Arc::new(batcher::ScanBatcher::start(
+            batcher::ScanBatcher::start(
                 writer.get_postgres_connection_pool().clone(),
                 metrics.clone(),
                 statements,
-            ))
+            )
         });
-        let limiter = Arc::new(limiter::LoginLimiter::new(
+        let limiter = limiter::LoginLimiter::new(
             config.login_max_failures,
             config.login_max_failures_per_address,
             config.login_lockout,
-        ));
-        Self {
+        );
+        Self(Arc::new(Shared {
             db,
             writer,
             config,
             jwt,
-            devices: Arc::new(auth::DeviceCache::default()),
-            last_seen: Arc::new(scan::LastSeen::default()),
+            devices: auth::DeviceCache::default(),
+            last_seen: scan::LastSeen::default(),
             events,
             limiter,
             batcher,
             metrics,
-            drains: Arc::new(terminals::Drains::default()),
-        }
+            drains: terminals::Drains::default(),
+        }))
     }
 
     /// The school's local date and time for `now`.
