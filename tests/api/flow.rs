@@ -537,9 +537,10 @@ async fn closing_runs_a_constant_number_of_statements(backend: Backend) {
 async fn scans_racing_a_close_never_lose_an_acknowledged_scan(backend: Backend) {
     let app = Arc::new(TestApp::spawn(backend).await);
     let school = Arc::new(app.seed_school(20).await);
-    // Several rounds, because one race lands at a different moment each time.
-    for _ in 0..5 {
-        race_scans_against_a_close(&app, &school, backend).await;
+    // Several rounds with the close sent at different moments, because one race lands
+    // somewhere else each time.
+    for delay_ms in [0, 1, 2, 4, 8] {
+        race_scans_against_a_close(&app, &school, backend, delay_ms).await;
     }
     assert_eq!(
         app.service.metrics.lock_conflicts(),
@@ -548,7 +549,12 @@ async fn scans_racing_a_close_never_lose_an_acknowledged_scan(backend: Backend) 
     );
 }
 
-async fn race_scans_against_a_close(app: &Arc<TestApp>, school: &Arc<School>, backend: Backend) {
+async fn race_scans_against_a_close(
+    app: &Arc<TestApp>,
+    school: &Arc<School>,
+    backend: Backend,
+    delay_ms: u64,
+) {
     let session_id = app.open_session(school).await;
     let today = app.today();
     let mut scans = Vec::new();
@@ -561,7 +567,7 @@ async fn race_scans_against_a_close(app: &Arc<TestApp>, school: &Arc<School>, ba
             (student, status, body)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     let closed = app
         .gql_ok(Some(&school.teacher), CLOSE, json!({"id": session_id}))
         .await;
@@ -602,7 +608,7 @@ async fn race_scans_against_a_close(app: &Arc<TestApp>, school: &Arc<School>, ba
     }
     assert_eq!(acknowledged.len() as i64 + marked, 40);
     eprintln!(
-        "close race on {backend:?}: {} acknowledged, {marked} marked absent",
+        "close race on {backend:?}, close after {delay_ms} ms: {} acknowledged, {marked} marked absent",
         acknowledged.len()
     );
 }
