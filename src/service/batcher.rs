@@ -10,6 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sqlx::{self, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use super::retry_lock_conflicts;
 use super::scan::late_expr;
 use crate::db::StatementCounter;
 use crate::entities::{AttendanceStatus, RecordSource, attendance_record};
@@ -20,8 +21,6 @@ use crate::metrics::Metrics;
 const MAX_BATCH: usize = 256;
 /// Batches in flight at once (each holds one pooled connection while it runs).
 const WORKERS: usize = 4;
-/// Runs of one batch before a deadlock is reported to its scans as UNAVAILABLE.
-const ATTEMPTS: u32 = 3;
 
 /// One live scan waiting for its batch.
 #[derive(Debug)]
@@ -115,9 +114,8 @@ async fn run(pool: &sqlx::PgPool, metrics: &Metrics, batch: Vec<(Job, Reply)>) {
     let keys: Vec<String> = batch.iter().map(|(j, _)| j.key_hash.clone()).collect();
     let dates: Vec<NaiveDate> = batch.iter().map(|(j, _)| j.date).collect();
     let nows: Vec<DateTime<Utc>> = batch.iter().map(|(j, _)| j.now).collect();
-    let mut attempt = 1;
-    let rows = loop {
-        let rows = sqlx::query(BATCH_SQL.as_str())
+    let rows = retry_lock_conflicts(metrics, "scan_batch", is_transient_sqlx, || {
+        sqlx::query(BATCH_SQL.as_str())
             .bind(&devices)
             .bind(&students)
             .bind(&instants)
@@ -125,21 +123,8 @@ async fn run(pool: &sqlx::PgPool, metrics: &Metrics, batch: Vec<(Job, Reply)>) {
             .bind(&dates)
             .bind(&nows)
             .fetch_all(pool)
-            .await;
-        if let Err(e) = &rows
-            && is_transient_sqlx(e)
-        {
-            metrics.lock_conflict("scan_batch");
-        }
-        match rows {
-            // The statement is all or nothing, so after a deadlock it can simply run again.
-            Err(e) if is_transient_sqlx(&e) && attempt < ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "scan batch aborted by a lock conflict; retrying");
-                attempt += 1;
-            }
-            other => break other,
-        }
-    };
+    })
+    .await;
     let rows = match rows {
         Ok(rows) => rows,
         Err(e) => {

@@ -116,6 +116,38 @@ impl Service {
     }
 }
 
+/// Runs of one statement or transaction before a lock conflict is reported (as UNAVAILABLE).
+const LOCK_CONFLICT_RUNS: u32 = 3;
+
+/// Runs `work` again while the database aborts it to break a deadlock or a serialization
+/// conflict: it rolled the work back whole, so another run is safe. Each conflict is counted
+/// under `operation` (one of [`crate::metrics::LOCK_CONFLICT_OPERATIONS`]).
+pub(crate) async fn retry_lock_conflicts<T, E, Fut>(
+    metrics: &Metrics,
+    operation: &'static str,
+    is_conflict: impl Fn(&E) -> bool,
+    mut work: impl FnMut() -> Fut,
+) -> Result<T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut run = 1;
+    loop {
+        match work().await {
+            Err(e) if is_conflict(&e) => {
+                metrics.lock_conflict(operation);
+                if run == LOCK_CONFLICT_RUNS {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, operation, run, "aborted by a lock conflict; retrying");
+                run += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The current instant at the databases' common precision (microseconds), so a value
 /// written and read back compares equal on SQLite and PostgreSQL.
 pub fn now() -> DateTime<Utc> {
@@ -212,4 +244,48 @@ pub fn code_text(field: &str, value: &str) -> AppResult<String> {
         return Err(AppError::invalid(field, "must not contain spaces"));
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    /// A `work` that fails with `errors` in turn, then succeeds.
+    async fn run_with(errors: &[&'static str]) -> (Result<u32, &'static str>, u32, u64) {
+        let metrics = Metrics::default();
+        let runs = Cell::new(0);
+        let result = retry_lock_conflicts(
+            &metrics,
+            "scan_batch",
+            |e: &&str| *e == "deadlock",
+            || {
+                let run = runs.get();
+                runs.set(run + 1);
+                let outcome = errors.get(run as usize).map_or(Ok(run), |e| Err(*e));
+                async move { outcome }
+            },
+        )
+        .await;
+        (result, runs.get(), metrics.lock_conflicts())
+    }
+
+    #[tokio::test]
+    async fn lock_conflicts_are_retried_up_to_three_runs_and_counted() {
+        assert_eq!(run_with(&[]).await, (Ok(0), 1, 0));
+        assert_eq!(run_with(&["deadlock", "deadlock"]).await, (Ok(2), 3, 2));
+        assert_eq!(
+            run_with(&["deadlock", "deadlock", "deadlock"]).await,
+            (Err("deadlock"), 3, 3)
+        );
+        assert_eq!(
+            run_with(&["broken", "deadlock"]).await,
+            (Err("broken"), 1, 0)
+        );
+        assert_eq!(
+            run_with(&["deadlock", "broken"]).await,
+            (Err("broken"), 2, 1)
+        );
+    }
 }

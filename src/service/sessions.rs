@@ -10,7 +10,7 @@ use sea_orm::{
 };
 
 use super::directory::paginate;
-use super::{Page, PageRequest, Service, now};
+use super::{Page, PageRequest, Service, now, retry_lock_conflicts};
 use crate::auth::Principal;
 use crate::entities::{attendance_record, attendance_session, course, device, teacher};
 use crate::error::{
@@ -78,9 +78,6 @@ pub(crate) fn write_transaction() -> TransactionOptions {
         ..Default::default()
     }
 }
-
-/// Runs of a close before a deadlock is reported as UNAVAILABLE.
-const CLOSE_ATTEMPTS: u32 = 3;
 
 /// Marks absent every enrolled student of the course with no record, in one statement.
 /// Student order matches the scan batch's, so racing inserts cannot deadlock.
@@ -278,23 +275,13 @@ impl Service {
     /// however many closers race (handlers, auto-closers in several processes).
     async fn close(&self, session: attendance_session::Model) -> AppResult<Closed> {
         let at = now();
-        let mut attempt = 1;
-        let marked = loop {
-            let result = self.close_once(&session, at).await;
-            if let Err(e) = &result
-                && is_transient_conflict(e)
-            {
-                self.metrics.lock_conflict("session_close");
-            }
-            match result {
-                // The transaction was rolled back whole, so it can simply run again.
-                Err(e) if is_transient_conflict(&e) && attempt < CLOSE_ATTEMPTS => {
-                    tracing::warn!(error = %e, attempt, "session close aborted by a lock conflict; retrying");
-                    attempt += 1;
-                }
-                other => break other?,
-            }
-        };
+        let marked = retry_lock_conflicts(
+            &self.metrics,
+            "session_close",
+            is_transient_conflict,
+            || self.close_once(&session, at),
+        )
+        .await?;
         let Some(marked_absent) = marked else {
             let session = attendance_session::Entity::find_by_id(session.id)
                 .one(&self.db)
