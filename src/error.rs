@@ -346,46 +346,51 @@ impl From<sea_orm::TransactionError<AppError>> for AppError {
 
 /// True when the database could not be reached (as opposed to a failing statement).
 fn is_connection_error(err: &sea_orm::DbErr) -> bool {
-    use sea_orm::{DbErr, RuntimeErr};
-    match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            match e.as_ref() {
-                sea_orm::sqlx::Error::Io(_)
-                | sea_orm::sqlx::Error::PoolTimedOut
-                | sea_orm::sqlx::Error::PoolClosed
-                | sea_orm::sqlx::Error::WorkerCrashed
-                | sea_orm::sqlx::Error::Protocol(_) => true,
-                // Connection exceptions (08) and operator intervention such as a shutdown
-                // terminating the connection (57): the database, not the request, is at fault.
-                sea_orm::sqlx::Error::Database(db) => db
-                    .code()
-                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
-                _ => false,
-            }
-        }
-        _ => false,
+    use sea_orm::sqlx::Error;
+    if matches!(
+        err,
+        sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)
+    ) {
+        return true;
     }
+    driver_error(err).is_some_and(|e| match e {
+        Error::Io(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed
+        | Error::Protocol(_) => true,
+        // Connection exceptions (08) and operator intervention such as a shutdown
+        // terminating the connection (57): the database, not the request, is at fault.
+        _ => sqlstate_is(e, |code| code.starts_with("08") || code.starts_with("57")),
+    })
 }
 
 /// True when the database aborted the work to break a deadlock or a serialization
 /// conflict: nothing was changed, and running it again may well succeed.
 pub fn is_transient_conflict(err: &sea_orm::DbErr) -> bool {
-    use sea_orm::{DbErr, RuntimeErr};
-    match err {
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            is_transient_sqlx(e)
-        }
-        _ => false,
-    }
+    driver_error(err).is_some_and(is_transient_sqlx)
 }
 
 /// [`is_transient_conflict`] for a raw driver error (deadlock `40P01`, serialization `40001`).
 pub(crate) fn is_transient_sqlx(err: &sea_orm::sqlx::Error) -> bool {
+    sqlstate_is(err, |code| code == "40P01" || code == "40001")
+}
+
+/// The driver's error inside a failed statement, if that is what `err` is.
+fn driver_error(err: &sea_orm::DbErr) -> Option<&sea_orm::sqlx::Error> {
+    use sea_orm::{DbErr, RuntimeErr};
     match err {
-        sea_orm::sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code == "40P01" || code == "40001"),
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            Some(e.as_ref())
+        }
+        _ => None,
+    }
+}
+
+/// True when the database answered with an SQLSTATE that `test` accepts.
+fn sqlstate_is(err: &sea_orm::sqlx::Error, test: impl Fn(&str) -> bool) -> bool {
+    match err {
+        sea_orm::sqlx::Error::Database(db) => db.code().is_some_and(|code| test(&code)),
         _ => false,
     }
 }

@@ -152,25 +152,34 @@ async fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("server failed: {e}"))
 }
 
-async fn migrate(config: Config) -> Result<(), String> {
-    let pools = attendance::db::connect(&config)
+/// Connects to the configured database and brings its schema up to date.
+async fn migrated_pools(config: &Config) -> Result<attendance::db::Pools, String> {
+    let pools = attendance::db::connect(config)
         .await
         .map_err(|e| e.to_string())?;
     attendance::db::migrate(&pools.db)
         .await
         .map_err(|e| StartupError::Migrate(e.to_string()).to_string())?;
+    Ok(pools)
+}
+
+/// The services over the migrated database, for the CLI's one-off commands.
+async fn migrated_service(config: Config) -> Result<attendance::service::Service, String> {
+    let pools = migrated_pools(&config).await?;
+    Ok(attendance::service::Service::new(
+        pools,
+        std::sync::Arc::new(config),
+    ))
+}
+
+async fn migrate(config: Config) -> Result<(), String> {
+    migrated_pools(&config).await?;
     println!("migrations applied");
     Ok(())
 }
 
 async fn create_admin(config: Config, username: &str, password: &str) -> Result<(), String> {
-    let pools = attendance::db::connect(&config)
-        .await
-        .map_err(|e| e.to_string())?;
-    attendance::db::migrate(&pools.db)
-        .await
-        .map_err(|e| StartupError::Migrate(e.to_string()).to_string())?;
-    let service = attendance::service::Service::new(pools, std::sync::Arc::new(config));
+    let service = migrated_service(config).await?;
     let user = service
         .create_admin(username, password)
         .await
@@ -184,13 +193,7 @@ async fn import_students(config: Config, file: &std::path::Path) -> Result<(), S
     use std::io::Write;
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let pools = attendance::db::connect(&config)
-        .await
-        .map_err(|e| e.to_string())?;
-    attendance::db::migrate(&pools.db)
-        .await
-        .map_err(|e| StartupError::Migrate(e.to_string()).to_string())?;
-    let service = attendance::service::Service::new(pools, std::sync::Arc::new(config));
+    let service = migrated_service(config).await?;
     let progress = |done: usize, total: usize| {
         if total >= 1000 {
             let width = 30;

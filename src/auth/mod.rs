@@ -60,6 +60,14 @@ impl Principal {
         }
     }
 
+    /// The device row and presented key hash of a device, `None` for anyone else.
+    pub fn device(&self) -> Option<(i32, &str)> {
+        match self {
+            Self::Device { id, key_hash } => Some((*id, key_hash)),
+            Self::User { .. } => None,
+        }
+    }
+
     /// True for admins.
     pub fn is_admin(&self) -> bool {
         self.role() == Role::Admin

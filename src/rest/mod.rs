@@ -244,13 +244,22 @@ pub async fn scan_batch(
 /// `GET /health`: 200 when the database answers, 503 when it does not.
 pub async fn health(State(state): State<AppState>) -> Response {
     match state.service.db.ping().await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "unavailable", "database": "unreachable"})),
-        )
-            .into_response(),
+        Ok(()) => probe(StatusCode::OK, json!({"status": "ok"})),
+        Err(_) => database_unreachable(),
     }
+}
+
+/// A probe's answer: the status and a small JSON body saying why.
+fn probe(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// What `/health` and `/ready` answer when the database cannot be reached.
+fn database_unreachable() -> Response {
+    probe(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"status": "unavailable", "database": "unreachable"}),
+    )
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -286,28 +295,19 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// `GET /ready`: 200 when the database answers and every migration is applied.
 pub async fn ready(State(state): State<AppState>) -> Response {
     use migration::MigratorTrait;
-    let pending = migration::Migrator::get_pending_migrations(&state.service.db).await;
     if !state.service.events.is_listening() {
-        return (
+        return probe(
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "starting", "live_events": "not yet listening"})),
-        )
-            .into_response();
+            json!({"status": "starting", "live_events": "not yet listening"}),
+        );
     }
-    match pending {
-        Ok(pending) if pending.is_empty() => {
-            (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response()
-        }
-        Ok(pending) => (
+    match migration::Migrator::get_pending_migrations(&state.service.db).await {
+        Ok(pending) if pending.is_empty() => probe(StatusCode::OK, json!({"status": "ready"})),
+        Ok(pending) => probe(
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "migrations pending", "pending": pending.len()})),
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "unavailable", "database": "unreachable"})),
-        )
-            .into_response(),
+            json!({"status": "migrations pending", "pending": pending.len()}),
+        ),
+        Err(_) => database_unreachable(),
     }
 }
 

@@ -100,17 +100,11 @@ impl Service {
         request: &ScanRequest,
         zone: Option<Tz>,
     ) -> AppResult<BufferedOutcome> {
-        let Principal::Device {
-            id: device_id,
-            key_hash,
-        } = device
-        else {
-            return Err(AppError::Forbidden);
-        };
+        let (device_id, key_hash) = device.device().ok_or(AppError::Forbidden)?;
         let zone = zone.unwrap_or(self.config.time_zone);
         let scanned_at = local_to_utc_in(zone, request.date, request.time)?;
         let at = now();
-        self.last_seen.touch(*device_id, at);
+        self.last_seen.touch(device_id, at);
         let horizon = Duration::hours(self.config.offline_horizon_hours as i64);
         if at - scanned_at > horizon {
             return Err(AppError::rejected(
@@ -123,7 +117,7 @@ impl Service {
             ));
         }
         let Some(session) = self
-            .session_at(conn, sessions, *device_id, request.date, scanned_at)
+            .session_at(conn, sessions, device_id, request.date, scanned_at)
             .await?
         else {
             return Err(AppError::rejected(
@@ -145,7 +139,7 @@ impl Service {
                     session.id.into(),
                     student_value(&request.student),
                     scanned_at.into(),
-                    key_hash.clone().into(),
+                    key_hash.into(),
                 ],
             ))
             .one(conn)
@@ -158,9 +152,9 @@ impl Service {
             backend,
             &diagnosis_sql(&request.student, Target::Session),
             vec![
-                (*device_id).into(),
+                device_id.into(),
                 student_value(&request.student),
-                key_hash.clone().into(),
+                key_hash.into(),
                 request.date.into(),
                 session.id.into(),
             ],
@@ -189,7 +183,7 @@ impl Service {
             }) => {
                 let student_id = facts.student_id.unwrap_or_default();
                 match self
-                    .correct_absence(conn, &session, student_id, scanned_at, *device_id)
+                    .correct_absence(conn, &session, student_id, scanned_at, device_id)
                     .await?
                 {
                     Some(record) => Ok(BufferedOutcome::CorrectedAbsence(record)),

@@ -192,15 +192,9 @@ impl Service {
         device: &Principal,
         request: ScanRequest,
     ) -> AppResult<attendance_record::Model> {
-        let Principal::Device {
-            id: device_id,
-            key_hash,
-        } = device
-        else {
-            return Err(AppError::Forbidden);
-        };
+        let (device_id, key_hash) = device.device().ok_or(AppError::Forbidden)?;
         let scanned_at = self.local_to_utc(request.date, request.time)?;
-        self.last_seen.touch(*device_id, now());
+        self.last_seen.touch(device_id, now());
         // One retry covers a session replaced between the insert and its diagnosis.
         for _ in 0..2 {
             let at = now();
@@ -208,10 +202,10 @@ impl Service {
                 (Some(batcher), StudentRef::Id(student_id)) => {
                     batcher
                         .submit(Job {
-                            device_id: *device_id,
+                            device_id,
                             student_id: *student_id,
                             scanned_at,
-                            key_hash: key_hash.clone(),
+                            key_hash: key_hash.to_owned(),
                             date: request.date,
                             now: at,
                         })
@@ -224,10 +218,10 @@ impl Service {
                             backend,
                             &scan_sql(backend, &request.student, Target::Active),
                             vec![
-                                (*device_id).into(),
+                                device_id.into(),
                                 student_value(&request.student),
                                 scanned_at.into(),
-                                key_hash.clone().into(),
+                                key_hash.into(),
                                 request.date.into(),
                                 at.into(),
                             ],
@@ -248,7 +242,7 @@ impl Service {
                 });
                 return Ok(record);
             }
-            if let Some(rejection) = self.diagnose(*device_id, key_hash, &request, at).await? {
+            if let Some(rejection) = self.diagnose(device_id, key_hash, &request, at).await? {
                 return Err(rejection);
             }
         }
