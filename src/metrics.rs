@@ -34,13 +34,28 @@ impl Histogram {
     }
 }
 
+/// One route and method's requests by status, and their latency.
+#[derive(Default)]
+struct RouteStats {
+    statuses: BTreeMap<u16, u64>,
+    latency: Histogram,
+}
+
+/// One GraphQL operation name's results and latency.
+#[derive(Default)]
+struct OperationStats {
+    ok: u64,
+    error: u64,
+    latency: Histogram,
+}
+
 #[derive(Default)]
 struct Registry {
-    http_requests: BTreeMap<(String, String, u16), u64>,
-    http_latency: BTreeMap<(String, String), Histogram>,
-    graphql_operations: BTreeMap<(String, bool), u64>,
-    graphql_latency: BTreeMap<String, Histogram>,
-    scans: BTreeMap<(String, String), u64>,
+    /// By route, then method: nested so that counting a request allocates nothing once its
+    /// route and method have been seen.
+    http: BTreeMap<String, BTreeMap<String, RouteStats>>,
+    graphql: BTreeMap<String, OperationStats>,
+    scans: BTreeMap<(&'static str, &'static str), u64>,
     scan_batches: u64,
     scan_batch_rows: u64,
     lock_conflicts: BTreeMap<&'static str, u64>,
@@ -67,13 +82,12 @@ impl Metrics {
     /// Counts an HTTP request on `route` (the matched path, never the raw URI).
     pub fn http(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         if let Ok(mut r) = self.0.lock() {
-            *r.http_requests
-                .entry((route.to_owned(), method.to_owned(), status))
-                .or_default() += 1;
-            r.http_latency
-                .entry((route.to_owned(), method.to_owned()))
-                .or_default()
-                .observe(elapsed.as_secs_f64());
+            with_slot(&mut r.http, route, |methods| {
+                with_slot(methods, method, |stats: &mut RouteStats| {
+                    *stats.statuses.entry(status).or_default() += 1;
+                    stats.latency.observe(elapsed.as_secs_f64());
+                });
+            });
         }
     }
 
@@ -90,25 +104,24 @@ impl Metrics {
             "invalid_name"
         };
         if let Ok(mut r) = self.0.lock() {
-            if r.graphql_latency.len() > 500 && !r.graphql_latency.contains_key(operation) {
+            if r.graphql.len() > 500 && !r.graphql.contains_key(operation) {
                 return;
             }
-            *r.graphql_operations
-                .entry((operation.to_owned(), failed))
-                .or_default() += 1;
-            r.graphql_latency
-                .entry(operation.to_owned())
-                .or_default()
-                .observe(elapsed.as_secs_f64());
+            with_slot(&mut r.graphql, operation, |stats| {
+                *(if failed {
+                    &mut stats.error
+                } else {
+                    &mut stats.ok
+                }) += 1;
+                stats.latency.observe(elapsed.as_secs_f64());
+            });
         }
     }
 
     /// Counts a scan: `outcome` is accepted, duplicate or rejected; `reason` the code.
-    pub fn scan(&self, outcome: &str, reason: &str) {
+    pub fn scan(&self, outcome: &'static str, reason: &'static str) {
         if let Ok(mut r) = self.0.lock() {
-            *r.scans
-                .entry((outcome.to_owned(), reason.to_owned()))
-                .or_default() += 1;
+            *r.scans.entry((outcome, reason)).or_default() += 1;
         }
     }
 
@@ -146,44 +159,53 @@ impl Metrics {
             "# HELP attendance_http_requests_total HTTP requests by route, method and status.\n",
         );
         out.push_str("# TYPE attendance_http_requests_total counter\n");
-        for ((route, method, status), n) in &r.http_requests {
-            let _ = writeln!(
-                out,
-                "attendance_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
+        for (route, methods) in &r.http {
+            for (method, stats) in methods {
+                for (status, n) in &stats.statuses {
+                    let _ = writeln!(
+                        out,
+                        "attendance_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
+                        escape(route)
+                    );
+                }
+            }
         }
         out.push_str(
             "# HELP attendance_http_request_duration_seconds HTTP request latency by route.\n",
         );
         out.push_str("# TYPE attendance_http_request_duration_seconds histogram\n");
-        for ((route, method), h) in &r.http_latency {
-            histogram(
-                &mut out,
-                "attendance_http_request_duration_seconds",
-                &format!("route=\"{}\",method=\"{method}\"", escape(route)),
-                h,
-            );
+        for (route, methods) in &r.http {
+            for (method, stats) in methods {
+                histogram(
+                    &mut out,
+                    "attendance_http_request_duration_seconds",
+                    &format!("route=\"{}\",method=\"{method}\"", escape(route)),
+                    &stats.latency,
+                );
+            }
         }
         out.push_str(
             "# HELP attendance_graphql_operations_total GraphQL operations by name and result.\n",
         );
         out.push_str("# TYPE attendance_graphql_operations_total counter\n");
-        for ((operation, failed), n) in &r.graphql_operations {
-            let result = if *failed { "error" } else { "ok" };
-            let _ = writeln!(
-                out,
-                "attendance_graphql_operations_total{{operation=\"{operation}\",result=\"{result}\"}} {n}"
-            );
+        for (operation, stats) in &r.graphql {
+            for (result, n) in [("ok", stats.ok), ("error", stats.error)] {
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "attendance_graphql_operations_total{{operation=\"{operation}\",result=\"{result}\"}} {n}"
+                    );
+                }
+            }
         }
         out.push_str("# HELP attendance_graphql_operation_duration_seconds GraphQL operation latency by name.\n");
         out.push_str("# TYPE attendance_graphql_operation_duration_seconds histogram\n");
-        for (operation, h) in &r.graphql_latency {
+        for (operation, stats) in &r.graphql {
             histogram(
                 &mut out,
                 "attendance_graphql_operation_duration_seconds",
                 &format!("operation=\"{operation}\""),
-                h,
+                &stats.latency,
             );
         }
         out.push_str("# HELP attendance_scans_total Device scans by outcome and reason.\n");
@@ -246,6 +268,15 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
     let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+/// Runs `f` on the value under `key`, inserting a default (and allocating the key) only the
+/// first time the key is seen.
+fn with_slot<V: Default>(map: &mut BTreeMap<String, V>, key: &str, f: impl FnOnce(&mut V)) {
+    match map.get_mut(key) {
+        Some(value) => f(value),
+        None => f(map.entry(key.to_owned()).or_default()),
+    }
 }
 
 fn escape(label: &str) -> String {

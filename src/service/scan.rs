@@ -172,7 +172,7 @@ impl Service {
     }
 
     /// Counts a scan's outcome in the metrics.
-    pub(crate) fn count_scan(&self, outcome: Result<&str, &AppError>) {
+    pub(crate) fn count_scan(&self, outcome: Result<&'static str, &AppError>) {
         match outcome {
             Ok(outcome) => self.metrics.scan(outcome, ""),
             Err(err) => {
