@@ -29,9 +29,9 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::db::{self, StatementCounter};
 use crate::error::{AppError, ErrorCode, Reason};
+use crate::graphql::execute::{GraphqlExecutor, Route, with_codes};
 use crate::graphql::guard::{Auth, ClientAddress};
 use crate::graphql::loaders::{connection_loader, drive, request_loader};
-use crate::graphql::{AppSchema, build_introspection_schema, build_schema, is_introspection_only};
 use crate::service::Service;
 use crate::{iclock, rest};
 
@@ -40,10 +40,8 @@ use crate::{iclock, rest};
 pub struct AppState {
     /// The domain services.
     pub service: Service,
-    /// The GraphQL schema.
-    pub schema: AppSchema,
-    /// The same schema without depth and complexity limits, for introspection only.
-    pub introspection: AppSchema,
+    /// The GraphQL schemas and the rules every transport runs them by.
+    pub graphql: GraphqlExecutor,
     /// Turns true when the server starts shutting down (WebSockets then close cleanly).
     pub stopping: watch::Receiver<bool>,
 }
@@ -99,8 +97,7 @@ impl Application {
         let (stop, stopping) = watch::channel(false);
         let router = router(
             AppState {
-                schema: build_schema(service.clone()),
-                introspection: build_introspection_schema(service.clone()),
+                graphql: GraphqlExecutor::new(service.clone()),
                 service: service.clone(),
                 stopping,
             },
@@ -422,33 +419,18 @@ async fn graphql(
         },
     };
     let (loader, tasks) = request_loader(state.service.clone());
-    // Introspection (which GraphiQL needs) for admins, and for everyone in development.
-    let introspection =
-        state.service.config.debug || matches!(&auth, Auth::Principal(p) if p.is_admin());
-    let mut request = req.into_inner();
-    let schema = if !introspection {
-        request = request.disable_introspection();
-        &state.schema
-    } else if is_introspection_only(&request.query) {
-        &state.introspection
-    } else {
-        &state.schema
-    };
-    let request = request
-        .data(auth)
-        .data(loader)
-        .data(ClientAddress(peer.ip()));
-    let operation = request.operation_name.clone();
+    let operation = req.0.operation_name.clone();
     let started = std::time::Instant::now();
-    let mut response = drive(tasks, schema.execute(request)).await;
-    // Parse, validation and argument errors come from the GraphQL engine without a code;
-    // they are all the request's fault, so every error a client sees carries one.
-    for error in &mut response.errors {
-        let extensions = error.extensions.get_or_insert_with(Default::default);
-        if extensions.get("code").is_none() {
-            extensions.set("code", "BAD_USER_INPUT");
+    let response = match state.graphql.prepare(req.into_inner(), &auth) {
+        Route::Run(request, schema) => {
+            let request = request
+                .data(auth)
+                .data(loader)
+                .data(ClientAddress(peer.ip()));
+            with_codes(drive(tasks, schema.execute(request)).await)
         }
-    }
+        Route::Refused(refused) => refused,
+    };
     state.service.metrics.graphql(
         operation.as_deref().unwrap_or("anonymous"),
         !response.errors.is_empty(),
@@ -514,7 +496,7 @@ async fn serve_ws(state: AppState, socket: WebSocket, protocol: WebSocketProtoco
                 _ => None,
             })
         });
-    let output = async_graphql::http::WebSocket::new(state.schema.clone(), input, protocol)
+    let output = async_graphql::http::WebSocket::new(state.graphql.clone(), input, protocol)
         .on_connection_init(on_init)
         .map(|message| match message {
             async_graphql::http::WsMessage::Text(text) => WsMessage::Text(text.into()),

@@ -84,6 +84,8 @@ pub enum Reason {
     TerminalNotApproved,
     /// A line of a terminal's upload that cannot be read.
     MalformedLine,
+    /// A GraphQL document exceeds a limit checked before execution.
+    QueryLimit,
 }
 
 impl Reason {
@@ -109,6 +111,7 @@ impl Reason {
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::TerminalNotApproved => "TERMINAL_NOT_APPROVED",
             Self::MalformedLine => "MALFORMED_LINE",
+            Self::QueryLimit => "QUERY_LIMIT",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The GraphQL API: schema, guards, loaders, objects, and the roots merged from one object
 //! per domain.
 
+pub mod execute;
 pub mod guard;
 pub mod loaders;
 pub mod mutation;
@@ -72,57 +73,22 @@ fn limits(
         .disable_suggestions()
 }
 
-/// The schema for introspection queries: the standard introspection query nests type
-/// references deeper than any data query may, so it runs without the depth and complexity
-/// limits. Only documents that select nothing but `__schema`, `__type` and `__typename`
-/// reach it, and only from callers allowed to introspect.
+/// The schema for documents made only of introspection fields: the standard introspection
+/// query nests type references deeper than any data query may, so introspection has depth
+/// and complexity limits of its own (see [`execute`] for who reaches it, and how).
 pub fn build_introspection_schema(service: Service) -> AppSchema {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         subscription::SubscriptionRoot,
     )
+    .limit_depth(execute::INTROSPECTION_MAX_DEPTH)
+    .limit_complexity(execute::INTROSPECTION_MAX_COMPLEXITY)
     .limit_recursive_depth(64)
+    .limit_directives(8)
     .disable_suggestions()
     .data(service)
     .finish()
-}
-
-/// True when every operation of `query` is a query selecting only introspection fields.
-pub fn is_introspection_only(query: &str) -> bool {
-    use async_graphql::parser::parse_query;
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let Ok(document) = parse_query(query) else {
-        return false;
-    };
-    let operations: Vec<_> = match &document.operations {
-        DocumentOperations::Single(op) => vec![op],
-        DocumentOperations::Multiple(ops) => ops.values().collect(),
-    };
-    !operations.is_empty()
-        && operations.iter().all(|op| {
-            op.node.ty == OperationType::Query
-                && introspective(&op.node.selection_set.node, &document, 0)
-        })
-}
-
-fn introspective(
-    set: &async_graphql::parser::types::SelectionSet,
-    document: &async_graphql::parser::types::ExecutableDocument,
-    depth: usize,
-) -> bool {
-    use async_graphql::parser::types::Selection;
-    depth < 8
-        && set.items.iter().all(|item| match &item.node {
-            Selection::Field(field) => field.node.name.node.starts_with("__"),
-            Selection::FragmentSpread(spread) => document
-                .fragments
-                .get(&spread.node.fragment_name.node)
-                .is_some_and(|f| introspective(&f.node.selection_set.node, document, depth + 1)),
-            Selection::InlineFragment(inline) => {
-                introspective(&inline.node.selection_set.node, document, depth + 1)
-            }
-        })
 }
 
 /// The complexity and depth of `query` as the limits see them (for tests and tuning).

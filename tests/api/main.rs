@@ -10,6 +10,7 @@ mod faults;
 mod flow;
 mod hardening;
 mod iclock;
+mod limits;
 mod live;
 mod offline;
 mod openapi;

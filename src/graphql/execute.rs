@@ -1,0 +1,241 @@
+//! Running a GraphQL request, the same way on every transport (HTTP and WebSocket): who may
+//! introspect, which limits a document meets, and the code every error carries.
+
+use std::sync::Arc;
+
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
+};
+use async_graphql::{Data, Request, Response};
+use futures_util::stream::{self, BoxStream, StreamExt};
+
+use super::guard::Auth;
+use super::{AppSchema, build_introspection_schema, build_schema};
+use crate::error::{AppError, ErrorCode, Reason};
+use crate::service::Service;
+
+/// The deepest introspection document accepted: GraphiQL's schema query nests type
+/// references to depth 15.
+pub const INTROSPECTION_MAX_DEPTH: usize = 16;
+/// The most complex introspection document accepted: GraphiQL's schema query costs 229, so
+/// this admits it (and tools that ask a little more) while one request stays a few hundred
+/// kilobytes at worst.
+pub const INTROSPECTION_MAX_COMPLEXITY: usize = 400;
+
+/// The two schemas a request may run on, and the rules that pick one.
+#[derive(Clone)]
+pub struct GraphqlExecutor {
+    data: AppSchema,
+    introspection: AppSchema,
+    debug: bool,
+}
+
+/// Where a request goes: to a schema, or straight back refused.
+pub enum Route<'a> {
+    /// Run `Request` on the schema.
+    Run(Request, &'a AppSchema),
+    /// The document breaks a rule checked before parsing it for execution.
+    Refused(Response),
+}
+
+/// What the root selections of a document ask for.
+#[derive(Debug, PartialEq, Eq)]
+enum DocumentKind {
+    /// Data fields (possibly with `__typename`): the data schema's limits apply.
+    Data,
+    /// Only introspection fields, with at most one `__schema` per operation.
+    Introspection,
+    /// Anything that mixes introspection with data, or repeats `__schema`.
+    Refused(&'static str),
+}
+
+impl GraphqlExecutor {
+    /// Both schemas over `service`.
+    pub fn new(service: Service) -> Self {
+        Self {
+            debug: service.config.debug,
+            data: build_schema(service.clone()),
+            introspection: build_introspection_schema(service),
+        }
+    }
+
+    /// The schema for data queries (subscriptions' and tests' direct use).
+    pub fn schema(&self) -> &AppSchema {
+        &self.data
+    }
+
+    /// Introspection (which GraphiQL needs) for admins, and for everyone in development.
+    fn may_introspect(&self, auth: &Auth) -> bool {
+        self.debug || matches!(auth, Auth::Principal(p) if p.is_admin())
+    }
+
+    /// Applies the introspection rules to `request` for a caller authenticated as `auth` and
+    /// picks the schema it runs on; a document that breaks them is answered at once.
+    pub fn prepare(&self, request: Request, auth: &Auth) -> Route<'_> {
+        match classify(&request.query) {
+            DocumentKind::Refused(message) => Route::Refused(refusal(message)),
+            _ if !self.may_introspect(auth) => {
+                Route::Run(request.disable_introspection(), &self.data)
+            }
+            DocumentKind::Introspection => Route::Run(request, &self.introspection),
+            DocumentKind::Data => Route::Run(request, &self.data),
+        }
+    }
+}
+
+/// Runs subscriptions (and any other operation sent over the socket) by the HTTP rules,
+/// with the caller found in the connection's data.
+impl async_graphql::Executor for GraphqlExecutor {
+    async fn execute(&self, request: Request) -> Response {
+        match self.prepare(request, &Auth::Anonymous) {
+            Route::Run(request, schema) => with_codes(schema.execute(request).await),
+            Route::Refused(refused) => refused,
+        }
+    }
+
+    fn execute_stream(
+        &self,
+        request: Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        let auth = session_data
+            .as_ref()
+            .and_then(|data| data.get(&std::any::TypeId::of::<Auth>()))
+            .and_then(|auth| auth.downcast_ref::<Auth>())
+            .cloned()
+            .unwrap_or(Auth::Anonymous);
+        match self.prepare(request, &auth) {
+            Route::Run(request, schema) => schema
+                .execute_stream_with_session_data(request, session_data.unwrap_or_default())
+                .map(with_codes)
+                .boxed(),
+            Route::Refused(refused) => stream::once(async move { refused }).boxed(),
+        }
+    }
+}
+
+/// Parse, validation and limit errors come from the GraphQL engine without a code; they are
+/// all the request's fault, so every error a client sees carries one.
+pub fn with_codes(mut response: Response) -> Response {
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", ErrorCode::BadUserInput.as_str());
+        }
+    }
+    response
+}
+
+fn refusal(message: &'static str) -> Response {
+    let error = AppError::rejected(ErrorCode::BadUserInput, Reason::QueryLimit, message)
+        .into_graphql()
+        .into_server_error(Default::default());
+    Response::from_errors(vec![error])
+}
+
+/// Sorts a document by its root selections. Introspection runs on a schema with limits of
+/// its own, so a document may not smuggle data fields in with it (or the reverse), and
+/// `__schema` cannot be repeated under aliases: one copy is all any client needs.
+fn classify(query: &str) -> DocumentKind {
+    let Ok(document) = async_graphql::parser::parse_query(query) else {
+        // The engine reports the syntax error, with its code, on the data schema.
+        return DocumentKind::Data;
+    };
+    let operations: Vec<_> = match &document.operations {
+        DocumentOperations::Single(op) => vec![op],
+        DocumentOperations::Multiple(ops) => ops.values().collect(),
+    };
+    let mut any_data = false;
+    let mut any_introspection = false;
+    for op in operations {
+        let mut roots = Vec::new();
+        root_fields(&op.node.selection_set.node, &document, 0, &mut roots);
+        let schemas = roots.iter().filter(|name| **name == "__schema").count();
+        if schemas > 1 {
+            return DocumentKind::Refused("an operation may select __schema only once");
+        }
+        let introspective = roots
+            .iter()
+            .any(|name| matches!(*name, "__schema" | "__type"));
+        let data =
+            op.node.ty != OperationType::Query || roots.iter().any(|name| !name.starts_with("__"));
+        if introspective && data {
+            return DocumentKind::Refused(
+                "introspection (__schema, __type) must be sent on its own, without data fields",
+            );
+        }
+        any_data |= data;
+        any_introspection |= !data;
+    }
+    if any_introspection && !any_data {
+        DocumentKind::Introspection
+    } else {
+        DocumentKind::Data
+    }
+}
+
+/// The names of the root fields of `set`, through fragments (cycles and deep nesting are
+/// cut off here and reported by the engine's own validation).
+fn root_fields<'a>(
+    set: &'a SelectionSet,
+    document: &'a ExecutableDocument,
+    depth: usize,
+    names: &mut Vec<&'a str>,
+) {
+    if depth > 8 {
+        return;
+    }
+    for item in &set.items {
+        match &item.node {
+            Selection::Field(field) => names.push(field.node.name.node.as_str()),
+            Selection::FragmentSpread(spread) => {
+                if let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node) {
+                    root_fields(
+                        &fragment.node.selection_set.node,
+                        document,
+                        depth + 1,
+                        names,
+                    );
+                }
+            }
+            Selection::InlineFragment(inline) => {
+                root_fields(&inline.node.selection_set.node, document, depth + 1, names);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_sorted_by_their_root_fields() {
+        assert_eq!(classify("{ students { totalCount } }"), DocumentKind::Data);
+        assert_eq!(
+            classify("{ __typename students { totalCount } }"),
+            DocumentKind::Data
+        );
+        assert_eq!(
+            classify("{ __schema { queryType { name } } }"),
+            DocumentKind::Introspection
+        );
+        assert_eq!(
+            classify("query Q { ...F } fragment F on QueryRoot { __type(name: \"X\") { name } }"),
+            DocumentKind::Introspection
+        );
+        assert!(matches!(
+            classify("{ __schema { types { name } } students { totalCount } }"),
+            DocumentKind::Refused(_)
+        ));
+        assert!(matches!(
+            classify("{ a: __schema { types { name } } b: __schema { types { name } } }"),
+            DocumentKind::Refused(_)
+        ));
+        assert!(matches!(
+            classify("mutation { __schema { types { name } } }"),
+            DocumentKind::Refused(_)
+        ));
+        assert_eq!(classify("{ not closed"), DocumentKind::Data);
+    }
+}

@@ -1,0 +1,231 @@
+//! Query limits on every transport: introspection has bounded limits of its own, and a
+//! document sent over `/graphql/ws` meets exactly the rules of `POST /graphql`.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::both_databases;
+use crate::common::*;
+
+both_databases!(
+    graphiql_introspects_and_the_attacks_are_refused_on_both_transports,
+    a_teacher_cannot_introspect_over_either_transport,
+    every_websocket_error_carries_a_code,
+    introspection_limits_hold_for_anonymous_callers_in_development,
+);
+
+/// GraphiQL's own schema query, as its bundle sends it.
+const GRAPHIQL_INTROSPECTION: &str = include_str!("data/graphiql-introspection.graphql");
+
+/// `copies` aliased copies of a schema dump, the alias attack measured from outside.
+fn alias_attack(copies: usize) -> String {
+    let copy =
+        "__schema { types { name fields { name args { name type { name ofType { name } } } } } }";
+    let body: Vec<String> = (0..copies).map(|i| format!("a{i}: {copy}")).collect();
+    format!("{{ {} }}", body.join(" "))
+}
+
+/// The same multiplication one level down, where the single-`__schema` rule cannot see it.
+fn inner_alias_attack(copies: usize) -> String {
+    let copy = "types { name fields { name args { name type { name ofType { name } } } } }";
+    let body: Vec<String> = (0..copies).map(|i| format!("t{i}: {copy}")).collect();
+    format!("{{ __schema {{ {} }} }}", body.join(" "))
+}
+
+/// A chain of `levels` nested `ofType` selections.
+fn depth_attack(levels: usize) -> String {
+    format!(
+        "{{ __type(name: \"QueryRoot\") {{ {} name {} }} }}",
+        "ofType { ".repeat(levels),
+        "}".repeat(levels)
+    )
+}
+
+/// Which way a document travels.
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    Http,
+    WebSocket,
+}
+
+/// Sends `query` over `transport` as the holder of `token` and returns the response payload
+/// (`{data, errors}`), as a client of that transport reads it.
+async fn ask(app: &TestApp, transport: Transport, token: &str, query: &str) -> Value {
+    match transport {
+        Transport::Http => app.gql(Some(token), query, json!({})).await,
+        Transport::WebSocket => ask_ws(&app.address, token, query).await,
+    }
+}
+
+async fn ask_ws(address: &str, token: &str, query: &str) -> Value {
+    let url = format!("{}/graphql/ws", address.replace("http://", "ws://"));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket");
+    let send = |value: Value| Message::text(value.to_string());
+    socket
+        .send(send(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}})))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut socket).await["type"], "connection_ack");
+    socket
+        .send(send(
+            json!({"id": "1", "type": "subscribe", "payload": {"query": query}}),
+        ))
+        .await
+        .unwrap();
+    let message = next_message(&mut socket).await;
+    assert_eq!(message["type"], "next", "{message}");
+    assert_eq!(next_message(&mut socket).await["type"], "complete");
+    message["payload"].clone()
+}
+
+async fn next_message(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("no message within 10 s");
+        match message {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("the socket ended: {other:?}"),
+        }
+    }
+}
+
+/// Asserts `body` was refused before execution with a code, and returns the first message.
+fn refused(body: &Value) -> String {
+    assert!(
+        body["data"].is_null(),
+        "refused documents return no data: {body}"
+    );
+    let errors = body["errors"].as_array().expect("errors");
+    assert!(!errors.is_empty(), "{body}");
+    for error in errors {
+        assert!(
+            error["extensions"]["code"].is_string(),
+            "every error carries a code: {error}"
+        );
+    }
+    errors[0]["message"].as_str().unwrap().to_owned()
+}
+
+async fn graphiql_introspects_and_the_attacks_are_refused_on_both_transports(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let mut answers = Vec::new();
+    for transport in [Transport::Http, Transport::WebSocket] {
+        let full = ask(&app, transport, &admin, GRAPHIQL_INTROSPECTION).await;
+        assert!(full.get("errors").is_none(), "{transport:?}: {full}");
+        let types = full["data"]["__schema"]["types"].as_array().unwrap();
+        assert!(
+            types.iter().any(|t| t["name"] == "AttendanceSession"),
+            "{transport:?}"
+        );
+
+        let before = app.statements.get();
+        let aliases = ask(&app, transport, &admin, &alias_attack(100)).await;
+        assert!(
+            refused(&aliases).contains("__schema only once"),
+            "{aliases}"
+        );
+        let inner = ask(&app, transport, &admin, &inner_alias_attack(100)).await;
+        assert!(refused(&inner).contains("too complex"), "{inner}");
+        let deep = ask(&app, transport, &admin, &depth_attack(40)).await;
+        let message = refused(&deep);
+        assert!(
+            message.contains("too deep") || message.contains("nested too deep"),
+            "{message}"
+        );
+        let mixed = ask(
+            &app,
+            transport,
+            &admin,
+            "{ __schema { types { name } } students { totalCount } }",
+        )
+        .await;
+        assert!(refused(&mixed).contains("on its own"), "{mixed}");
+        assert_eq!(mixed["errors"][0]["extensions"]["reason"], "QUERY_LIMIT");
+        // Refused before execution: nothing ran but the token check (HTTP: one lookup per
+        // request; the socket checked its token once, at connection_init).
+        assert!(
+            app.statements.get() - before <= 4,
+            "{transport:?} ran {} statements",
+            app.statements.get() - before
+        );
+        answers.push((aliases, inner, deep, mixed));
+    }
+    assert_eq!(answers[0], answers[1], "both transports answer alike");
+}
+
+async fn a_teacher_cannot_introspect_over_either_transport(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(1).await;
+    let query = "{ __schema { types { name } } }";
+    let http = ask(&app, Transport::Http, &school.teacher, query).await;
+    let ws = ask(&app, Transport::WebSocket, &school.teacher, query).await;
+    for body in [&http, &ws] {
+        assert!(!body.to_string().contains("QueryRoot"), "{body}");
+        assert!(body["data"]["__schema"].is_null(), "{body}");
+    }
+    assert_eq!(http, ws);
+    let admin = ask(&app, Transport::WebSocket, &school.admin, query).await;
+    assert!(admin.to_string().contains("QueryRoot"), "{admin}");
+}
+
+async fn every_websocket_error_carries_a_code(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let wide = "{ courses(first: 100) { edges { node { students { studentCode firstName lastName section { name depBatch { dep } } } } } } }";
+    let unknown = "{ studnts { totalCount } }";
+    let broken = "{ students { ";
+    for query in [wide, unknown, broken] {
+        let http = ask(&app, Transport::Http, &admin, query).await;
+        let ws = ask(&app, Transport::WebSocket, &admin, query).await;
+        refused(&ws);
+        assert_eq!(ws["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+        assert_eq!(http, ws, "{query}");
+    }
+    let complex = ask(&app, Transport::WebSocket, &admin, wide).await;
+    assert!(refused(&complex).contains("too complex"));
+}
+
+async fn introspection_limits_hold_for_anonymous_callers_in_development(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |env| {
+        env.insert("DEBUG".into(), "true".into());
+    })
+    .await;
+    let full = app.gql(None, GRAPHIQL_INTROSPECTION, json!({})).await;
+    assert!(full.get("errors").is_none(), "{full}");
+    for attack in [alias_attack(400), inner_alias_attack(100), depth_attack(40)] {
+        let body = app.gql(None, &attack, json!({})).await;
+        refused(&body);
+    }
+}
+
+#[tokio::test]
+async fn graphiql_fits_the_introspection_limits_with_room() {
+    use attendance::graphql::execute::{INTROSPECTION_MAX_COMPLEXITY, INTROSPECTION_MAX_DEPTH};
+    let (complexity, depth) = attendance::graphql::analyze(GRAPHIQL_INTROSPECTION).await;
+    assert_eq!(depth, 15, "GraphiQL's type references nest to depth 15");
+    assert!(depth < INTROSPECTION_MAX_DEPTH);
+    assert!(
+        complexity * 3 / 2 <= INTROSPECTION_MAX_COMPLEXITY,
+        "{complexity}"
+    );
+    let (attack, _) = attendance::graphql::analyze(&inner_alias_attack(100)).await;
+    assert!(attack > 2 * INTROSPECTION_MAX_COMPLEXITY, "{attack}");
+}
