@@ -60,15 +60,47 @@ impl Service {
         zone: Option<Tz>,
     ) -> AppResult<Vec<AppResult<BufferedOutcome>>> {
         let txn = self.writer.begin_with_options(write_transaction()).await?;
-        let mut results = Vec::with_capacity(requests.len());
         let mut sessions = SessionsByDate::new();
+        let mut prepared = Vec::with_capacity(requests.len());
         for request in requests {
-            let result = self
-                .scan_buffered_on(&txn, &mut sessions, device, request, zone)
+            let session = self
+                .buffered_session(&txn, &mut sessions, device, request, zone)
                 .await;
+            if let Err(err @ (AppError::Unavailable | AppError::Internal(_))) = session {
+                return Err(err);
+            }
+            prepared.push(session);
+        }
+        // Records are written in (session, student) order, the order of the close's absence
+        // insert and of the live scan batch, so that racing transactions queue for a record
+        // instead of deadlocking. The sort is stable: one student's scans keep their order.
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        order.sort_by_key(|&index| match &prepared[index] {
+            Ok((session, _)) => (Some(session.id), requests[index].student.sort_key()),
+            Err(_) => (None, requests[index].student.sort_key()),
+        });
+        let mut outcomes: Vec<Option<AppResult<BufferedOutcome>>> =
+            (0..requests.len()).map(|_| None).collect();
+        for index in order {
+            let result = match &prepared[index] {
+                Ok((session, scanned_at)) => {
+                    self.record_buffered(&txn, device, &requests[index], session, *scanned_at)
+                        .await
+                }
+                Err(_) => continue,
+            };
             if let Err(err @ (AppError::Unavailable | AppError::Internal(_))) = result {
                 return Err(err);
             }
+            outcomes[index] = Some(result);
+        }
+        let mut results = Vec::with_capacity(requests.len());
+        for (outcome, prepared) in outcomes.into_iter().zip(prepared) {
+            let result = match (outcome, prepared) {
+                (Some(result), _) => result,
+                (None, Err(err)) => Err(err),
+                (None, Ok(_)) => Err(AppError::Internal("buffered scan left unjudged".into())),
+            };
             self.count_scan(result.as_ref().map(|outcome| match outcome {
                 BufferedOutcome::Accepted(_) | BufferedOutcome::CorrectedAbsence(_) => "accepted",
                 BufferedOutcome::Duplicate(_) => "duplicate",
@@ -92,15 +124,17 @@ impl Service {
         Ok(results)
     }
 
-    async fn scan_buffered_on(
+    /// The session a buffered scan belongs to, and its instant: checks the scan's time
+    /// against the offline horizon and finds the session bound to the device then.
+    async fn buffered_session(
         &self,
         conn: &DatabaseTransaction,
         sessions: &mut SessionsByDate,
         device: &Principal,
         request: &ScanRequest,
         zone: Option<Tz>,
-    ) -> AppResult<BufferedOutcome> {
-        let (device_id, key_hash) = device.device().ok_or(AppError::Forbidden)?;
+    ) -> AppResult<(attendance_session::Model, DateTime<Utc>)> {
+        let (device_id, _) = device.device().ok_or(AppError::Forbidden)?;
         let zone = zone.unwrap_or(self.config.time_zone);
         let scanned_at = local_to_utc_in(zone, request.date, request.time)?;
         let at = now();
@@ -130,6 +164,20 @@ impl Service {
             ));
         };
 
+        Ok((session, scanned_at))
+    }
+
+    /// Writes one buffered scan into `session`: a new record, a corrected automatic
+    /// absence, or a duplicate; any other outcome is the rule's rejection.
+    async fn record_buffered(
+        &self,
+        conn: &DatabaseTransaction,
+        device: &Principal,
+        request: &ScanRequest,
+        session: &attendance_session::Model,
+        scanned_at: DateTime<Utc>,
+    ) -> AppResult<BufferedOutcome> {
+        let (device_id, key_hash) = device.device().ok_or(AppError::Forbidden)?;
         let backend = self.db.get_database_backend();
         let inserted = attendance_record::Entity::find()
             .from_raw_sql(statement(
@@ -183,7 +231,7 @@ impl Service {
             }) => {
                 let student_id = facts.student_id.unwrap_or_default();
                 match self
-                    .correct_absence(conn, &session, student_id, scanned_at, device_id)
+                    .correct_absence(conn, session, student_id, scanned_at, device_id)
                     .await?
                 {
                     Some(record) => Ok(BufferedOutcome::CorrectedAbsence(record)),

@@ -35,6 +35,17 @@ pub enum StudentRef {
     Code(String),
 }
 
+impl StudentRef {
+    /// The order in which scans write records: by student id, as the close and the live
+    /// batch do. Codes (terminals send one scan per transaction) come after the ids.
+    pub(crate) fn sort_key(&self) -> (bool, i32, &str) {
+        match self {
+            Self::Id(id) => (false, *id, ""),
+            Self::Code(code) => (true, 0, code.as_str()),
+        }
+    }
+}
+
 /// Minutes after the session's start for a scan at parameter `ts`, 0 within the grace period.
 pub(crate) fn late_expr(backend: DbBackend, ts: &str) -> String {
     match backend {

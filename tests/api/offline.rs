@@ -13,7 +13,79 @@ both_databases!(
     scans_past_the_offline_horizon_are_rejected,
     oversized_and_malformed_batches_are_refused_whole,
     a_full_batch_of_1000_scans_is_taken_in_one_request,
+    offline_batches_racing_a_close_never_deadlock,
 );
+
+/// Batches that list students from the highest id down race a close, which marks absentees
+/// from the lowest id up: inserted in request order they would lock the same records in
+/// opposite orders, and PostgreSQL would abort one side (a 503 for the device).
+async fn offline_batches_racing_a_close_never_deadlock(backend: Backend) {
+    let app = std::sync::Arc::new(TestApp::spawn(backend).await);
+    let school = std::sync::Arc::new(app.seed_school(20).await);
+    let mut students: Vec<i64> = school.students.iter().map(|s| s.parse().unwrap()).collect();
+    students.sort_unstable_by(|a, b| b.cmp(a));
+    for delay_ms in [0u64, 1, 2, 4, 8] {
+        let session = open_from_midnight(
+            &app,
+            &school,
+            &school.device_code,
+            &school.course_id,
+            &school.teacher,
+        )
+        .await;
+        let (today, now) = (app.today(), app.now_time());
+        let scans = Value::Array(
+            students
+                .iter()
+                .map(|id| json!({"student_id": id, "date": today, "time": now}))
+                .collect(),
+        );
+        let mut batches = Vec::new();
+        for _ in 0..3 {
+            let (app, school, scans) = (app.clone(), school.clone(), scans.clone());
+            batches.push(tokio::spawn(async move {
+                batch(&app, &school.device_key, &scans).await
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        let closed = app
+            .gql_ok(
+                Some(&school.teacher),
+                "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
+                json!({"id": session}),
+            )
+            .await;
+        for batch in batches {
+            let (status, body) = batch.await.unwrap();
+            assert_eq!(status, 200, "close after {delay_ms} ms: {body}");
+            for result in body["results"].as_array().unwrap() {
+                assert!(
+                    matches!(result["status"].as_str(), Some("accepted" | "duplicate")),
+                    "{result}"
+                );
+            }
+        }
+        // Every scan was made before the close, so whichever side won, each student ends
+        // present, once: a scan landing after the close corrects its automatic absence.
+        let records = app
+            .gql_ok(
+                Some(&school.teacher),
+                "query($id: ID!) { session(id: $id) { records { status } } }",
+                json!({"id": session}),
+            )
+            .await;
+        let records = records["session"]["records"].as_array().unwrap();
+        assert_eq!(records.len(), students.len());
+        assert!(
+            records.iter().all(|r| r["status"] == "PRESENT"),
+            "close after {delay_ms} ms: {records:?}"
+        );
+        eprintln!(
+            "offline race on {backend:?}, close after {delay_ms} ms: {} marked absent first",
+            closed["closeSession"]["markedAbsent"]
+        );
+    }
+}
 
 async fn a_full_batch_of_1000_scans_is_taken_in_one_request(backend: Backend) {
     let app = TestApp::spawn(backend).await;
