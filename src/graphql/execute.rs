@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
 };
-use async_graphql::{Data, Request, Response};
+use async_graphql::{Data, Request, Response, ServerError};
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::guard::Auth;
@@ -127,10 +127,12 @@ pub fn with_codes(mut response: Response) -> Response {
 }
 
 fn refusal(message: &'static str) -> Response {
-    let error = AppError::rejected(ErrorCode::BadUserInput, Reason::QueryLimit, message)
-        .into_graphql()
-        .into_server_error(Default::default());
-    Response::from_errors(vec![error])
+    let error =
+        AppError::rejected(ErrorCode::BadUserInput, Reason::QueryLimit, message).into_graphql();
+    // The whole document is at fault, so the error points at no location in it.
+    let mut refused = ServerError::new(error.message, None);
+    refused.extensions = error.extensions;
+    Response::from_errors(vec![refused])
 }
 
 /// Sorts a document by its root selections. Introspection runs on a schema with limits of

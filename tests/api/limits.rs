@@ -159,6 +159,7 @@ async fn graphiql_introspects_and_the_attacks_are_refused_on_both_transports(bac
         .await;
         assert!(refused(&mixed).contains("on its own"), "{mixed}");
         assert_eq!(mixed["errors"][0]["extensions"]["reason"], "QUERY_LIMIT");
+        assert!(mixed["errors"][0].get("locations").is_none(), "{mixed}");
         // Refused before execution: nothing ran but the token check (HTTP: one lookup per
         // request; the socket checked its token once, at connection_init).
         assert!(
