@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::both_databases;
 use crate::common::*;
@@ -62,48 +61,21 @@ async fn ask(app: &TestApp, transport: Transport, token: &str, query: &str) -> V
 }
 
 async fn ask_ws(address: &str, token: &str, query: &str) -> Value {
-    let url = format!("{}/graphql/ws", address.replace("http://", "ws://"));
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket");
-    let send = |value: Value| Message::text(value.to_string());
+    let limit = Duration::from_secs(10);
+    let mut socket = ws_connect(address, json!({"Authorization": format!("Bearer {token}")})).await;
+    let ack = ws_next_message(&mut socket, limit).await.expect("ack");
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
     socket
-        .send(send(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}})))
-        .await
-        .unwrap();
-    assert_eq!(next_message(&mut socket).await["type"], "connection_ack");
-    socket
-        .send(send(
-            json!({"id": "1", "type": "subscribe", "payload": {"query": query}}),
+        .send(Message::text(
+            json!({"id": "1", "type": "subscribe", "payload": {"query": query}}).to_string(),
         ))
         .await
         .unwrap();
-    let message = next_message(&mut socket).await;
+    let message = ws_next_message(&mut socket, limit).await.expect("next");
     assert_eq!(message["type"], "next", "{message}");
-    assert_eq!(next_message(&mut socket).await["type"], "complete");
+    let complete = ws_next_message(&mut socket, limit).await.expect("complete");
+    assert_eq!(complete["type"], "complete");
     message["payload"].clone()
-}
-
-async fn next_message(
-    socket: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("no message within 10 s");
-        match message {
-            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("the socket ended: {other:?}"),
-        }
-    }
 }
 
 /// Asserts `body` was refused before execution with a code, and returns the first message.

@@ -1,11 +1,10 @@
 //! Live roll call: subscriptions over graphql-transport-ws, in one process and across two.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::both_databases;
 use crate::common::*;
@@ -17,51 +16,12 @@ both_databases!(
     a_lagging_subscriber_is_told_to_resynchronise,
 );
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 const UPDATES: &str = "subscription($id: ID!) { attendanceUpdates(sessionId: $id) { kind sessionId record { status student { studentCode } } counts { present absent permission notYetScanned } } }";
-
-/// Opens a graphql-transport-ws connection and sends `connection_init` with `payload`.
-async fn connect(address: &str, payload: Value) -> Socket {
-    let url = format!("{}/graphql/ws", address.replace("http://", "ws://"));
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket");
-    socket
-        .send(Message::text(
-            json!({"type": "connection_init", "payload": payload}).to_string(),
-        ))
-        .await
-        .unwrap();
-    socket
-}
-
-/// The next protocol message, or `None` when the socket closes; fails after `limit`.
-async fn next_message(socket: &mut Socket, limit: Duration) -> Option<Value> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let message = tokio::time::timeout(remaining, socket.next())
-            .await
-            .expect("no message within the time limit");
-        match message {
-            Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).unwrap()),
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-            Some(Ok(_)) => continue,
-        }
-    }
-}
 
 /// Subscribes to a session's updates and waits for the initial snapshot.
 async fn subscribe(address: &str, token: &str, session_id: &str) -> (Socket, Value) {
-    let mut socket = connect(address, json!({"Authorization": format!("Bearer {token}")})).await;
-    let ack = next_message(&mut socket, Duration::from_secs(5))
+    let mut socket = ws_connect(address, json!({"Authorization": format!("Bearer {token}")})).await;
+    let ack = ws_next_message(&mut socket, Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(ack["type"], "connection_ack", "{ack}");
@@ -76,7 +36,7 @@ async fn subscribe(address: &str, token: &str, session_id: &str) -> (Socket, Val
 }
 
 async fn next_update(socket: &mut Socket) -> Value {
-    let message = next_message(socket, Duration::from_secs(5))
+    let message = ws_next_message(socket, Duration::from_secs(5))
         .await
         .expect("socket closed");
     assert_eq!(message["type"], "next", "{message}");
@@ -146,8 +106,8 @@ async fn a_missing_or_bad_token_closes_the_socket_without_events(backend: Backen
         json!({"Authorization": "Bearer garbage"}),
         json!({"Authorization": format!("Bearer {}", school.device_key)}),
     ] {
-        let mut socket = connect(&app.address, payload.clone()).await;
-        let message = next_message(&mut socket, Duration::from_secs(5)).await;
+        let mut socket = ws_connect(&app.address, payload.clone()).await;
+        let message = ws_next_message(&mut socket, Duration::from_secs(5)).await;
         assert!(
             message.is_none(),
             "{payload}: the socket should close, got {message:?}"
@@ -162,13 +122,13 @@ async fn only_the_sessions_teacher_and_admins_may_subscribe(backend: Backend) {
     let (_, snapshot) = subscribe(&app.address, &school.admin, &session).await;
     assert_eq!(snapshot["data"]["attendanceUpdates"]["kind"], "SNAPSHOT");
 
-    let mut socket = connect(
+    let mut socket = ws_connect(
         &app.address,
         json!({"Authorization": format!("Bearer {}", school.other_teacher)}),
     )
     .await;
     assert_eq!(
-        next_message(&mut socket, Duration::from_secs(5))
+        ws_next_message(&mut socket, Duration::from_secs(5))
             .await
             .unwrap()["type"],
         "connection_ack"
@@ -179,7 +139,7 @@ async fn only_the_sessions_teacher_and_admins_may_subscribe(backend: Backend) {
         ))
         .await
         .unwrap();
-    let message = next_message(&mut socket, Duration::from_secs(5))
+    let message = ws_next_message(&mut socket, Duration::from_secs(5))
         .await
         .unwrap();
     // The resolver's error arrives as the subscription's only result: no data, NOT_FOUND.
@@ -189,7 +149,7 @@ async fn only_the_sessions_teacher_and_admins_may_subscribe(backend: Backend) {
         message["payload"]["errors"][0]["extensions"]["code"],
         "NOT_FOUND"
     );
-    let end = next_message(&mut socket, Duration::from_secs(5))
+    let end = ws_next_message(&mut socket, Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(end["type"], "complete", "{end}");

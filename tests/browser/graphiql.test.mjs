@@ -4,7 +4,8 @@
 // free loopback port with a fresh SQLite database and an admin made by `create-admin`, opens
 // the page with every non-loopback request blocked and recorded, and checks that GraphiQL
 // renders from the vendored assets, that `me` without a token is UNAUTHENTICATED, that the
-// login bar's token works, and that a pasted token works. Every wait is on a condition.
+// login bar's token works (and GraphiQL's schema query then succeeds), and that a pasted
+// token works. Every wait is on a condition.
 //
 //   cargo build --bin attendance && npm ci --prefix tests/browser
 //   node tests/browser/graphiql.test.mjs
@@ -273,9 +274,21 @@ const checks = [
   }],
 
   ['logging in through the bar, me returns the admin', async () => {
+    // GraphiQL reloads its schema with the admin's token: its own introspection query must
+    // fit introspection's limits and come back whole.
+    const introspected = page.waitForResponse(
+      (r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/graphql'
+        && (r.request().postDataJSON()?.query ?? '').includes('query IntrospectionQuery')
+        && r.request().headers().authorization !== undefined,
+      { timeout: WAIT },
+    );
     await page.locator('#username').fill(ADMIN.username);
     await page.locator('#password').fill(ADMIN.password);
     await page.locator('#login').click();
+    const schema = await (await introspected).json();
+    if (schema.errors || !(schema.data?.__schema?.types?.length > 20)) {
+      throw new Error(`GraphiQL's introspection failed: ${JSON.stringify(schema).slice(0, 500)}`);
+    }
     await page.waitForFunction(() => document.getElementById('auth-status').textContent.includes('logged in as admin (ADMIN)'));
     token = await page.locator('#token').inputValue();
     if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token)) throw new Error(`#token does not hold a JWT: ${JSON.stringify(token)}`);
