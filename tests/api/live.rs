@@ -211,14 +211,17 @@ impl Process {
             .expect("start the second server");
         let address = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(res) = client.get(format!("{address}/ready")).send().await {
-                if res.status().is_success() {
-                    break;
-                }
+            if let Ok(res) = client.get(format!("{address}/ready")).send().await
+                && res.status().is_success()
+            {
+                break;
             }
-            assert!(Instant::now() < deadline, "second server not ready");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "second server not ready"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Self { child, address }
@@ -245,7 +248,7 @@ async fn a_scan_through_one_process_reaches_a_subscriber_of_another_within_a_sec
     let today = app.today();
     let mut latencies = Vec::new();
     for student in &school.students {
-        let sent = Instant::now();
+        let sent = std::time::Instant::now();
         let (status, _) = app
             .scan(&school.device_key, student, &today, "08:00:00")
             .await;
