@@ -56,6 +56,16 @@ pub enum RecordSource {
     AutoAbsent,
 }
 
+impl RecordSource {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scan => "scan",
+            Self::AutoAbsent => "auto_absent",
+        }
+    }
+}
+
 /// The role of an account that logs in with a password.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]

@@ -16,7 +16,7 @@ use crate::auth::Principal;
 use crate::entities::attendance_record;
 use crate::error::{AppError, AppResult, ErrorCode, Reason};
 use crate::graphql::scalars::{parse_date, parse_time};
-use crate::service::buffered::BufferedOutcome;
+use crate::service::scan::buffered::BufferedOutcome;
 use crate::service::scan::{ScanRequest, StudentRef};
 
 /// A record as the REST shim returns it.

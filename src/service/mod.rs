@@ -1,8 +1,6 @@
 //! The domain: every rule and every transaction, shared by GraphQL and the REST shim.
 
 pub mod auth;
-mod batcher;
-pub mod buffered;
 pub mod directory;
 pub mod limiter;
 pub mod records;
@@ -49,7 +47,7 @@ pub struct Shared {
     /// Live events of sessions, for subscribers in this and other processes.
     pub events: EventBus,
     limiter: limiter::LoginLimiter,
-    batcher: Option<batcher::ScanBatcher>,
+    batcher: Option<scan::batcher::ScanBatcher>,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
     drains: terminals::Drains,
@@ -76,7 +74,7 @@ impl Service {
         // SQLite has one writer and cheap commits; group commit pays off on PostgreSQL.
         let metrics = Arc::new(Metrics::default());
         let batcher = (writer.get_database_backend() == sea_orm::DbBackend::Postgres).then(|| {
-            batcher::ScanBatcher::start(
+            scan::batcher::ScanBatcher::start(
                 writer.get_postgres_connection_pool().clone(),
                 metrics.clone(),
                 statements,
@@ -112,7 +110,7 @@ impl Service {
     /// Reads a local date and time in `TIME_ZONE` as a UTC instant. In the repeated hour of
     /// a DST change the earlier instant wins; a time skipped by a DST change is invalid.
     pub fn local_to_utc(&self, date: NaiveDate, time: NaiveTime) -> AppResult<DateTime<Utc>> {
-        buffered::local_to_utc_in(self.config.time_zone, date, time)
+        scan::buffered::local_to_utc_in(self.config.time_zone, date, time)
     }
 }
 

@@ -10,6 +10,7 @@ use sea_orm::{
 };
 
 use super::directory::paginate;
+use super::scan::rule;
 use super::{Page, PageRequest, Service, now, retry_lock_conflicts};
 use crate::auth::Principal;
 use crate::entities::{attendance_record, attendance_session, course, device, teacher};
@@ -79,17 +80,23 @@ pub(crate) fn write_transaction() -> TransactionOptions {
     }
 }
 
-/// Marks absent every enrolled student of the course with no record, in one statement.
-/// Student order matches the scan batch's, so racing inserts cannot deadlock.
-const MARK_ABSENT_SQL: &str = "\
-INSERT INTO attendance_record (session_id, student_id, status, timestamp, scanned_at, late_minutes, source) \
-SELECT $1, st.id, 'absent', $2, NULL, NULL, 'auto_absent' \
-FROM course_section cs \
-JOIN student st ON st.section_id = cs.section_id \
-WHERE cs.course_id = $3 AND st.enrolled_at <= $4 \
-AND NOT EXISTS (SELECT 1 FROM attendance_record r WHERE r.session_id = $1 AND r.student_id = st.id) \
-ORDER BY st.id \
-ON CONFLICT (session_id, student_id) DO NOTHING";
+/// Marks absent every enrolled student of the course with no record, in one statement
+/// ($1 session, $2 now, $3 course, $4 the enrolment cut-off). Student order matches the
+/// scan batch's, so racing inserts cannot deadlock.
+fn mark_absent_sql() -> String {
+    format!(
+        "INSERT INTO attendance_record ({columns}) \
+         SELECT {values} \
+         FROM course_section cs \
+         JOIN student st ON st.section_id = cs.section_id \
+         WHERE cs.course_id = $3 AND st.enrolled_at <= $4 \
+         AND NOT EXISTS (SELECT 1 FROM attendance_record r WHERE r.session_id = $1 AND r.student_id = st.id) \
+         ORDER BY st.id \
+         ON CONFLICT (session_id, student_id) DO NOTHING",
+        columns = rule::RECORD_COLUMNS,
+        values = rule::absence_values(),
+    )
+}
 
 impl Service {
     /// Opens a session binding a course, a teacher and a device.
@@ -334,7 +341,7 @@ impl Service {
         let marked = txn
             .execute_raw(statement(
                 backend,
-                MARK_ABSENT_SQL,
+                &mark_absent_sql(),
                 vec![
                     session.id.into(),
                     at.into(),

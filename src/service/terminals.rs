@@ -18,8 +18,8 @@ use sea_orm::{
     QuerySelect, QueryTrait, Set,
 };
 
-use super::buffered::BufferedOutcome;
 use super::directory::paginate;
+use super::scan::buffered::BufferedOutcome;
 use super::scan::{ScanRequest, StudentRef};
 use super::{Page, PageRequest, Service, code_text, now, required_text};
 use crate::auth::{Principal, fast_hash, new_device_key};

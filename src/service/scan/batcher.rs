@@ -7,15 +7,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::ActiveEnum;
 use sea_orm::sqlx::{self, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::retry_lock_conflicts;
-use super::scan::late_expr;
+use super::rule;
 use crate::db::StatementCounter;
 use crate::entities::{AttendanceStatus, RecordSource, attendance_record};
 use crate::error::{AppError, AppResult, is_transient_sqlx};
 use crate::metrics::Metrics;
+use crate::service::retry_lock_conflicts;
 
 /// The most scans one statement carries.
 const MAX_BATCH: usize = 256;
@@ -149,7 +150,17 @@ async fn run(pool: &sqlx::PgPool, metrics: &Metrics, batch: Vec<(Job, Reply)>) {
     for row in rows {
         match decode(&row) {
             Ok((key, item)) => found.entry(key).or_default().push(item),
-            Err(e) => tracing::error!(error = %e, "undecodable scan batch row"),
+            Err(e) => {
+                // A row this code cannot read (a status or source it does not know) leaves
+                // the batch's outcomes unknown: every scan in it fails loudly, and a resend
+                // is answered from what was stored.
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(AppError::Internal(format!(
+                        "undecodable scan batch row: {e}"
+                    ))));
+                }
+                return;
+            }
         }
     }
     for (job, reply) in batch {
@@ -179,15 +190,8 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<((i32, i32), Found), sqlx::Erro
     if outcome == "dup" {
         return Ok(((device_id, student_id), Found::Existing(id)));
     }
-    let status = match row.try_get::<&str, _>("status")? {
-        "present" => AttendanceStatus::Present,
-        "absent" => AttendanceStatus::Absent,
-        _ => AttendanceStatus::Permission,
-    };
-    let source = match row.try_get::<&str, _>("source")? {
-        "auto_absent" => RecordSource::AutoAbsent,
-        _ => RecordSource::Scan,
-    };
+    let status = stored::<AttendanceStatus>(row, "status")?;
+    let source = stored::<RecordSource>(row, "source")?;
     Ok((
         (device_id, student_id),
         Found::Inserted(attendance_record::Model {
@@ -203,6 +207,19 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<((i32, i32), Found), sqlx::Erro
     ))
 }
 
+/// A column holding one of an entity enum's stored names; any other value is a decoding
+/// error, never quietly some default.
+fn stored<T: ActiveEnum<Value = String>>(
+    row: &sqlx::postgres::PgRow,
+    column: &str,
+) -> Result<T, sqlx::Error> {
+    let value: String = row.try_get(column)?;
+    T::try_from_value(&value).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: e.to_string().into(),
+    })
+}
+
 /// The live scan statement for many scans at once: the same conditions as the single-scan
 /// statement, row by row, plus the existing record of every duplicate so that a duplicate
 /// costs no second query. Rows found neither way are explained one by one by the caller.
@@ -213,24 +230,19 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<((i32, i32), Found), sqlx::Erro
 static BATCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(batch_sql);
 
 pub(crate) fn batch_sql() -> String {
-    let late = late_expr(sea_orm::DbBackend::Postgres, "x.ts");
+    let session = rule::live_session("x.device_id", "x.day", "x.now");
+    let device = rule::device_holds_key("x.key_hash");
     format!(
         "WITH x AS ( \
            SELECT * FROM unnest($1::int4[], $2::int4[], $3::timestamptz[], $4::text[], $5::date[], $6::timestamptz[]) \
            AS x(device_id, student_id, ts, key_hash, day, now) \
          ), ins AS ( \
-           INSERT INTO attendance_record \
-             (session_id, student_id, status, timestamp, scanned_at, late_minutes, source) \
-           SELECT s.id, st.id, 'present', x.ts, x.ts, {late}, 'scan' \
-           FROM x \
-           JOIN attendance_session s ON s.device_id = x.device_id AND s.is_active \
-             AND s.date = x.day AND s.closes_at > x.now \
-           JOIN device d ON d.id = s.device_id AND d.is_active AND d.key_hash = x.key_hash \
-           JOIN student st ON st.id = x.student_id \
-           JOIN course_section cs ON cs.course_id = s.course_id AND cs.section_id = st.section_id \
+           INSERT INTO attendance_record ({columns}) \
+           SELECT {values} \
+           FROM x JOIN attendance_session s ON {session} {counted} \
            ORDER BY s.id, st.id \
            ON CONFLICT (session_id, student_id) DO NOTHING \
-           RETURNING id, session_id, student_id, status, timestamp, scanned_at, late_minutes, source \
+           RETURNING {fields} \
          ) \
          SELECT 'new' AS outcome, s.device_id, ins.id, ins.session_id, ins.student_id, ins.status, \
            ins.timestamp, ins.scanned_at, ins.late_minutes, ins.source \
@@ -238,10 +250,11 @@ pub(crate) fn batch_sql() -> String {
          UNION ALL \
          SELECT 'dup', x.device_id, r.id, r.session_id, r.student_id, r.status, \
            r.timestamp, r.scanned_at, r.late_minutes, r.source \
-         FROM x \
-         JOIN attendance_session s ON s.device_id = x.device_id AND s.is_active \
-           AND s.date = x.day AND s.closes_at > x.now \
-         JOIN device d ON d.id = s.device_id AND d.is_active AND d.key_hash = x.key_hash \
-         JOIN attendance_record r ON r.session_id = s.id AND r.student_id = x.student_id"
+         FROM x JOIN attendance_session s ON {session} JOIN device d ON {device} \
+         JOIN attendance_record r ON r.session_id = s.id AND r.student_id = x.student_id",
+        columns = rule::RECORD_COLUMNS,
+        values = rule::present_values(sea_orm::DbBackend::Postgres, "x.ts"),
+        counted = rule::counted("x.key_hash", "st.id = x.student_id"),
+        fields = rule::RECORD_FIELDS,
     )
 }

@@ -8,16 +8,17 @@ use sea_orm::{
     Set, TransactionTrait,
 };
 
-use super::scan::{
-    Diagnosis, ScanRequest, Target, diagnosis_sql, late_expr, scan_sql, student_rejection,
-    student_value,
+use super::{
+    Diagnosis, ScanRequest, Target, diagnosis_sql, rule, scan_sql, student_rejection, student_value,
 };
-use super::sessions::{statement, write_transaction};
-use super::{Service, now};
 use crate::auth::Principal;
-use crate::entities::{AttendanceStatus, attendance_record, attendance_session, record_change};
+use crate::entities::{
+    AttendanceStatus, RecordSource, attendance_record, attendance_session, record_change,
+};
 use crate::error::{AppError, AppResult, ErrorCode, Reason};
 use crate::events::{EventKind, SessionEvent};
+use crate::service::sessions::{statement, write_transaction};
+use crate::service::{Service, now};
 
 /// The device's sessions per date, read once per batch.
 type SessionsByDate = std::collections::HashMap<NaiveDate, Vec<attendance_session::Model>>;
@@ -209,7 +210,7 @@ impl Service {
         ))
         .one(conn)
         .await?;
-        let Some(facts) = facts.filter(|f| f.device_active && f.key_ok == 1) else {
+        let Some(facts) = facts.filter(|f| f.device_ok == 1) else {
             self.forget_device_keys();
             return Err(AppError::Unauthenticated);
         };
@@ -221,9 +222,7 @@ impl Service {
                 reason: Reason::DuplicateScan,
                 record_id: Some(record_id),
                 ..
-            }) if facts.record_source.as_deref() != Some("auto_absent") => {
-                Ok(BufferedOutcome::Duplicate(record_id))
-            }
+            }) if facts.automatic_absence != Some(1) => Ok(BufferedOutcome::Duplicate(record_id)),
             Some(AppError::Rejected {
                 reason: Reason::DuplicateScan,
                 record_id: Some(record_id),
@@ -292,7 +291,6 @@ impl Service {
         device_id: i32,
     ) -> AppResult<Option<attendance_record::Model>> {
         let backend = self.db.get_database_backend();
-        let late = late_expr(backend, "$3");
         let at = now();
         // A savepoint inside the batch's transaction.
         let txn = conn.begin().await?;
@@ -300,13 +298,17 @@ impl Service {
             .from_raw_sql(statement(
                 backend,
                 &format!(
-                    "UPDATE attendance_record SET status = 'present', scanned_at = $3, \
-                     timestamp = $4, source = 'scan', late_minutes = \
+                    "UPDATE attendance_record SET status = '{present}', scanned_at = $3, \
+                     timestamp = $4, source = '{scan}', late_minutes = \
                      (SELECT {late} FROM attendance_session s WHERE s.id = attendance_record.session_id) \
-                     WHERE session_id = $1 AND student_id = $2 \
-                     AND status = 'absent' AND source = 'auto_absent' \
+                     WHERE session_id = $1 AND student_id = $2 AND {automatic} \
                      AND NOT EXISTS (SELECT 1 FROM record_change c WHERE c.record_id = attendance_record.id) \
-                     RETURNING id, session_id, student_id, status, timestamp, scanned_at, late_minutes, source"
+                     RETURNING {fields}",
+                    present = AttendanceStatus::Present.as_str(),
+                    scan = RecordSource::Scan.as_str(),
+                    late = rule::late_minutes(backend, "$3"),
+                    automatic = rule::automatic_absence("attendance_record"),
+                    fields = rule::RECORD_FIELDS,
                 ),
                 vec![
                     session.id.into(),

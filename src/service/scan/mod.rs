@@ -1,4 +1,10 @@
-//! Device scans: one statement on the success path, a diagnosis only when it fails.
+//! Device scans: one statement on the success path, a diagnosis only when it fails. The
+//! rule itself is in [`rule`]; live scans on PostgreSQL go through the group commit of
+//! [`batcher`], buffered (offline) scans through [`buffered`].
+
+pub(crate) mod batcher;
+pub mod buffered;
+pub(crate) mod rule;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,7 +13,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Value};
 
-use super::batcher::{Found, Job};
+use self::batcher::{Found, Job};
 use super::sessions::statement;
 use super::{Service, now};
 use crate::auth::Principal;
@@ -46,31 +52,10 @@ impl StudentRef {
     }
 }
 
-/// Minutes after the session's start for a scan at parameter `ts`, 0 within the grace period.
-pub(crate) fn late_expr(backend: DbBackend, ts: &str) -> String {
-    match backend {
-        DbBackend::Sqlite => format!(
-            "CASE WHEN unixepoch({ts}) > unixepoch(s.starts_at) + s.grace_minutes * 60 \
-             THEN (unixepoch({ts}) - unixepoch(s.starts_at)) / 60 ELSE 0 END"
-        ),
-        _ => format!(
-            "CASE WHEN {ts} > s.starts_at + make_interval(mins => s.grace_minutes) \
-             THEN CAST(FLOOR(EXTRACT(EPOCH FROM ({ts} - s.starts_at)) / 60) AS INTEGER) ELSE 0 END"
-        ),
-    }
-}
-
-fn student_column(student: &StudentRef) -> &'static str {
-    match student {
-        StudentRef::Id(_) => "st.id",
-        StudentRef::Code(_) => "st.student_code",
-    }
-}
-
 /// The group-commit statement live scans use on PostgreSQL ($1..$6 are arrays of device
 /// ids, student ids, scan instants, key hashes, dates and now).
 pub fn batch_scan_sql() -> String {
-    super::batcher::batch_sql()
+    batcher::batch_sql()
 }
 
 /// Which session a scan statement targets.
@@ -84,70 +69,68 @@ pub enum Target {
 }
 
 /// The whole success path of a scan in one statement: the `present` record is inserted only
-/// if the device still holds that key and is active, the session qualifies, and the student
-/// is in one of the course's sections. Lateness is computed from the session's start and
-/// grace. A duplicate inserts nothing. $2 is the student, $3 the scan instant, $4 the key hash.
+/// where the scan counts by the [`rule`]. A duplicate inserts nothing. $1 is the device (for
+/// `Target::Active`) or the session, $2 the student, $3 the scan instant, $4 the key hash,
+/// and for `Target::Active` $5 the date and $6 now.
 pub fn scan_sql(backend: DbBackend, student: &StudentRef, target: Target) -> String {
-    let late = late_expr(backend, "$3");
-    let column = student_column(student);
     let session = match target {
-        Target::Active => "s.device_id = $1 AND s.is_active AND s.date = $5 AND s.closes_at > $6",
-        Target::Session => "s.id = $1",
+        Target::Active => rule::live_session("$1", "$5", "$6"),
+        Target::Session => "s.id = $1".to_owned(),
     };
     format!(
-        "INSERT INTO attendance_record \
-         (session_id, student_id, status, timestamp, scanned_at, late_minutes, source) \
-         SELECT s.id, st.id, 'present', $3, $3, {late}, 'scan' \
-         FROM attendance_session s \
-         JOIN device d ON d.id = s.device_id \
-         JOIN student st ON {column} = $2 \
-         JOIN course_section cs ON cs.course_id = s.course_id AND cs.section_id = st.section_id \
-         WHERE {session} AND d.is_active AND d.key_hash = $4 \
+        "INSERT INTO attendance_record ({columns}) \
+         SELECT {values} FROM attendance_session s {counted} WHERE {session} \
          ON CONFLICT (session_id, student_id) DO NOTHING \
-         RETURNING id, session_id, student_id, status, timestamp, scanned_at, late_minutes, source"
+         RETURNING {fields}",
+        columns = rule::RECORD_COLUMNS,
+        values = rule::present_values(backend, "$3"),
+        counted = rule::counted("$4", &rule::student_named(student, "$2")),
+        fields = rule::RECORD_FIELDS,
     )
 }
 
-/// Everything needed to explain a rejected scan, in one statement. $1 device id, $2 student,
-/// $3 key hash, $4 the scan's date, and for `Target::Session` $5 the session id.
+/// Everything needed to explain a rejected scan, in one statement: each condition of the
+/// [`rule`] on its own. $1 device id, $2 student, $3 key hash, $4 the scan's date, and for
+/// `Target::Session` $5 the session id.
 pub(crate) fn diagnosis_sql(student: &StudentRef, target: Target) -> String {
-    let column = student_column(student);
     let session = match target {
-        Target::Active => "s.device_id = d.id AND s.is_active",
-        Target::Session => "s.id = $5",
+        Target::Active => rule::bound_session("d.id"),
+        Target::Session => "s.id = $5".to_owned(),
     };
     format!(
-        "SELECT d.is_active AS device_active, \
-         CASE WHEN d.key_hash = $3 THEN 1 ELSE 0 END AS key_ok, \
+        "SELECT CASE WHEN d.is_active AND d.key_hash = $3 THEN 1 ELSE 0 END AS device_ok, \
          s.id AS session_id, s.date AS session_date, s.closes_at AS closes_at, \
          st.id AS student_id, \
-         CASE WHEN EXISTS (SELECT 1 FROM course_section cs \
-           WHERE cs.course_id = s.course_id AND cs.section_id = st.section_id) THEN 1 ELSE 0 END AS enrolled, \
+         CASE WHEN EXISTS (SELECT 1 FROM course_section cs WHERE {in_course}) THEN 1 ELSE 0 END AS enrolled, \
          (SELECT r.id FROM attendance_record r WHERE r.session_id = s.id AND r.student_id = st.id) AS record_id, \
-         (SELECT r.source FROM attendance_record r WHERE r.session_id = s.id AND r.student_id = st.id) AS record_source, \
+         (SELECT CASE WHEN {automatic} THEN 1 ELSE 0 END FROM attendance_record r \
+           WHERE r.session_id = s.id AND r.student_id = st.id) AS automatic_absence, \
          (SELECT MAX(c.id) FROM attendance_session c \
            WHERE c.device_id = d.id AND c.date = $4 AND NOT c.is_active) AS closed_today \
          FROM device d \
          LEFT JOIN attendance_session s ON {session} \
-         LEFT JOIN student st ON {column} = $2 \
-         WHERE d.id = $1"
+         LEFT JOIN student st ON {student} \
+         WHERE d.id = $1",
+        in_course = rule::IN_COURSE,
+        automatic = rule::automatic_absence("r"),
+        student = rule::student_named(student, "$2"),
     )
 }
 
 /// The facts behind a rejected scan.
 #[derive(Debug, FromQueryResult)]
 pub(crate) struct Diagnosis {
-    pub device_active: bool,
-    pub key_ok: i32,
+    /// 1 when the device is active and still holds the key.
+    pub device_ok: i32,
     pub session_id: Option<i32>,
     pub session_date: Option<NaiveDate>,
     pub closes_at: Option<DateTime<Utc>>,
     pub student_id: Option<i32>,
     pub enrolled: i32,
     pub record_id: Option<i32>,
-    /// How the existing record came to be (`scan`, `auto_absent`), so a buffered scan
-    /// tries to correct only an automatic absence.
-    pub record_source: Option<String>,
+    /// 1 when the existing record is an automatic absence, the only kind a buffered scan
+    /// tries to correct.
+    pub automatic_absence: Option<i32>,
     pub closed_today: Option<i32>,
 }
 
@@ -286,7 +269,7 @@ impl Service {
         ))
         .one(&self.db)
         .await?;
-        let Some(facts) = facts.filter(|f| f.device_active && f.key_ok == 1) else {
+        let Some(facts) = facts.filter(|f| f.device_ok == 1) else {
             self.forget_device_keys();
             return Ok(Some(AppError::Unauthenticated));
         };

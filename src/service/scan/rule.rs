@@ -1,0 +1,105 @@
+//! The scan rule, written once as SQL: which session a scan lands in, which device may make
+//! it, which student counts, and how a record is written. Every statement that judges a scan
+//! (single, group-commit, offline, diagnosis) or marks absentees is assembled from these
+//! fragments, so a change to the rule is one edit here.
+//!
+//! Aliases are fixed: `s` the session, `d` the device, `st` the student, `cs` the course's
+//! section link. Parameters are passed in as SQL text (`$3`, `x.ts`), so one fragment serves
+//! a statement with scalar parameters and one over unnested arrays.
+
+use sea_orm::DbBackend;
+
+use super::StudentRef;
+use crate::entities::{AttendanceStatus, RecordSource};
+
+/// The columns every statement writes a record with, in this order.
+pub(crate) const RECORD_COLUMNS: &str =
+    "session_id, student_id, status, timestamp, scanned_at, late_minutes, source";
+
+/// The columns every statement reads a record back with (an `attendance_record::Model`).
+pub(crate) const RECORD_FIELDS: &str =
+    "id, session_id, student_id, status, timestamp, scanned_at, late_minutes, source";
+
+/// The session bound to `device` right now (open, whatever its date).
+pub(crate) fn bound_session(device: &str) -> String {
+    format!("s.device_id = {device} AND s.is_active")
+}
+
+/// The session a live scan lands in: bound to `device`, of the scan's `day`, and not yet
+/// past its closing time at `now`.
+pub(crate) fn live_session(device: &str, day: &str, now: &str) -> String {
+    format!(
+        "{} AND s.date = {day} AND s.closes_at > {now}",
+        bound_session(device)
+    )
+}
+
+/// The session's device, active and still holding the key whose hash is `key`: a revoked or
+/// rotated key fails here, in every process at once.
+pub(crate) fn device_holds_key(key: &str) -> String {
+    format!("d.id = s.device_id AND d.is_active AND d.key_hash = {key}")
+}
+
+/// The student a scan names, by id or by card code, as parameter `value`.
+pub(crate) fn student_named(student: &StudentRef, value: &str) -> String {
+    match student {
+        StudentRef::Id(_) => format!("st.id = {value}"),
+        StudentRef::Code(_) => format!("st.student_code = {value}"),
+    }
+}
+
+/// The student is in one of the session's course's sections.
+pub(crate) const IN_COURSE: &str = "cs.course_id = s.course_id AND cs.section_id = st.section_id";
+
+/// The joins that make a (session `s`, student) pair one where a scan counts: the device
+/// holds `key`, the student is `student`, and the student is in the course.
+pub(crate) fn counted(key: &str, student: &str) -> String {
+    format!(
+        "JOIN device d ON {} JOIN student st ON {student} JOIN course_section cs ON {IN_COURSE}",
+        device_holds_key(key)
+    )
+}
+
+/// The values of a new `present` record from a scan at instant `ts` (for the columns of
+/// [`RECORD_COLUMNS`]), late by the minutes past the session's start and grace.
+pub(crate) fn present_values(backend: DbBackend, ts: &str) -> String {
+    format!(
+        "s.id, st.id, '{}', {ts}, {ts}, {}, '{}'",
+        AttendanceStatus::Present.as_str(),
+        late_minutes(backend, ts),
+        RecordSource::Scan.as_str()
+    )
+}
+
+/// Minutes after the session's start for a scan at `ts`, 0 within the grace period.
+pub(crate) fn late_minutes(backend: DbBackend, ts: &str) -> String {
+    match backend {
+        DbBackend::Sqlite => format!(
+            "CASE WHEN unixepoch({ts}) > unixepoch(s.starts_at) + s.grace_minutes * 60 \
+             THEN (unixepoch({ts}) - unixepoch(s.starts_at)) / 60 ELSE 0 END"
+        ),
+        _ => format!(
+            "CASE WHEN {ts} > s.starts_at + make_interval(mins => s.grace_minutes) \
+             THEN CAST(FLOOR(EXTRACT(EPOCH FROM ({ts} - s.starts_at)) / 60) AS INTEGER) ELSE 0 END"
+        ),
+    }
+}
+
+/// A record the close wrote because nobody scanned (the only kind a late scan may correct).
+pub(crate) fn automatic_absence(record: &str) -> String {
+    format!(
+        "{record}.status = '{}' AND {record}.source = '{}'",
+        AttendanceStatus::Absent.as_str(),
+        RecordSource::AutoAbsent.as_str()
+    )
+}
+
+/// The values of an automatic absence for the close ($1 session, $2 now), in the columns
+/// of [`RECORD_COLUMNS`].
+pub(crate) fn absence_values() -> String {
+    format!(
+        "$1, st.id, '{}', $2, NULL, NULL, '{}'",
+        AttendanceStatus::Absent.as_str(),
+        RecordSource::AutoAbsent.as_str()
+    )
+}
