@@ -65,7 +65,9 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join(&name);
                 std::fs::create_dir_all(&dir).expect("temp dir");
-                let url = format!("sqlite://{}/test.db?mode=rwc", dir.display());
+                // dj-database-url's form: `sqlite:///` + an absolute path gives the four
+                // slashes of an absolute file (three would mean a relative one).
+                let url = format!("sqlite:///{}/test.db?mode=rwc", dir.display());
                 Self {
                     url,
                     cleanup: Some(Cleanup::Dir(dir)),
