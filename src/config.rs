@@ -8,6 +8,9 @@ use chrono_tz::Tz;
 /// The default database: a SQLite file in the working directory, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://attendance.db?mode=rwc";
 
+/// The shortest `SECRET_KEY` accepted outside `DEBUG=true`.
+pub const MIN_SECRET_KEY_LEN: usize = 16;
+
 /// A configuration value that cannot be used; the message names the variable.
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {message}")]
@@ -28,6 +31,9 @@ pub struct Config {
     pub secret_key: String,
     /// True when `secret_key` was generated for this process only.
     pub secret_key_generated: bool,
+    /// True when `secret_key` is shorter than [`MIN_SECRET_KEY_LEN`], which only `DEBUG=true`
+    /// allows (with a warning at start-up).
+    pub secret_key_short: bool,
     /// `ALLOWED_HOSTS`: accepted `Host` header values; empty or `*` accepts any.
     pub allowed_hosts: Vec<String>,
     /// `DATABASE_URL`, read as dj-database-url reads it (`sqlite:///relative.db`,
@@ -96,10 +102,15 @@ impl Config {
             })?,
         };
         let (secret_key, secret_key_generated) = match get("SECRET_KEY") {
-            Some(key) if key.len() < 16 => {
+            // A short key lets anyone forge tokens by guessing it, so production refuses
+            // it; development (the Django design's `.env` has one) gets a warning instead.
+            Some(key) if key.len() < MIN_SECRET_KEY_LEN && !debug => {
                 return Err(ConfigError {
                     variable: "SECRET_KEY",
-                    message: "must be at least 16 characters".into(),
+                    message: format!(
+                        "must be at least {MIN_SECRET_KEY_LEN} characters \
+                         (a shorter one is allowed only with DEBUG=true)"
+                    ),
                 });
             }
             Some(key) => (key, false),
@@ -113,6 +124,7 @@ impl Config {
                 });
             }
         };
+        let secret_key_short = secret_key.len() < MIN_SECRET_KEY_LEN;
         let database_url =
             database_url(&get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()))
                 .map_err(|message| ConfigError {
@@ -156,6 +168,7 @@ impl Config {
             debug,
             secret_key,
             secret_key_generated,
+            secret_key_short,
             allowed_hosts: list(get("ALLOWED_HOSTS")),
             database_max_connections: number("DATABASE_MAX_CONNECTIONS", default_pool, 1)? as u32,
             database_url,
@@ -336,6 +349,26 @@ mod tests {
     fn bad_database_url_names_the_variable() {
         let err = config(&[("DEBUG", "true"), ("DATABASE_URL", "mysql://x")]).unwrap_err();
         assert_eq!(err.variable, "DATABASE_URL");
+    }
+
+    #[test]
+    fn a_short_secret_key_is_refused_in_production() {
+        let err = config(&[("DEBUG", "false"), ("SECRET_KEY", "your-secret-key")]).unwrap_err();
+        assert_eq!(err.variable, "SECRET_KEY");
+        assert!(err.to_string().contains("at least 16"), "{err}");
+        // Without DEBUG, a SECRET_KEY means production, so the short key is refused too.
+        let err = config(&[("SECRET_KEY", "your-secret-key")]).unwrap_err();
+        assert_eq!(err.variable, "SECRET_KEY");
+    }
+
+    #[test]
+    fn a_short_secret_key_is_allowed_with_debug_and_flagged_for_a_warning() {
+        let cfg = config(&[("DEBUG", "True"), ("SECRET_KEY", "your-secret-key")]).unwrap();
+        assert_eq!(cfg.secret_key, "your-secret-key");
+        assert!(cfg.secret_key_short);
+        assert!(!cfg.secret_key_generated);
+        let cfg = config(&[("DEBUG", "true"), ("SECRET_KEY", "0123456789abcdef")]).unwrap();
+        assert!(!cfg.secret_key_short);
     }
 
     /// The file sqlx will open for `url`, and whether it creates a missing one.

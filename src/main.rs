@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use attendance::app::{Application, StartupError};
-use attendance::config::Config;
+use attendance::config::{Config, MIN_SECRET_KEY_LEN};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -130,6 +130,12 @@ async fn serve(config: Config) -> Result<(), String> {
         tracing::warn!(
             "SECRET_KEY is not set: using a random key for this process (DEBUG=true); \
              every token dies when it stops"
+        );
+    }
+    if config.secret_key_short {
+        tracing::warn!(
+            "SECRET_KEY is shorter than {MIN_SECRET_KEY_LEN} characters: anyone who guesses it \
+             can forge tokens. Allowed only because DEBUG=true; never use it in production"
         );
     }
     let bind = config.bind;
