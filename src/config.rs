@@ -80,12 +80,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the configuration from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Reads the configuration through `lookup`, so tests can supply their own variables.
+    /// Reads the configuration through `lookup` (the binary passes the environment over
+    /// `.env`; tests supply their own variables).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| {
             lookup(name)

@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod authz;
 mod directory;
+mod dotenv;
 mod faults;
 mod flow;
 mod hardening;
