@@ -1,5 +1,6 @@
 //! The `attendance` binary: parse the command line, load configuration, run a subcommand.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use attendance::app::{Application, StartupError};
@@ -29,8 +30,13 @@ enum Command {
         /// The admin's username.
         #[arg(long)]
         username: String,
-        /// The password (or set ADMIN_PASSWORD).
-        #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+        /// The password (or set ADMIN_PASSWORD); it may start with `-`.
+        #[arg(
+            long,
+            env = "ADMIN_PASSWORD",
+            hide_env_values = true,
+            allow_hyphen_values = true
+        )]
         password: Option<String>,
     },
     /// Import students from a CSV file (student_code,first_name,last_name,section); nothing
@@ -90,7 +96,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(config.log_json, var("RUST_LOG"));
+    let colour = log_colour(std::io::stdout().is_terminal(), var("NO_COLOR").as_deref());
+    init_logging(config.log_json, var("RUST_LOG"), colour);
     if let Some(path) = dotenv.path() {
         tracing::info!(path = %path.display(), "read settings from .env");
     }
@@ -137,11 +144,19 @@ fn read_dotenv() -> Result<DotEnv, LoadError> {
     DotEnv::load_nearest(&dir, |name| std::env::var(name).ok())
 }
 
-fn init_logging(json: bool, filter: Option<String>) {
+/// Colour codes only for a person at a terminal (the logs go to stdout), and never when a
+/// non-empty `NO_COLOR` asks for none (<https://no-color.org>).
+fn log_colour(stdout_is_terminal: bool, no_color: Option<&str>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(str::is_empty)
+}
+
+fn init_logging(json: bool, filter: Option<String>, colour: bool) {
     let filter = filter
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour);
     if json {
         builder.json().init();
     } else {
@@ -320,4 +335,20 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some("")), "an empty NO_COLOR is unset");
+        assert!(!log_colour(true, Some("1")));
+        assert!(
+            !log_colour(false, None),
+            "a pipe or file gets no colour codes"
+        );
+    }
 }

@@ -5,6 +5,7 @@ mod common;
 
 mod auth;
 mod authz;
+mod cli;
 mod directory;
 mod dotenv;
 mod faults;
