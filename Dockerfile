@@ -17,7 +17,7 @@ COPY --from=build /src/target/release/attendance /usr/local/bin/attendance
 USER attendance
 WORKDIR /data
 ENV BIND=0.0.0.0:8000 \
-    DATABASE_URL=sqlite:///data/attendance.db?mode=rwc
+    DATABASE_URL=sqlite:////data/attendance.db
 EXPOSE 8000
 VOLUME ["/data"]
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \

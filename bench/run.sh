@@ -124,7 +124,7 @@ run_backend() { # $1 = postgres | sqlite
     count_cmd="psql '$url' -Atc 'select count(*) from attendance_record where session_id = 1'"
   else
     rm -f "$OUT"/bench.db*
-    url="sqlite://$OUT/bench.db?mode=rwc"
+    url="sqlite:///$OUT/bench.db?mode=rwc"
     SECRET_KEY=x-bench-secret-key-0123 DEBUG=false DATABASE_URL=$url "$TARGET/release/attendance" migrate > /dev/null
     local t0=$(date +%s.%N)
     python3 - "$OUT/bench.db" "$STUDENTS" "$(seed_sql "'NOW'" "'LATER'" 1 0)" <<'PY'

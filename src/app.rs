@@ -305,7 +305,11 @@ async fn guard_request(State(config): State<Arc<Config>>, req: Request, next: Ne
     // Probes (container health checks, load balancers) often use an address as Host.
     let probe = matches!(req.uri().path(), "/health" | "/ready");
     if !probe && !host_allowed(&config.allowed_hosts, req.headers()) {
-        return AppError::invalid("Host", "is not in ALLOWED_HOSTS").into_response();
+        // 400 as Django answers a disallowed host: the request is not for this server (422
+        // would blame the body).
+        let mut refused = AppError::invalid("Host", "is not in ALLOWED_HOSTS").into_response();
+        *refused.status_mut() = StatusCode::BAD_REQUEST;
+        return refused;
     }
     if req.method() == Method::POST
         && req.uri().path() == "/graphql"
@@ -571,4 +575,29 @@ async fn graphiql_asset(Path(file): Path<String>) -> Response {
         Body::from(bytes),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(list: &[&str], host: &str) -> bool {
+        let list: Vec<String> = list.iter().map(|h| h.to_string()).collect();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        host_allowed(&list, &headers)
+    }
+
+    #[test]
+    fn an_ipv6_literal_matches_its_host_header_with_or_without_a_port() {
+        // As config lists `ALLOWED_HOSTS=localhost,127.0.0.1, [::1]`: trimmed, brackets off.
+        let hosts = ["localhost", "127.0.0.1", "::1"];
+        assert!(allowed(&hosts, "[::1]:8000"));
+        assert!(allowed(&hosts, "[::1]"));
+        assert!(allowed(&hosts, "127.0.0.1:8000"));
+        assert!(allowed(&hosts, "localhost"));
+        assert!(!allowed(&hosts, "[::2]:8000"));
+        assert!(!allowed(&hosts, "evil.example"));
+        assert!(!allowed(&hosts, "evil.example:8000"));
+    }
 }

@@ -8,6 +8,9 @@ use chrono_tz::Tz;
 /// The default database: a SQLite file in the working directory, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://attendance.db?mode=rwc";
 
+/// The shortest `SECRET_KEY` accepted outside `DEBUG=true`.
+pub const MIN_SECRET_KEY_LEN: usize = 16;
+
 /// A configuration value that cannot be used; the message names the variable.
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {message}")]
@@ -28,9 +31,13 @@ pub struct Config {
     pub secret_key: String,
     /// True when `secret_key` was generated for this process only.
     pub secret_key_generated: bool,
+    /// True when `secret_key` is shorter than [`MIN_SECRET_KEY_LEN`], which only `DEBUG=true`
+    /// allows (with a warning at start-up).
+    pub secret_key_short: bool,
     /// `ALLOWED_HOSTS`: accepted `Host` header values; empty or `*` accepts any.
     pub allowed_hosts: Vec<String>,
-    /// `DATABASE_URL`: `sqlite://...` or `postgres://...`.
+    /// `DATABASE_URL`, read as dj-database-url reads it (`sqlite:///relative.db`,
+    /// `sqlite:////absolute.db`, `postgres://...`) and rewritten into the URL sqlx opens.
     pub database_url: String,
     /// `DATABASE_MAX_CONNECTIONS`: pool size (default: sized for the cores).
     pub database_max_connections: u32,
@@ -73,12 +80,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the configuration from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Reads the configuration through `lookup`, so tests can supply their own variables.
+    /// Reads the configuration through `lookup` (the binary passes the environment over
+    /// `.env`; tests supply their own variables).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| {
             lookup(name)
@@ -95,10 +98,15 @@ impl Config {
             })?,
         };
         let (secret_key, secret_key_generated) = match get("SECRET_KEY") {
-            Some(key) if key.len() < 16 => {
+            // A short key lets anyone forge tokens by guessing it, so production refuses
+            // it; development (the Django design's `.env` has one) gets a warning instead.
+            Some(key) if key.len() < MIN_SECRET_KEY_LEN && !debug => {
                 return Err(ConfigError {
                     variable: "SECRET_KEY",
-                    message: "must be at least 16 characters".into(),
+                    message: format!(
+                        "must be at least {MIN_SECRET_KEY_LEN} characters \
+                         (a shorter one is allowed only with DEBUG=true)"
+                    ),
                 });
             }
             Some(key) => (key, false),
@@ -112,16 +120,13 @@ impl Config {
                 });
             }
         };
-        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-        if !(database_url.starts_with("sqlite:")
-            || database_url.starts_with("postgres://")
-            || database_url.starts_with("postgresql://"))
-        {
-            return Err(ConfigError {
-                variable: "DATABASE_URL",
-                message: "must start with sqlite:, postgres:// or postgresql://".into(),
-            });
-        }
+        let secret_key_short = secret_key.len() < MIN_SECRET_KEY_LEN;
+        let database_url =
+            database_url(&get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()))
+                .map_err(|message| ConfigError {
+                    variable: "DATABASE_URL",
+                    message,
+                })?;
         let time_zone = match get("TIME_ZONE") {
             None => Tz::UTC,
             Some(name) => name.parse::<Tz>().map_err(|_| ConfigError {
@@ -159,6 +164,7 @@ impl Config {
             debug,
             secret_key,
             secret_key_generated,
+            secret_key_short,
             allowed_hosts: list(get("ALLOWED_HOSTS")),
             database_max_connections: number("DATABASE_MAX_CONNECTIONS", default_pool, 1)? as u32,
             database_url,
@@ -205,6 +211,57 @@ impl Config {
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
     }
+}
+
+/// Reads `DATABASE_URL` as dj-database-url does and returns the URL sqlx needs.
+///
+/// dj-database-url: `sqlite:///X` is X relative to the working directory and
+/// `sqlite:////X` is the absolute /X. sqlx strips `sqlite://` and opens the rest, so both
+/// become `sqlite://` + path. The long-standing default `sqlite://attendance.db` (sqlx's own
+/// host-less form) keeps its meaning, and a missing file is created unless `mode=` says
+/// otherwise. PostgreSQL URLs pass through.
+fn database_url(url: &str) -> Result<String, String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(url.to_owned());
+    }
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Err("must start with sqlite:, postgres:// or postgresql://".into());
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.trim_start_matches('/') == ":memory:" || query.contains("mode=memory") {
+        return Ok(url.to_owned());
+    }
+    let path = match path.strip_prefix("//") {
+        // `sqlite:///X` and `sqlite:////X`: an empty host, then the path after its `/`.
+        Some(after_host) => after_host.strip_prefix('/').unwrap_or(after_host),
+        None => path,
+    };
+    if path.is_empty() {
+        return Err(format!(
+            "{url:?} names no database file (e.g. sqlite:///db.sqlite3)"
+        ));
+    }
+    // Before dj-database-url's reading, `sqlite:///data/x.db` meant /data/x.db. Opening a
+    // new, empty data/x.db instead would look like lost data, so that case stops here.
+    if !path.starts_with('/') && url.starts_with("sqlite:///") {
+        let absolute = std::path::Path::new("/").join(path);
+        if !std::path::Path::new(path).exists() && absolute.exists() {
+            return Err(format!(
+                "sqlite:///{path} is {path} in the working directory (dj-database-url's \
+                 reading), which does not exist, but {} does; write sqlite:///{} for it",
+                absolute.display(),
+                absolute.display()
+            ));
+        }
+    }
+    let mode = if query.split('&').any(|pair| pair.starts_with("mode=")) {
+        ""
+    } else if query.is_empty() {
+        "mode=rwc"
+    } else {
+        "&mode=rwc"
+    };
+    Ok(format!("sqlite://{path}?{query}{mode}"))
 }
 
 fn minutes(n: u64) -> Duration {
@@ -288,6 +345,113 @@ mod tests {
     fn bad_database_url_names_the_variable() {
         let err = config(&[("DEBUG", "true"), ("DATABASE_URL", "mysql://x")]).unwrap_err();
         assert_eq!(err.variable, "DATABASE_URL");
+    }
+
+    #[test]
+    fn a_short_secret_key_is_refused_in_production() {
+        let err = config(&[("DEBUG", "false"), ("SECRET_KEY", "your-secret-key")]).unwrap_err();
+        assert_eq!(err.variable, "SECRET_KEY");
+        assert!(err.to_string().contains("at least 16"), "{err}");
+        // Without DEBUG, a SECRET_KEY means production, so the short key is refused too.
+        let err = config(&[("SECRET_KEY", "your-secret-key")]).unwrap_err();
+        assert_eq!(err.variable, "SECRET_KEY");
+    }
+
+    #[test]
+    fn a_short_secret_key_is_allowed_with_debug_and_flagged_for_a_warning() {
+        let cfg = config(&[("DEBUG", "True"), ("SECRET_KEY", "your-secret-key")]).unwrap();
+        assert_eq!(cfg.secret_key, "your-secret-key");
+        assert!(cfg.secret_key_short);
+        assert!(!cfg.secret_key_generated);
+        let cfg = config(&[("DEBUG", "true"), ("SECRET_KEY", "0123456789abcdef")]).unwrap();
+        assert!(!cfg.secret_key_short);
+    }
+
+    /// The file sqlx will open for `url`, and whether it creates a missing one.
+    fn sqlite_file(url: &str) -> (std::path::PathBuf, String) {
+        use std::str::FromStr;
+        let cfg = config(&[("DEBUG", "true"), ("DATABASE_URL", url)]).unwrap();
+        assert!(cfg.is_sqlite());
+        let opened = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(&cfg.database_url)
+            .expect("sqlx reads the normalised URL");
+        (opened.get_filename().to_path_buf(), cfg.database_url)
+    }
+
+    #[test]
+    fn sqlite_urls_are_read_as_dj_database_url_reads_them() {
+        use std::path::PathBuf;
+        let (file, url) = sqlite_file("sqlite:///db.sqlite3");
+        assert_eq!(
+            file,
+            PathBuf::from("db.sqlite3"),
+            "relative to the working directory"
+        );
+        assert!(
+            url.ends_with("?mode=rwc"),
+            "a missing file is created: {url}"
+        );
+        let (file, _) = sqlite_file("sqlite:////srv/data/attendance.db");
+        assert_eq!(file, PathBuf::from("/srv/data/attendance.db"));
+        let (file, url) = sqlite_file("sqlite:////tmp/att_test_x/test.db?mode=rwc");
+        assert_eq!(file, PathBuf::from("/tmp/att_test_x/test.db"));
+        assert_eq!(url, "sqlite:///tmp/att_test_x/test.db?mode=rwc");
+        let (_, url) = sqlite_file("sqlite:///db.sqlite3?mode=ro");
+        assert_eq!(
+            url, "sqlite://db.sqlite3?mode=ro",
+            "an explicit mode is kept"
+        );
+        let (_, url) = sqlite_file("sqlite:///db.sqlite3?cache=shared");
+        assert_eq!(url, "sqlite://db.sqlite3?cache=shared&mode=rwc");
+    }
+
+    #[test]
+    fn the_default_and_sqlx_style_sqlite_urls_keep_working() {
+        use std::path::PathBuf;
+        let (file, url) = sqlite_file(DEFAULT_DATABASE_URL);
+        assert_eq!(file, PathBuf::from("attendance.db"));
+        assert_eq!(url, DEFAULT_DATABASE_URL);
+        let (file, _) = sqlite_file("sqlite:local.db");
+        assert_eq!(file, PathBuf::from("local.db"));
+        let (_, url) = sqlite_file("sqlite::memory:");
+        assert_eq!(url, "sqlite::memory:");
+    }
+
+    #[test]
+    fn both_postgres_schemes_are_accepted() {
+        for url in [
+            "postgres://u:p@db:5432/attendance",
+            "postgresql://u:p@db:5432/attendance",
+        ] {
+            let cfg = config(&[("DEBUG", "true"), ("DATABASE_URL", url)]).unwrap();
+            assert_eq!(cfg.database_url, url);
+            assert!(!cfg.is_sqlite());
+        }
+    }
+
+    #[test]
+    fn a_sqlite_url_without_a_file_names_the_variable() {
+        for url in ["sqlite://", "sqlite:///", "sqlite:"] {
+            let err = config(&[("DEBUG", "true"), ("DATABASE_URL", url)]).unwrap_err();
+            assert_eq!(err.variable, "DATABASE_URL", "{url}");
+        }
+    }
+
+    #[test]
+    fn an_old_three_slash_absolute_url_is_not_silently_read_as_a_new_empty_file() {
+        let dir = std::env::temp_dir().join(format!("att_cfg_{}", crate::auth::random_token(6)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let existing = dir.join("legacy.db");
+        std::fs::write(&existing, b"").unwrap();
+        // Before: sqlx read this as the absolute file; dj-database-url reads it as relative.
+        let url = format!("sqlite://{}", existing.display());
+        let err = config(&[("DEBUG", "true"), ("DATABASE_URL", &url)]).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        assert!(
+            err.message
+                .contains(&format!("write sqlite:///{}", existing.display())),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod auth;
 pub mod config;
 /// Connecting to SQLite or PostgreSQL, and running migrations.
 pub mod db;
+/// Reading `.env` as python-dotenv does, so a Django-era file works unchanged.
+pub mod dotenv;
 /// sea-orm entities: the tables as data, no logic.
 pub mod entities;
 /// `AppError` and its stable codes, mapped once to GraphQL and to REST.

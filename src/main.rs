@@ -1,9 +1,11 @@
 //! The `attendance` binary: parse the command line, load configuration, run a subcommand.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use attendance::app::{Application, StartupError};
-use attendance::config::Config;
+use attendance::config::{Config, MIN_SECRET_KEY_LEN};
+use attendance::dotenv::{DotEnv, LoadError};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -28,9 +30,14 @@ enum Command {
         /// The admin's username.
         #[arg(long)]
         username: String,
-        /// The password (or set ADMIN_PASSWORD).
-        #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
-        password: String,
+        /// The password (or set ADMIN_PASSWORD); it may start with `-`.
+        #[arg(
+            long,
+            env = "ADMIN_PASSWORD",
+            hide_env_values = true,
+            allow_hyphen_values = true
+        )]
+        password: Option<String>,
     },
     /// Import students from a CSV file (student_code,first_name,last_name,section); nothing
     /// is written unless every row is valid, and importing the same file again is harmless.
@@ -50,39 +57,49 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // A missing .env is normal; a malformed one is worth a warning once logging is up.
-    let dotenv = dotenvy::dotenv();
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Healthcheck) => return healthcheck(),
-        Some(Command::ScanSql { batch }) => {
-            use attendance::service::scan;
-            let sql = if batch {
-                scan::batch_scan_sql()
-            } else {
-                scan::scan_sql(
-                    sea_orm::DbBackend::Postgres,
-                    &scan::StudentRef::Id(0),
-                    scan::Target::Active,
-                )
-            };
-            println!("{sql}");
-            return ExitCode::SUCCESS;
-        }
-        _ => {}
+    if let Some(Command::ScanSql { batch }) = cli.command {
+        use attendance::service::scan;
+        let sql = if batch {
+            scan::batch_scan_sql()
+        } else {
+            scan::scan_sql(
+                sea_orm::DbBackend::Postgres,
+                &scan::StudentRef::Id(0),
+                scan::Target::Active,
+            )
+        };
+        println!("{sql}");
+        return ExitCode::SUCCESS;
     }
-    let config = match Config::from_env() {
+    // The nearest .env, read as python-dotenv reads it. Variables already in the environment
+    // win; a file that cannot be read stops here instead of being skipped.
+    let dotenv = match read_dotenv() {
+        Ok(dotenv) => dotenv,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| dotenv.get(name).map(str::to_owned))
+    };
+    if let Some(Command::Healthcheck) = cli.command {
+        return healthcheck(var("BIND"));
+    }
+    let config = match Config::from_lookup(var) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    init_logging(config.log_json);
-    if let Err(e) = dotenv
-        && !e.not_found()
-    {
-        tracing::warn!(error = %e, "ignoring unreadable .env file");
+    let colour = log_colour(std::io::stdout().is_terminal(), var("NO_COLOR").as_deref());
+    init_logging(config.log_json, var("RUST_LOG"), colour);
+    if let Some(path) = dotenv.path() {
+        tracing::info!(path = %path.display(), "read settings from .env");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -98,8 +115,12 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(config).await,
+            // clap reads ADMIN_PASSWORD from the environment only; `.env` may hold it too.
             Command::CreateAdmin { username, password } => {
-                create_admin(config, &username, &password).await
+                match password.or_else(|| var("ADMIN_PASSWORD")) {
+                    Some(password) => create_admin(config, &username, &password).await,
+                    None => Err("ADMIN_PASSWORD: give --password or set ADMIN_PASSWORD".into()),
+                }
             }
             Command::ImportStudents { file } => import_students(config, &file).await,
             Command::Healthcheck | Command::ScanSql { .. } => Ok(()),
@@ -114,10 +135,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+/// The nearest `.env` from the working directory up, as dotenvy used to find it.
+fn read_dotenv() -> Result<DotEnv, LoadError> {
+    let dir = std::env::current_dir().map_err(|source| LoadError::Read {
+        path: ".".into(),
+        source,
+    })?;
+    DotEnv::load_nearest(&dir, |name| std::env::var(name).ok())
+}
+
+/// Colour codes only for a person at a terminal (the logs go to stdout), and never when a
+/// non-empty `NO_COLOR` asks for none (<https://no-color.org>).
+fn log_colour(stdout_is_terminal: bool, no_color: Option<&str>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(str::is_empty)
+}
+
+fn init_logging(json: bool, filter: Option<String>, colour: bool) {
+    let filter = filter
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour);
     if json {
         builder.json().init();
     } else {
@@ -130,6 +169,12 @@ async fn serve(config: Config) -> Result<(), String> {
         tracing::warn!(
             "SECRET_KEY is not set: using a random key for this process (DEBUG=true); \
              every token dies when it stops"
+        );
+    }
+    if config.secret_key_short {
+        tracing::warn!(
+            "SECRET_KEY is shorter than {MIN_SECRET_KEY_LEN} characters: anyone who guesses it \
+             can forge tokens. Allowed only because DEBUG=true; never use it in production"
         );
     }
     let bind = config.bind;
@@ -237,12 +282,11 @@ async fn import_students(config: Config, file: &std::path::Path) -> Result<(), S
     }
 }
 
-/// Asks the server on this machine's `BIND` port for `/health`, without needing the rest of
-/// the configuration (a container's health check has only the environment).
-fn healthcheck() -> ExitCode {
+/// Asks the server on this machine's `BIND` port (from the environment or `.env`) for
+/// `/health`, without needing the rest of the configuration.
+fn healthcheck(bind: Option<String>) -> ExitCode {
     use std::io::{Read, Write};
-    let port = std::env::var("BIND")
-        .ok()
+    let port = bind
         .and_then(|b| b.parse::<std::net::SocketAddr>().ok())
         .map_or(8000, |a| a.port());
     let timeout = std::time::Duration::from_secs(3);
@@ -291,4 +335,20 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some("")), "an empty NO_COLOR is unset");
+        assert!(!log_colour(true, Some("1")));
+        assert!(
+            !log_colour(false, None),
+            "a pipe or file gets no colour codes"
+        );
+    }
 }

@@ -69,7 +69,9 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join(&name);
                 std::fs::create_dir_all(&dir).expect("temp dir");
-                let url = format!("sqlite://{}/test.db?mode=rwc", dir.display());
+                // dj-database-url's form: `sqlite:///` + an absolute path gives the four
+                // slashes of an absolute file (three would mean a relative one).
+                let url = format!("sqlite:///{}/test.db?mode=rwc", dir.display());
                 Self {
                     url,
                     cleanup: Some(Cleanup::Dir(dir)),
@@ -574,5 +576,127 @@ pub async fn ws_next_message(socket: &mut Socket, limit: Duration) -> Option<Val
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
             Some(Ok(_)) => continue,
         }
+    }
+}
+
+/// A free loopback port for a child server's `BIND`.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// The real binary as a child process serving on a loopback port, its stdout and stderr
+/// gathered line by line.
+pub struct ServerProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far, stdout and stderr interleaved.
+    pub output: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Spawns `command`, whose `BIND` must be `127.0.0.1:port`, and waits until its
+    /// `/health` answers 200; fails with its output if it exits first.
+    pub async fn start(mut command: std::process::Command, port: u16) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server binary");
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let tx_err = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx_err.send(line);
+            }
+        });
+        let mut server = Self {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+            lines,
+            output: Vec::new(),
+        };
+        let client = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(res) = client
+                .get(format!("{}/health", server.address))
+                .send()
+                .await
+                && res.status().is_success()
+            {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let output = server.stop();
+                panic!("the server exited with {status}:\n{}", output.join("\n"));
+            }
+            if std::time::Instant::now() > deadline {
+                server.drain();
+                panic!("server not ready:\n{}", server.output.join("\n"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Moves the lines read so far into `output`.
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.output.push(line);
+        }
+    }
+
+    /// Waits for the first output line (seen before or arriving) that satisfies `wanted`.
+    pub fn wait_for_line(&mut self, wanted: impl Fn(&str) -> bool) -> String {
+        if let Some(line) = self.output.iter().find(|l| wanted(l)) {
+            return line.clone();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.output.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no such line in the output:\n{}", self.output.join("\n"));
+    }
+
+    /// Stops the server with SIGTERM, waits for it to exit and returns all its output.
+    pub fn stop(mut self) -> Vec<String> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        // The readers end at the pipes' end of file, which the exit brings.
+        while let Ok(line) = self.lines.recv() {
+            self.output.push(line);
+        }
+        std::mem::take(&mut self.output)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

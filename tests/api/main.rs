@@ -5,7 +5,9 @@ mod common;
 
 mod auth;
 mod authz;
+mod cli;
 mod directory;
+mod dotenv;
 mod faults;
 mod flow;
 mod hardening;

@@ -34,7 +34,7 @@ const env = {
   // A clean environment, and the server runs in `work`, so no .env or stray variable applies.
   PATH: process.env.PATH,
   HOME: work,
-  DATABASE_URL: `sqlite://${work}/x.db?mode=rwc`,
+  DATABASE_URL: `sqlite:///${work}/x.db?mode=rwc`,
   DEBUG: 'false',
   SECRET_KEY: randomBytes(32).toString('hex'),
   BIND: '127.0.0.1:0',

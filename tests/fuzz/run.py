@@ -21,7 +21,7 @@ env = {
     "PATH": os.environ.get("PATH", ""),
     "DEBUG": "false",
     "SECRET_KEY": "fuzz-secret-key-0123456789abcdef",
-    "DATABASE_URL": f"sqlite://{work}/fuzz.db?mode=rwc",
+    "DATABASE_URL": f"sqlite:///{work}/fuzz.db?mode=rwc",
     "BIND": f"127.0.0.1:{port}",
     "RUST_LOG": "warn",
     "LOGIN_MAX_FAILURES": "1000000",
