@@ -155,6 +155,13 @@ pub fn now() -> DateTime<Utc> {
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
+/// The current instant in epoch milliseconds: how state shared by server processes (login
+/// throttles, terminal leases) stores time, so its arithmetic is plain integer arithmetic on
+/// both databases. Processes' clocks must agree, as they must for token expiry.
+pub fn now_millis() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
 /// A request for one page of a list, keyed on ascending ids.
 #[derive(Clone, Copy, Debug)]
 pub struct PageRequest {

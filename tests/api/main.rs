@@ -16,6 +16,7 @@ mod openapi;
 mod ops;
 mod roles;
 mod roster;
+mod scaleout;
 mod schema;
 mod time;
 
