@@ -10,6 +10,7 @@ mod m20261126_000002_auth;
 mod m20261126_000003_attendance;
 mod m20261126_000004_terminals;
 mod m20261129_000005_login_throttle;
+mod m20261129_000006_terminal_lease;
 
 /// Every migration of the schema, in the order they apply.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_attendance::Migration),
             Box::new(m20261126_000004_terminals::Migration),
             Box::new(m20261129_000005_login_throttle::Migration),
+            Box::new(m20261129_000006_terminal_lease::Migration),
         ]
     }
 }

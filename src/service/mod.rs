@@ -52,7 +52,6 @@ pub struct Shared {
     batcher: Option<batcher::ScanBatcher>,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
-    drains: terminals::Drains,
 }
 
 impl std::ops::Deref for Service {
@@ -98,7 +97,6 @@ impl Service {
             limiter,
             batcher,
             metrics,
-            drains: terminals::Drains::default(),
         }))
     }
 
