@@ -172,8 +172,8 @@ impl Application {
 /// How often terminals' pending lines are looked for.
 const TERMINAL_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Closes due sessions, saves devices' last contact and judges terminals' pending lines
-/// until told to stop.
+/// Closes due sessions, saves devices' last contact, judges terminals' pending lines and
+/// prunes expired failed-login counts until told to stop.
 fn spawn_background_jobs(
     service: Service,
     mut stop: watch::Receiver<bool>,
@@ -199,6 +199,10 @@ fn spawn_background_jobs(
                     }
                 }
                 _ = drain_tick.tick() => {
+                    // Expired failed-login counts go at the same rhythm: one short DELETE.
+                    if let Err(e) = service.prune_login_failures().await {
+                        tracing::warn!(error = %e, "pruning failed-login counts failed; will retry");
+                    }
                     // Spawned, so a long drain never delays closing sessions.
                     let drainer = service.clone();
                     tokio::spawn(async move {

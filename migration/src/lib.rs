@@ -9,6 +9,8 @@ mod m20261126_000001_directory;
 mod m20261126_000002_auth;
 mod m20261126_000003_attendance;
 mod m20261126_000004_terminals;
+mod m20261129_000005_login_throttle;
+mod m20261129_000006_terminal_lease;
 
 /// Every migration of the schema, in the order they apply.
 pub struct Migrator;
@@ -21,6 +23,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_auth::Migration),
             Box::new(m20261126_000003_attendance::Migration),
             Box::new(m20261126_000004_terminals::Migration),
+            Box::new(m20261129_000005_login_throttle::Migration),
+            Box::new(m20261129_000006_terminal_lease::Migration),
         ]
     }
 }

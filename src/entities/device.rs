@@ -28,6 +28,9 @@ pub struct Model {
     pub records_accepted: i64,
     pub records_duplicate: i64,
     pub records_rejected: i64,
+    /// Until when (epoch milliseconds) one server process holds the right to judge this
+    /// terminal's attendance lines; `service::terminals` alone reads and writes it.
+    pub drain_lease_until: Option<i64>,
 }
 
 /// Relations are queried explicitly in `service`; none are declared.

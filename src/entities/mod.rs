@@ -6,6 +6,7 @@ pub mod course;
 pub mod course_section;
 pub mod dep_batch;
 pub mod device;
+pub mod login_throttle;
 pub mod record_change;
 pub mod refresh_token;
 pub mod section;

@@ -108,15 +108,16 @@ impl Service {
 
     /// Checks a username and password and issues a token pair. Unknown users and wrong
     /// passwords fail identically, in about the same time. Failures count against the
-    /// username and the client address; while either is locked out even the right password
-    /// is refused (RATE_LIMITED), without spending a password hash on it.
+    /// username and the client address, in the database, so the limits are the same on every
+    /// server process; while either is locked out even the right password is refused
+    /// (RATE_LIMITED), without spending a password hash on it.
     pub async fn login(
         &self,
         username: &str,
         password: &str,
         address: Option<IpAddr>,
     ) -> AppResult<TokenPair> {
-        if self.limiter.is_locked(username, address) {
+        if self.limiter.is_locked(&self.db, username, address).await? {
             return Err(AppError::rejected(
                 crate::error::ErrorCode::Forbidden,
                 crate::error::Reason::RateLimited,
@@ -132,12 +133,20 @@ impl Service {
         let user = match user {
             Some(user) if ok && user.is_active => user,
             _ => {
-                self.limiter.record_failure(username, address);
+                self.limiter
+                    .record_failure(&self.writer, username, address)
+                    .await?;
                 return Err(invalid_credentials());
             }
         };
-        self.limiter.record_success(username);
+        self.limiter.record_success(&self.writer, username).await?;
         self.issue_pair(user, crate::auth::random_token(16)).await
+    }
+
+    /// Deletes failed-login counts whose window and lockout have passed, so the table holds
+    /// only what can still lock someone out. Returns how many went.
+    pub async fn prune_login_failures(&self) -> AppResult<u64> {
+        Ok(self.limiter.prune(&self.writer).await?)
     }
 
     /// Exchanges a refresh token for a new pair. Each refresh token works once; presenting a

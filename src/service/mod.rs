@@ -50,7 +50,6 @@ pub struct Shared {
     batcher: Option<scan::batcher::ScanBatcher>,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
-    drains: terminals::Drains,
 }
 
 impl std::ops::Deref for Service {
@@ -96,7 +95,6 @@ impl Service {
             limiter,
             batcher,
             metrics,
-            drains: terminals::Drains::default(),
         }))
     }
 
@@ -151,6 +149,13 @@ where
 pub fn now() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// The current instant in epoch milliseconds: how state shared by server processes (login
+/// throttles, terminal leases) stores time, so its arithmetic is plain integer arithmetic on
+/// both databases. Processes' clocks must agree, as they must for token expiry.
+pub fn now_millis() -> i64 {
+    Utc::now().timestamp_millis()
 }
 
 /// A request for one page of a list, keyed on ascending ids.

@@ -6,7 +6,6 @@
 //! decision is made here.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, NaiveDateTime, Offset, TimeZone, Utc};
@@ -14,14 +13,15 @@ use chrono_tz::Tz;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
 };
 
 use super::directory::paginate;
 use super::scan::buffered::BufferedOutcome;
 use super::scan::{ScanRequest, StudentRef};
-use super::{Page, PageRequest, Service, code_text, now, required_text};
+use super::sessions::statement;
+use super::{Page, PageRequest, Service, code_text, now, now_millis, required_text};
 use crate::auth::{Principal, fast_hash, new_device_key};
 use crate::entities::{
     DeviceApproval, PunchOutcome, device, section, student, terminal_command, terminal_punch,
@@ -57,6 +57,19 @@ pub const SYNC_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 /// Students whose lines one upload processes at once. Enough to keep a few connections
 /// busy, few enough to leave the pool to everyone else.
 const PARALLEL_STUDENTS: usize = 4;
+/// How long a lease on a terminal's lines lasts unless renewed (each chunk renews it), in
+/// milliseconds. Far longer than a chunk takes; a process that dies holding a lease delays
+/// that terminal's pending lines by this much, plus the wait for the next sweep.
+const LEASE_MILLIS: i64 = 60_000;
+/// Claims a terminal's lines (`$1`) until `$2` if nobody holds them at `$3` (now). The row
+/// lock makes it atomic: of two processes claiming at once, one sees the other's lease.
+const CLAIM_SQL: &str = "UPDATE device SET drain_lease_until = $2 \
+     WHERE id = $1 AND (drain_lease_until IS NULL OR drain_lease_until < $3)";
+/// Added to [`CLAIM_SQL`] by an upload that would judge its lines at once: while lines of
+/// the terminal are pending it yields, so those (stored earlier) are judged first, by the
+/// drain, in time order.
+const NONE_PENDING_SQL: &str = " AND NOT EXISTS (SELECT 1 FROM terminal_punch \
+     WHERE device_id = $1 AND outcome = 'pending')";
 /// The longest PIN accepted: a student code.
 const MAX_PIN_CHARS: usize = 64;
 /// How much of a raw line is kept for review.
@@ -348,29 +361,23 @@ impl Counts {
     }
 }
 
-/// The terminals whose pending lines this process is judging right now.
-#[derive(Default)]
-pub struct Drains(Mutex<HashSet<i32>>);
-
-impl Drains {
-    fn claim(&self, device_id: i32) -> Option<DrainClaim<'_>> {
-        if !self.0.lock().ok()?.insert(device_id) {
-            return None;
-        }
-        // Built only once the lock is released: its drop takes the lock again.
-        Some(DrainClaim(self, device_id))
-    }
+/// This process's right to judge one terminal's attendance lines, held in the database
+/// (`device.drain_lease_until`) so that processes sharing it never judge the same lines and
+/// a student's lines are judged earliest first. The end it wrote is its token: a lease is
+/// claimed only once the previous one has ended, so no two holders share an end.
+#[derive(Debug)]
+struct Lease {
+    device_id: i32,
+    until: i64,
 }
 
-/// Held while a terminal's pending lines are judged; released on drop.
-struct DrainClaim<'a>(&'a Drains, i32);
-
-impl Drop for DrainClaim<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut running) = self.0.0.lock() {
-            running.remove(&self.1);
-        }
-    }
+/// How a drain under a lease ended.
+struct Drained {
+    /// The lines judged.
+    lines: usize,
+    /// True when it found no line left; false when it stopped (the terminal is not
+    /// admitted, or the lease was lost to another process, which goes on).
+    emptied: bool,
 }
 
 /// What one new line of an upload became.
@@ -603,10 +610,13 @@ impl Service {
     /// meanwhile does, and then resending is harmless.
     ///
     /// Lines are processed before the reply for [`SYNC_BUDGET`] (or a third of
-    /// `REQUEST_TIMEOUT`, if shorter) at most; what is left then is stored as pending and processed right after (see
-    /// [`Service::drain_terminal`]), so an upload of any size is answered in time and the
-    /// terminal never resends a batch that was stored. Returns the lines taken, pending
-    /// ones included.
+    /// `REQUEST_TIMEOUT`, if shorter) at most; what is left then is stored as pending and
+    /// processed right after (see [`Service::drain_terminal`]), so an upload of any size is
+    /// answered in time and the terminal never resends a batch that was stored. They are
+    /// judged before the reply only under the terminal's lease: while another process holds
+    /// it (or lines of the terminal are already pending), they are all stored as pending
+    /// for the drain, so no two processes judge one terminal's lines. Returns the lines
+    /// taken, pending ones included.
     async fn take_attendance(&self, device: &device::Model, body: &str) -> AppResult<usize> {
         let started = Instant::now();
         let budget = (self.config.request_timeout / 3).min(SYNC_BUDGET);
@@ -627,36 +637,66 @@ impl Service {
         unique.sort_by(|a, b| lines[*a].time.cmp(&lines[*b].time).then(a.cmp(b)));
 
         let mut outcomes: HashMap<usize, PunchOutcome> = HashMap::with_capacity(unique.len());
-        let mut deferred = false;
-        for chunk in unique.chunks(CHUNK) {
-            let known = self.logged_lines(device.id, chunk, &lines).await?;
-            let mut fresh = Vec::with_capacity(chunk.len());
-            for &index in chunk {
-                match known.get(&lines[index].key()) {
-                    Some(outcome) => {
-                        outcomes.insert(index, *outcome);
+        // New lines are judged now only under the terminal's lease, claimed at the first
+        // of them. Once the budget is spent, or if another process holds the lease (or
+        // lines wait before these), the rest are stored as pending for the drain.
+        let mut lease: Option<Lease> = None;
+        let mut deferring = false;
+        let taken = async {
+            for chunk in unique.chunks(CHUNK) {
+                let known = self.logged_lines(device.id, chunk, &lines).await?;
+                let mut fresh = Vec::with_capacity(chunk.len());
+                for &index in chunk {
+                    match known.get(&lines[index].key()) {
+                        Some(outcome) => {
+                            outcomes.insert(index, *outcome);
+                        }
+                        None => fresh.push(index),
                     }
-                    None => fresh.push(index),
                 }
+                if fresh.is_empty() {
+                    continue;
+                }
+                if !deferring && started.elapsed() > budget {
+                    deferring = true;
+                    tracing::info!(serial = ?device.serial_number,
+                        "large upload: the rest of its lines are judged after the reply");
+                }
+                if !deferring {
+                    let holding = match &mut lease {
+                        Some(held) => self.renew_lease(held).await?,
+                        None => {
+                            lease = self.claim_lines(device.id, true).await?;
+                            lease.is_some()
+                        }
+                    };
+                    deferring = !holding;
+                }
+                if deferring {
+                    self.defer_lines(device.id, &lines, &fresh).await?;
+                    outcomes.extend(fresh.iter().map(|i| (*i, PunchOutcome::Pending)));
+                    continue;
+                }
+                let judged = self.judge_lines(device, &lines, fresh).await?;
+                outcomes.extend(judged.iter().map(|(i, j)| (*i, j.outcome)));
+                self.log_lines(device.id, &lines, judged).await?;
             }
-            if fresh.is_empty() {
-                continue;
-            }
-            if deferred || started.elapsed() > budget {
-                deferred = true;
-                self.defer_lines(device.id, &lines, &fresh).await?;
-                outcomes.extend(fresh.iter().map(|i| (*i, PunchOutcome::Pending)));
-                continue;
-            }
-            let judged = self.judge_lines(device, &lines, fresh).await?;
-            outcomes.extend(judged.iter().map(|(i, j)| (*i, j.outcome)));
-            self.log_lines(device.id, &lines, judged).await?;
+            Ok::<_, AppError>(())
         }
-        if deferred {
-            tracing::info!(serial = ?device.serial_number,
-                "large upload: the rest of its lines are judged after the reply");
+        .await;
+        let held = lease.is_some();
+        if let Some(lease) = lease {
+            self.release_lease(lease).await;
+        }
+        // Another upload may have stored lines, finding the lease taken, while this one held
+        // it: handing them on falls to this one. An error or a failed look means look again.
+        let wake_drain = deferring
+            || (held
+                && (taken.is_err() || self.has_pending_lines(device.id).await.unwrap_or(true)));
+        if wake_drain {
             self.spawn_drain(device.id);
         }
+        taken?;
         Ok(first_occurrence
             .iter()
             .filter(|first| {
@@ -732,9 +772,21 @@ impl Service {
                 row
             })
             .collect();
-        // A concurrent resend may have logged some of these first; theirs stand.
+        // An upload through another process may have stored some of these as pending (it
+        // found the lease taken): they get this verdict instead of being judged again. Any
+        // other row logged first stands.
         terminal_punch::Entity::insert_many(log)
-            .on_conflict_do_nothing_on(PUNCH_KEY)
+            .on_conflict(
+                OnConflict::columns(PUNCH_KEY)
+                    .update_columns([
+                        terminal_punch::Column::Outcome,
+                        terminal_punch::Column::Reason,
+                        terminal_punch::Column::Message,
+                        terminal_punch::Column::RecordId,
+                    ])
+                    .action_and_where(terminal_punch::Column::Outcome.eq(PunchOutcome::Pending))
+                    .to_owned(),
+            )
             .exec_without_returning(&self.writer)
             .await?;
         self.add_counts(device_id, counts).await
@@ -780,7 +832,7 @@ impl Service {
         Ok(())
     }
 
-    /// Judges a terminal's pending lines in the background.
+    /// Judges a terminal's pending lines in the background (if no other process is).
     fn spawn_drain(&self, device_id: i32) {
         let service = self.clone();
         tokio::spawn(async move {
@@ -791,15 +843,32 @@ impl Service {
         });
     }
 
-    /// Judges a terminal's pending lines, earliest first, until none are left. Stops
-    /// (leaving them pending) while the terminal is not approved and active, or when the
-    /// database fails; the background job tries again. Returns the lines judged.
+    /// Judges a terminal's pending lines, earliest first, until none are left, under the
+    /// terminal's lease: while another process holds it, that process judges them and this
+    /// returns at once. Stops (leaving them pending) while the terminal is not approved and
+    /// active, or when the database fails; the background job tries again. Returns the
+    /// lines judged.
     pub async fn drain_terminal(&self, device_id: i32) -> AppResult<usize> {
-        // One drain per terminal and process; drains in other processes are harmless
-        // (the pipeline is idempotent and each line's outcome is written once).
-        let Some(_claim) = self.drains.claim(device_id) else {
-            return Ok(0);
-        };
+        let mut judged = 0;
+        loop {
+            let Some(mut lease) = self.claim_lines(device_id, false).await? else {
+                return Ok(judged);
+            };
+            let drained = self.drain_leased(&mut lease).await;
+            self.release_lease(lease).await;
+            let drained = drained?;
+            judged += drained.lines;
+            // Lines an upload stored after this drain's last look, finding the lease taken,
+            // are still this drain's to judge: nobody else will before the next sweep.
+            if !drained.emptied || !self.has_pending_lines(device_id).await? {
+                return Ok(judged);
+            }
+        }
+    }
+
+    /// The body of [`Service::drain_terminal`], under `lease`.
+    async fn drain_leased(&self, lease: &mut Lease) -> AppResult<Drained> {
+        let device_id = lease.device_id;
         let mut judged_lines = 0;
         loop {
             let device = device::Entity::find_by_id(device_id)
@@ -807,7 +876,10 @@ impl Service {
                 .await?
                 .filter(|d| d.approval == DeviceApproval::Approved && d.is_active);
             let Some(device) = device else {
-                return Ok(judged_lines);
+                return Ok(Drained {
+                    lines: judged_lines,
+                    emptied: false,
+                });
             };
             let pending = terminal_punch::Entity::find()
                 .filter(terminal_punch::Column::DeviceId.eq(device_id))
@@ -818,7 +890,10 @@ impl Service {
                 .all(&self.db)
                 .await?;
             if pending.is_empty() {
-                return Ok(judged_lines);
+                return Ok(Drained {
+                    lines: judged_lines,
+                    emptied: true,
+                });
             }
             let lines: Vec<AttendanceLine> = pending
                 .iter()
@@ -850,7 +925,87 @@ impl Service {
             }
             self.add_counts(device_id, counts).await?;
             judged_lines += lines.len();
+            if !self.renew_lease(lease).await? {
+                return Ok(Drained {
+                    lines: judged_lines,
+                    emptied: false,
+                });
+            }
         }
+    }
+
+    /// Claims the right to judge a terminal's lines for [`LEASE_MILLIS`], unless another
+    /// process holds it (or, with `only_if_none_pending`, lines of it are pending).
+    async fn claim_lines(
+        &self,
+        device_id: i32,
+        only_if_none_pending: bool,
+    ) -> AppResult<Option<Lease>> {
+        let now = now_millis();
+        let until = now + LEASE_MILLIS;
+        let sql = if only_if_none_pending {
+            format!("{CLAIM_SQL}{NONE_PENDING_SQL}")
+        } else {
+            CLAIM_SQL.to_owned()
+        };
+        let claimed = self
+            .writer
+            .execute_raw(statement(
+                self.writer.get_database_backend(),
+                &sql,
+                vec![device_id.into(), until.into(), now.into()],
+            ))
+            .await?;
+        Ok((claimed.rows_affected() == 1).then_some(Lease { device_id, until }))
+    }
+
+    /// Extends a lease by [`LEASE_MILLIS`] from now. False when it was lost (it ran out and
+    /// another process claimed the lines): the caller must stop judging.
+    async fn renew_lease(&self, lease: &mut Lease) -> AppResult<bool> {
+        let until = now_millis() + LEASE_MILLIS;
+        let renewed = device::Entity::update_many()
+            .col_expr(device::Column::DrainLeaseUntil, Expr::value(until))
+            .filter(device::Column::Id.eq(lease.device_id))
+            .filter(device::Column::DrainLeaseUntil.eq(lease.until))
+            .exec(&self.writer)
+            .await?;
+        if renewed.rows_affected != 1 {
+            tracing::warn!(
+                device = lease.device_id,
+                "lease on a terminal's lines lost to another process; it judges the rest"
+            );
+            return Ok(false);
+        }
+        lease.until = until;
+        Ok(true)
+    }
+
+    /// Gives a lease up, so any process may claim the lines at once. A failure is logged
+    /// only: the lease then runs out by itself.
+    async fn release_lease(&self, lease: Lease) {
+        let released = device::Entity::update_many()
+            .col_expr(device::Column::DrainLeaseUntil, Expr::value(None::<i64>))
+            .filter(device::Column::Id.eq(lease.device_id))
+            .filter(device::Column::DrainLeaseUntil.eq(lease.until))
+            .exec(&self.writer)
+            .await;
+        if let Err(err) = released {
+            tracing::warn!(error = %err, device = lease.device_id,
+                "could not release a terminal's lease; it runs out by itself");
+        }
+    }
+
+    /// True when lines of the terminal wait to be judged.
+    async fn has_pending_lines(&self, device_id: i32) -> AppResult<bool> {
+        let pending: Option<i32> = terminal_punch::Entity::find()
+            .select_only()
+            .column(terminal_punch::Column::Id)
+            .filter(terminal_punch::Column::DeviceId.eq(device_id))
+            .filter(terminal_punch::Column::Outcome.eq(PunchOutcome::Pending))
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(pending.is_some())
     }
 
     /// Drains every terminal with pending lines (the background job, also after a restart).

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -353,6 +354,104 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// The server binary as a child process on `database_url`: a separate process, as behind a
+/// load balancer, sharing nothing with the test but the database.
+pub struct Server {
+    pub child: Child,
+    pub address: String,
+    client: reqwest::Client,
+}
+
+impl Server {
+    /// Starts the binary with the test environment plus `extra`, and waits until it serves.
+    pub async fn start(database_url: &str, extra: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_attendance"));
+        command
+            .env_clear()
+            .envs(test_env(database_url))
+            .env("BIND", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start the server binary");
+        let server = Self {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        server.wait_ready(Duration::from_secs(30)).await;
+        server
+    }
+
+    async fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(res) = self
+                .client
+                .get(format!("{}/health", self.address))
+                .send()
+                .await
+                && res.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server not ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `signal` (`-TERM`, `-KILL`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Posts a GraphQL document and returns the whole response body.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut req = self
+            .client
+            .post(format!("{}/graphql", self.address))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.expect("graphql request");
+        res.json().await.expect("graphql json")
+    }
+
+    /// Scans a student through the REST shim; returns the status.
+    pub async fn scan(&self, key: &str, student_id: &str, date: &str, time: &str) -> u16 {
+        let id: i64 = student_id.parse().expect("numeric id");
+        self.client
+            .post(format!("{}/api/attendance/scan", self.address))
+            .bearer_auth(key)
+            .json(&json!({"student_id": id, "date": date, "time": time}))
+            .send()
+            .await
+            .expect("scan request")
+            .status()
+            .as_u16()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

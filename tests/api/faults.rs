@@ -2,7 +2,8 @@
 //! PostgreSQL outage under load. These run the real binary as a separate process.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+#[cfg(pg_tests)]
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,69 +11,6 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::common::*;
-
-/// The server binary as a child process on `database_url`.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Server {
-    async fn start(database_url: &str, extra: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_attendance"));
-        command
-            .env_clear()
-            .envs(test_env(database_url))
-            .env("BIND", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (key, value) in extra {
-            command.env(key, value);
-        }
-        let child = command.spawn().expect("start the server binary");
-        let server = Self {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-        };
-        server.wait_ready(Duration::from_secs(30)).await;
-        server
-    }
-
-    async fn wait_ready(&self, limit: Duration) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(res) = client.get(format!("{}/health", self.address)).send().await
-                && res.status().is_success()
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "server not ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_websockets_with_a_close_frame_and_exits() {

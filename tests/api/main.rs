@@ -19,6 +19,7 @@ mod openapi;
 mod ops;
 mod roles;
 mod roster;
+mod scaleout;
 mod schema;
 mod time;
 
