@@ -455,8 +455,9 @@ impl CoreMutation {
         id: ID,
     ) -> async_graphql::Result<bool> {
         let service = ctx.data_unchecked::<Service>();
+        let actor = principal(ctx).gql()?;
         service
-            .delete_record(self::id("id", &id)?)
+            .delete_record(actor, self::id("id", &id)?)
             .await
             .gql()
             .map(|_| true)

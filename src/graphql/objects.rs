@@ -12,7 +12,8 @@ use crate::auth::Role;
 use crate::entities::{self, attendance_record, attendance_session, course, dep_batch, device};
 use crate::entities::{record_change, section, student, teacher, user};
 use crate::error::{AppError, GqlResultExt};
-use crate::service::sessions::{SessionCounts, can_see_session};
+use crate::service::access;
+use crate::service::sessions::SessionCounts;
 
 /// The cost given to one item of an unpaginated list of people or records (a class's size,
 /// roughly), so a query's complexity grows with the lists it nests.
@@ -172,7 +173,7 @@ impl Teacher {
     /// The login name; visible to admins and to the teacher themself.
     async fn username(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
         let viewer = principal(ctx).gql()?;
-        if !(viewer.is_admin() || viewer.teacher_id() == Some(self.0.id)) {
+        if !access::may_see_username(viewer, self.0.id) {
             return Ok(None);
         }
         Ok(loader(ctx)
@@ -265,7 +266,7 @@ impl Course {
             .unwrap_or_default();
         Ok(rows
             .into_iter()
-            .filter(|s| can_see_session(viewer, s))
+            .filter(|s| access::may_see_session(viewer, s))
             .map(AttendanceSession)
             .collect())
     }

@@ -114,21 +114,7 @@ impl CourseReport {
     /// The students whose rate is below `rate` (0 to 1), lowest first.
     #[graphql(complexity = "super::objects::LIST_WEIGHT * child_complexity + 1")]
     async fn students_below(&self, rate: f64) -> async_graphql::Result<Vec<StudentAttendance>> {
-        if !(0.0..=1.0).contains(&rate) {
-            return Err(AppError::invalid("rate", "must be between 0 and 1").into_graphql());
-        }
-        let mut below: Vec<Tally> = self
-            .0
-            .students
-            .iter()
-            .copied()
-            .filter(|s| s.rate.is_some_and(|r| r < rate))
-            .collect();
-        below.sort_by(|a, b| {
-            a.rate
-                .partial_cmp(&b.rate)
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
+        let below = self.0.students_below(rate).gql()?;
         Ok(below.into_iter().map(StudentAttendance).collect())
     }
 }

@@ -1,5 +1,6 @@
 //! The domain: every rule and every transaction, shared by GraphQL and the REST shim.
 
+pub mod access;
 pub mod auth;
 pub mod directory;
 pub mod limiter;

@@ -5,8 +5,9 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryTrait, Set, TransactionTrait,
 };
 
+use super::access::{self, Scope};
 use super::directory::paginate;
-use super::sessions::{can_see_session, write_transaction};
+use super::sessions::write_transaction;
 use super::{Page, PageRequest, Service, now};
 use crate::auth::Principal;
 use crate::entities::{AttendanceStatus, attendance_record, attendance_session, record_change};
@@ -41,7 +42,7 @@ impl Service {
             .one(&self.db)
             .await?;
         Ok(session
-            .filter(|session| can_see_session(actor, session))
+            .filter(|session| access::may_see_session(actor, session))
             .map(|session| (record, session)))
     }
 
@@ -54,8 +55,7 @@ impl Service {
     ) -> AppResult<Page<attendance_record::Model>> {
         use attendance_record::Column;
         let mut query = attendance_record::Entity::find();
-        if !actor.is_admin() {
-            let teacher_id = actor.teacher_id().ok_or(AppError::Forbidden)?;
+        if let Scope::Teacher(teacher_id) = access::scope(actor)? {
             query = query.filter(
                 Column::SessionId.in_subquery(
                     Query::select()
@@ -148,8 +148,13 @@ impl Service {
         })
     }
 
-    /// Deletes a record (admins only, enforced by the caller's guard) with its history.
-    pub async fn delete_record(&self, id: i32) -> AppResult<attendance_record::Model> {
+    /// Deletes a record with its history (admins only).
+    pub async fn delete_record(
+        &self,
+        actor: &Principal,
+        id: i32,
+    ) -> AppResult<attendance_record::Model> {
+        access::require_admin(actor)?;
         let record = attendance_record::Entity::find_by_id(id)
             .one(&self.db)
             .await?

@@ -12,7 +12,7 @@ use super::sessions::{statement, write_transaction};
 use super::{Service, code_text, now, required_text};
 use crate::auth::Principal;
 use crate::entities::{course, student};
-use crate::error::{AppError, AppResult, ErrorCode, Reason};
+use crate::error::{AppError, AppResult};
 
 /// The columns of a roster file, in order.
 pub const ROSTER_HEADER: [&str; 4] = ["student_code", "first_name", "last_name", "section"];
@@ -329,15 +329,8 @@ impl Service {
             .course(course_id)
             .await?
             .ok_or(AppError::NotFound("course"))?;
-        if actor.is_admin() || actor.teacher_id() == Some(course.teacher_id) {
-            Ok(course)
-        } else {
-            Err(AppError::rejected(
-                ErrorCode::Forbidden,
-                Reason::NotYourCourse,
-                "you do not teach this course",
-            ))
-        }
+        super::access::require_course(actor, &course)?;
+        Ok(course)
     }
 
     async fn count_sql(&self, sql: &str, values: Vec<sea_orm::Value>) -> AppResult<i64> {
@@ -457,6 +450,28 @@ pub struct CourseReport {
     pub sessions: i64,
     /// One entry per enrolled student, in id order.
     pub students: Vec<StudentAttendance>,
+}
+
+impl CourseReport {
+    /// The students whose rate is below `rate` (0 to 1), lowest first; students with no
+    /// session yet have no rate and are never below.
+    pub fn students_below(&self, rate: f64) -> AppResult<Vec<StudentAttendance>> {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(AppError::invalid("rate", "must be between 0 and 1"));
+        }
+        let mut below: Vec<StudentAttendance> = self
+            .students
+            .iter()
+            .copied()
+            .filter(|s| s.rate.is_some_and(|r| r < rate))
+            .collect();
+        below.sort_by(|a, b| {
+            a.rate
+                .partial_cmp(&b.rate)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        Ok(below)
+    }
 }
 
 /// One student's tallies in a course.

@@ -9,6 +9,7 @@ use sea_orm::{
     TransactionOptions, TransactionTrait, Value,
 };
 
+use super::access::{self, Scope};
 use super::directory::paginate;
 use super::scan::rule;
 use super::{Page, PageRequest, Service, now, retry_lock_conflicts};
@@ -109,21 +110,15 @@ impl Service {
             .course(input.course_id)
             .await?
             .ok_or(AppError::NotFound("course"))?;
-        let created_by = match actor.teacher_id() {
-            Some(teacher_id) => {
-                if course.teacher_id != teacher_id {
-                    return Err(AppError::rejected(
-                        ErrorCode::Forbidden,
-                        Reason::NotYourCourse,
-                        "you do not teach this course",
-                    ));
-                }
+        let created_by = match access::scope(actor)? {
+            Scope::Teacher(teacher_id) => {
+                access::require_course(actor, &course)?;
                 if input.teacher_id.is_some_and(|id| id != teacher_id) {
                     return Err(AppError::Forbidden);
                 }
                 teacher_id
             }
-            None if actor.is_admin() => {
+            Scope::All => {
                 let teacher_id = input.teacher_id.unwrap_or(course.teacher_id);
                 if teacher::Entity::find_by_id(teacher_id)
                     .one(&self.db)
@@ -134,7 +129,6 @@ impl Service {
                 }
                 teacher_id
             }
-            None => return Err(AppError::Forbidden),
         };
         let device = device::Entity::find()
             .filter(device::Column::DeviceId.eq(input.device_code.trim()))
@@ -221,10 +215,10 @@ impl Service {
         let session = attendance_session::Entity::find_by_id(id)
             .one(&self.db)
             .await?;
-        Ok(session.filter(|s| can_see_session(actor, s)))
+        Ok(session.filter(|s| access::may_see_session(actor, s)))
     }
 
-    /// One page of the sessions visible to `actor`, newest first by id order.
+    /// One page of the sessions visible to `actor`, oldest first (in id order).
     pub async fn sessions(
         &self,
         actor: &Principal,
@@ -233,8 +227,7 @@ impl Service {
     ) -> AppResult<Page<attendance_session::Model>> {
         use attendance_session::Column;
         let mut query = attendance_session::Entity::find();
-        if !actor.is_admin() {
-            let teacher_id = actor.teacher_id().ok_or(AppError::Forbidden)?;
+        if let Scope::Teacher(teacher_id) = access::scope(actor)? {
             query = query.filter(Column::CreatedBy.eq(teacher_id));
         }
         query = query
@@ -481,11 +474,6 @@ impl Service {
         }
         Ok(counts)
     }
-}
-
-/// Admins see every session; teachers only those they opened.
-pub fn can_see_session(actor: &Principal, session: &attendance_session::Model) -> bool {
-    actor.is_admin() || actor.teacher_id() == Some(session.created_by)
 }
 
 fn device_busy() -> AppError {

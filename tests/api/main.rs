@@ -3,6 +3,7 @@
 
 mod common;
 
+mod access;
 mod auth;
 mod authz;
 mod cli;

@@ -1,0 +1,122 @@
+//! Who may do what: the ownership rules every transport shares. Roles gate whole fields in
+//! GraphQL (guards); everything that depends on *which* row is decided here, once, and the
+//! service methods call it themselves, so no rule relies on a guard it cannot see.
+
+use crate::auth::Principal;
+use crate::entities::{attendance_session, course};
+use crate::error::{AppError, AppResult, ErrorCode, Reason};
+
+/// What a listing is narrowed to for its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything (admins).
+    All,
+    /// What belongs to this teacher: their courses and the sessions they created.
+    Teacher(i32),
+}
+
+/// The part of a listing `actor` may read: admins all of it, teachers their own; devices
+/// (and anyone else) nothing.
+pub fn scope(actor: &Principal) -> AppResult<Scope> {
+    if actor.is_admin() {
+        return Ok(Scope::All);
+    }
+    actor
+        .teacher_id()
+        .map(Scope::Teacher)
+        .ok_or(AppError::Forbidden)
+}
+
+/// Admins, or the teacher `teacher_id` themself: the one form of "admin, or the teacher
+/// who owns it".
+pub fn owns(actor: &Principal, teacher_id: i32) -> bool {
+    actor.is_admin() || actor.teacher_id() == Some(teacher_id)
+}
+
+/// Admins only.
+pub fn require_admin(actor: &Principal) -> AppResult<()> {
+    if actor.is_admin() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden)
+    }
+}
+
+/// A session is its creator's (and admins'): to read, close and edit.
+pub fn may_see_session(actor: &Principal, session: &attendance_session::Model) -> bool {
+    owns(actor, session.created_by)
+}
+
+/// A course is its teacher's (and admins'): to report on, open sessions for.
+pub fn require_course(actor: &Principal, course: &course::Model) -> AppResult<()> {
+    if owns(actor, course.teacher_id) {
+        Ok(())
+    } else {
+        Err(AppError::rejected(
+            ErrorCode::Forbidden,
+            Reason::NotYourCourse,
+            "you do not teach this course",
+        ))
+    }
+}
+
+/// A teacher's login name is for admins and the teacher themself.
+pub fn may_see_username(actor: &Principal, teacher_id: i32) -> bool {
+    owns(actor, teacher_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    fn admin() -> Principal {
+        Principal::User {
+            user_id: 1,
+            role: Role::Admin,
+            teacher_id: None,
+        }
+    }
+
+    fn teacher(teacher_id: i32) -> Principal {
+        Principal::User {
+            user_id: 10 + teacher_id,
+            role: Role::Teacher,
+            teacher_id: Some(teacher_id),
+        }
+    }
+
+    fn device() -> Principal {
+        Principal::Device {
+            id: 5,
+            key_hash: "hash".into(),
+        }
+    }
+
+    #[test]
+    fn admins_see_everything_teachers_their_own_and_devices_nothing() {
+        assert_eq!(scope(&admin()).unwrap(), Scope::All);
+        assert_eq!(scope(&teacher(7)).unwrap(), Scope::Teacher(7));
+        assert!(matches!(scope(&device()), Err(AppError::Forbidden)));
+    }
+
+    #[test]
+    fn only_the_owner_or_an_admin_owns_a_row() {
+        assert!(owns(&admin(), 3));
+        assert!(owns(&teacher(3), 3));
+        assert!(!owns(&teacher(4), 3));
+        assert!(!owns(&device(), 3));
+        assert!(may_see_username(&teacher(3), 3));
+        assert!(!may_see_username(&teacher(4), 3));
+    }
+
+    #[test]
+    fn only_admins_pass_the_admin_check() {
+        assert!(require_admin(&admin()).is_ok());
+        assert!(matches!(
+            require_admin(&teacher(1)),
+            Err(AppError::Forbidden)
+        ));
+        assert!(matches!(require_admin(&device()), Err(AppError::Forbidden)));
+    }
+}
