@@ -12,7 +12,7 @@ use super::{Service, now};
 use crate::auth::jwt::TokenKind;
 use crate::auth::{DEVICE_KEY_PREFIX, Principal, Role, fast_hash, password};
 use crate::entities::{UserRole, device, refresh_token, user};
-use crate::error::{AppError, AppResult, is_unique_violation};
+use crate::error::{AppError, AppResult};
 
 /// How long a device key stays cached; revocation in this process clears it at once, and
 /// scans re-check the key and the active flag in SQL, so staleness never admits a scan.
@@ -346,18 +346,6 @@ pub fn check_password(password: &str) -> AppResult<()> {
         ));
     }
     Ok(())
-}
-
-/// Maps a unique violation on insert to a CONFLICT naming `field`.
-pub(crate) fn conflict_on(field: &str, value: &str) -> impl FnOnce(sea_orm::DbErr) -> AppError {
-    let (field, value) = (field.to_owned(), value.to_owned());
-    move |err| {
-        if is_unique_violation(&err) {
-            AppError::Duplicate { field, value }
-        } else {
-            err.into()
-        }
-    }
 }
 
 impl Role {

@@ -5,10 +5,11 @@ use std::collections::BTreeSet;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Select, Set, TransactionTrait,
+    Set, TransactionTrait,
 };
 
-use super::auth::{check_password, conflict_on};
+use super::auth::check_password;
+use super::sql::{conflict_on, paginate};
 use super::{Page, PageRequest, Service, code_text, now, required_text};
 use crate::auth::{fast_hash, new_device_key, password};
 use crate::entities::{
@@ -434,33 +435,6 @@ impl Service {
         self.forget_device_keys();
         Ok(IssuedDeviceKey { device, api_key })
     }
-}
-
-/// Keyset pagination on `id_column`, with the total over all pages.
-pub(crate) async fn paginate<E>(
-    db: &sea_orm::DatabaseConnection,
-    query: Select<E>,
-    id_column: E::Column,
-    page: PageRequest,
-) -> AppResult<Page<E::Model>>
-where
-    E: EntityTrait,
-    E::Model: Sync,
-{
-    let total_count = query.clone().count(db).await?;
-    let mut rows = query
-        .apply_if(page.after, |q, after| q.filter(id_column.gt(after)))
-        .order_by_asc(id_column)
-        .limit(page.first + 1)
-        .all(db)
-        .await?;
-    let has_next_page = rows.len() as u64 > page.first;
-    rows.truncate(page.first as usize);
-    Ok(Page {
-        items: rows,
-        has_next_page,
-        total_count,
-    })
 }
 
 /// Rows where any of `columns` contains `text`, case-insensitively (wildcards literal).

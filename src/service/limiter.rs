@@ -13,7 +13,7 @@ use std::time::Duration;
 use sea_orm::{ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 use super::now_millis;
-use super::sessions::statement;
+use super::sql::statement;
 use crate::auth::fast_hash;
 use crate::entities::login_throttle::{Column, Entity};
 

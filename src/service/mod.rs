@@ -8,11 +8,13 @@ pub mod records;
 pub mod roster;
 pub mod scan;
 pub mod sessions;
+pub(crate) mod sql;
 pub mod terminals;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
 use sea_orm::DatabaseConnection;
 
 use crate::auth::jwt::JwtKeys;
@@ -109,7 +111,20 @@ impl Service {
     /// Reads a local date and time in `TIME_ZONE` as a UTC instant. In the repeated hour of
     /// a DST change the earlier instant wins; a time skipped by a DST change is invalid.
     pub fn local_to_utc(&self, date: NaiveDate, time: NaiveTime) -> AppResult<DateTime<Utc>> {
-        scan::buffered::local_to_utc_in(self.config.time_zone, date, time)
+        local_to_utc_in(self.config.time_zone, date, time)
+    }
+}
+
+/// Reads a local date and time in `zone` as a UTC instant (earlier instant in a repeated
+/// hour; a skipped hour is invalid).
+pub fn local_to_utc_in(zone: Tz, date: NaiveDate, time: NaiveTime) -> AppResult<DateTime<Utc>> {
+    match zone.from_local_datetime(&date.and_time(time)) {
+        LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
+        LocalResult::Ambiguous(earlier, _) => Ok(earlier.with_timezone(&Utc)),
+        LocalResult::None => Err(AppError::invalid(
+            "time",
+            format!("{date} {time} does not exist in {zone} (daylight-saving change)"),
+        )),
     }
 }
 

@@ -6,8 +6,8 @@ use sea_orm::{
 };
 
 use super::access::{self, Scope};
-use super::directory::paginate;
-use super::sessions::write_transaction;
+use super::sql::paginate;
+use super::sql::write_transaction;
 use super::{Page, PageRequest, Service, now};
 use crate::auth::Principal;
 use crate::entities::{AttendanceStatus, attendance_record, attendance_session, record_change};

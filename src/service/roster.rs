@@ -8,7 +8,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, Set, TransactionTrait,
 };
 
-use super::sessions::{statement, write_transaction};
+use super::sql::{statement, write_transaction};
 use super::{Service, code_text, now, required_text};
 use crate::auth::Principal;
 use crate::entities::{course, student};

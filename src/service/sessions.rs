@@ -4,20 +4,17 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, SqliteTransactionMode, Statement,
-    TransactionOptions, TransactionTrait, Value,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement, TransactionTrait,
 };
 
 use super::access::{self, Scope};
-use super::directory::paginate;
 use super::scan::rule;
+use super::sql::{on_unique_violation, paginate, statement, write_transaction};
 use super::{Page, PageRequest, Service, now, retry_lock_conflicts};
 use crate::auth::Principal;
 use crate::entities::{attendance_record, attendance_session, course, device, teacher};
-use crate::error::{
-    AppError, AppResult, ErrorCode, Reason, is_transient_conflict, is_unique_violation,
-};
+use crate::error::{AppError, AppResult, ErrorCode, Reason, is_transient_conflict};
 use crate::events::{EventKind, SessionEvent};
 
 /// What a client asks for when opening a session.
@@ -61,24 +58,6 @@ pub struct Closed {
     pub marked_absent: u64,
     /// False when the session had already been closed by someone else.
     pub newly_closed: bool,
-}
-
-/// Builds a statement for the connected backend from SQL written with `$n` placeholders.
-pub(crate) fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
-    let sql = match backend {
-        DbBackend::Sqlite => sql.replace('$', "?"),
-        _ => sql.to_owned(),
-    };
-    Statement::from_sql_and_values(backend, sql, values)
-}
-
-/// SQLite transactions that will write take the write lock up front, so the busy timeout
-/// applies instead of a "database is locked" failure when upgrading a read lock.
-pub(crate) fn write_transaction() -> TransactionOptions {
-    TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..Default::default()
-    }
 }
 
 /// Marks absent every enrolled student of the course with no record, in one statement
@@ -197,13 +176,7 @@ impl Service {
         }
         .insert(&self.db)
         .await
-        .map_err(|err| {
-            if is_unique_violation(&err) {
-                device_busy()
-            } else {
-                err.into()
-            }
-        })
+        .map_err(on_unique_violation(device_busy))
     }
 
     /// A session visible to `actor` (admins: any; teachers: their own), or `None`.

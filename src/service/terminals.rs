@@ -17,10 +17,10 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
 };
 
-use super::directory::paginate;
 use super::scan::buffered::BufferedOutcome;
 use super::scan::{ScanRequest, StudentRef};
-use super::sessions::statement;
+use super::sql::paginate;
+use super::sql::statement;
 use super::{Page, PageRequest, Service, code_text, now, now_millis, required_text};
 use crate::auth::{Principal, fast_hash, new_device_key};
 use crate::entities::{

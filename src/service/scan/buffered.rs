@@ -1,7 +1,7 @@
 //! Scans a terminal buffered while offline and sends later: matched to the session bound to
 //! the device at the scan's own date and time, and allowed to correct an automatic absence.
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter,
@@ -17,8 +17,8 @@ use crate::entities::{
 };
 use crate::error::{AppError, AppResult, ErrorCode, Reason};
 use crate::events::{EventKind, SessionEvent};
-use crate::service::sessions::{statement, write_transaction};
-use crate::service::{Service, now};
+use crate::service::sql::{statement, write_transaction};
+use crate::service::{Service, local_to_utc_in, now};
 
 /// The device's sessions per date, read once per batch.
 type SessionsByDate = std::collections::HashMap<NaiveDate, Vec<attendance_session::Model>>;
@@ -339,18 +339,5 @@ impl Service {
         .await?;
         txn.commit().await?;
         Ok(Some(record))
-    }
-}
-
-/// Reads a local date and time in `zone` as a UTC instant (earlier instant in a repeated
-/// hour; a skipped hour is invalid).
-pub fn local_to_utc_in(zone: Tz, date: NaiveDate, time: NaiveTime) -> AppResult<DateTime<Utc>> {
-    match zone.from_local_datetime(&date.and_time(time)) {
-        LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
-        LocalResult::Ambiguous(earlier, _) => Ok(earlier.with_timezone(&Utc)),
-        LocalResult::None => Err(AppError::invalid(
-            "time",
-            format!("{date} {time} does not exist in {zone} (daylight-saving change)"),
-        )),
     }
 }

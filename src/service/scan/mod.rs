@@ -14,7 +14,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Value};
 
 use self::batcher::{Found, Job};
-use super::sessions::statement;
+use super::sql::statement;
 use super::{Service, now};
 use crate::auth::Principal;
 use crate::entities::{attendance_record, device};
