@@ -28,7 +28,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::db::{self, StatementCounter};
-use crate::error::{AppError, ErrorCode, Reason};
+use crate::error::{AppError, Reason};
 use crate::graphql::execute::{GraphqlExecutor, Route, with_codes};
 use crate::graphql::guard::{Auth, ClientAddress};
 use crate::graphql::loaders::{connection_loader, drive, request_loader};
@@ -320,7 +320,6 @@ async fn guard_request(State(config): State<Arc<Config>>, req: Request, next: Ne
         && !graphql_content_type(req.headers())
     {
         return AppError::rejected(
-            ErrorCode::BadUserInput,
             Reason::UnsupportedMediaType,
             "POST /graphql needs Content-Type: application/json (multipart uploads also need an \
              apollo-require-preflight header)",
@@ -375,7 +374,6 @@ fn graphql_content_type(headers: &HeaderMap) -> bool {
 
 fn payload_too_large(limit: usize) -> Response {
     AppError::rejected(
-        ErrorCode::BadUserInput,
         Reason::PayloadTooLarge,
         format!("the request body exceeds {limit} bytes"),
     )

@@ -89,6 +89,32 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The one contract code every rejection for this reason carries.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Self::NoActiveSession
+            | Self::SessionClosed
+            | Self::DuplicateScan
+            | Self::DeviceBusy
+            | Self::ConcurrentEdit
+            | Self::DuplicateValue => ErrorCode::Conflict,
+            Self::StudentNotFound => ErrorCode::NotFound,
+            Self::StudentNotInCourse
+            | Self::NotYourCourse
+            | Self::RateLimited
+            | Self::TerminalNotApproved => ErrorCode::Forbidden,
+            Self::InvalidCredentials => ErrorCode::Unauthenticated,
+            Self::DateMismatch
+            | Self::ScanTooOld
+            | Self::UnsupportedMediaType
+            | Self::MalformedJson
+            | Self::PayloadTooLarge
+            | Self::MalformedLine
+            | Self::QueryLimit => ErrorCode::BadUserInput,
+            Self::Unavailable => ErrorCode::Internal,
+        }
+    }
+
     /// The wire name of the reason.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -139,8 +165,6 @@ pub enum AppError {
     /// A domain rule refused the request; `reason` says which.
     #[error("{message}")]
     Rejected {
-        /// The general category.
-        code: ErrorCode,
         /// The specific rule.
         reason: Reason,
         /// A human explanation.
@@ -174,9 +198,8 @@ impl AppError {
     }
 
     /// A rejection by a domain rule.
-    pub fn rejected(code: ErrorCode, reason: Reason, message: impl Into<String>) -> Self {
+    pub fn rejected(reason: Reason, message: impl Into<String>) -> Self {
         Self::Rejected {
-            code,
             reason,
             message: message.into(),
             record_id: None,
@@ -190,7 +213,7 @@ impl AppError {
             Self::Forbidden => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::InvalidInput { .. } => ErrorCode::BadUserInput,
-            Self::Rejected { code, .. } => *code,
+            Self::Rejected { reason, .. } => reason.code(),
             Self::Duplicate { .. } => ErrorCode::Conflict,
             Self::Unavailable | Self::Internal(_) => ErrorCode::Internal,
         }
@@ -229,7 +252,7 @@ impl AppError {
                 reason: Reason::UnsupportedMediaType,
                 ..
             } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Rejected { code, .. } => match code {
+            Self::Rejected { reason, .. } => match reason.code() {
                 ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
                 ErrorCode::Forbidden => StatusCode::FORBIDDEN,
                 ErrorCode::NotFound => StatusCode::NOT_FOUND,

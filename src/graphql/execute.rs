@@ -127,8 +127,7 @@ pub fn with_codes(mut response: Response) -> Response {
 }
 
 fn refusal(message: &'static str) -> Response {
-    let error =
-        AppError::rejected(ErrorCode::BadUserInput, Reason::QueryLimit, message).into_graphql();
+    let error = AppError::rejected(Reason::QueryLimit, message).into_graphql();
     // The whole document is at fault, so the error points at no location in it.
     let mut refused = ServerError::new(error.message, None);
     refused.extensions = error.extensions;

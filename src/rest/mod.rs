@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::entities::attendance_record;
-use crate::error::{AppError, AppResult, ErrorCode, Reason};
+use crate::error::{AppError, AppResult, Reason};
 use crate::graphql::scalars::{parse_date, parse_time};
 use crate::service::scan::buffered::BufferedOutcome;
 use crate::service::scan::{ScanRequest, StudentRef};
@@ -105,7 +105,6 @@ pub fn parse_scan(body: &[u8]) -> AppResult<ScanRequest> {
 fn parse_json(body: &[u8]) -> AppResult<Value> {
     serde_json::from_slice(body).map_err(|e| {
         AppError::rejected(
-            ErrorCode::BadUserInput,
             Reason::MalformedJson,
             format!("the body is not valid JSON: {e}"),
         )

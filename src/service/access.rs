@@ -4,7 +4,7 @@
 
 use crate::auth::Principal;
 use crate::entities::{attendance_session, course};
-use crate::error::{AppError, AppResult, ErrorCode, Reason};
+use crate::error::{AppError, AppResult, Reason};
 
 /// What a listing is narrowed to for its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,6 @@ pub fn require_course(actor: &Principal, course: &course::Model) -> AppResult<()
         Ok(())
     } else {
         Err(AppError::rejected(
-            ErrorCode::Forbidden,
             Reason::NotYourCourse,
             "you do not teach this course",
         ))

@@ -119,7 +119,6 @@ impl Service {
     ) -> AppResult<TokenPair> {
         if self.limiter.is_locked(&self.db, username, address).await? {
             return Err(AppError::rejected(
-                crate::error::ErrorCode::Forbidden,
                 crate::error::Reason::RateLimited,
                 "too many failed logins; try again later",
             ));
@@ -330,7 +329,6 @@ impl Service {
 /// The one error for every failed login, so responses reveal nothing about accounts.
 pub fn invalid_credentials() -> AppError {
     AppError::rejected(
-        crate::error::ErrorCode::Unauthenticated,
         crate::error::Reason::InvalidCredentials,
         "invalid username or password",
     )

@@ -119,7 +119,6 @@ impl Service {
         if updated.rows_affected != 1 {
             txn.rollback().await?;
             return Err(AppError::rejected(
-                crate::error::ErrorCode::Conflict,
                 crate::error::Reason::ConcurrentEdit,
                 "the record changed meanwhile; reload and retry",
             ));

@@ -14,7 +14,7 @@ use super::sql::{on_unique_violation, paginate, statement, write_transaction};
 use super::{Page, PageRequest, Service, now, retry_lock_conflicts};
 use crate::auth::Principal;
 use crate::entities::{attendance_record, attendance_session, course, device, teacher};
-use crate::error::{AppError, AppResult, ErrorCode, Reason, is_transient_conflict};
+use crate::error::{AppError, AppResult, Reason, is_transient_conflict};
 use crate::events::{EventKind, SessionEvent};
 
 /// What a client asks for when opening a session.
@@ -451,7 +451,6 @@ impl Service {
 
 fn device_busy() -> AppError {
     AppError::rejected(
-        ErrorCode::Conflict,
         Reason::DeviceBusy,
         "the device is already bound to another active session",
     )

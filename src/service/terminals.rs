@@ -303,7 +303,6 @@ fn serial_number(serial: &str) -> AppResult<String> {
 
 fn not_approved() -> AppError {
     AppError::rejected(
-        ErrorCode::Forbidden,
         Reason::TerminalNotApproved,
         "this terminal is waiting for an admin's approval",
     )

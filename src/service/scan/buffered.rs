@@ -15,7 +15,7 @@ use crate::auth::Principal;
 use crate::entities::{
     AttendanceStatus, RecordSource, attendance_record, attendance_session, record_change,
 };
-use crate::error::{AppError, AppResult, ErrorCode, Reason};
+use crate::error::{AppError, AppResult, Reason};
 use crate::events::{EventKind, SessionEvent};
 use crate::service::sql::{statement, write_transaction};
 use crate::service::{Service, local_to_utc_in, now};
@@ -143,7 +143,6 @@ impl Service {
         let horizon = Duration::hours(self.config.offline_horizon_hours as i64);
         if at - scanned_at > horizon {
             return Err(AppError::rejected(
-                ErrorCode::BadUserInput,
                 Reason::ScanTooOld,
                 format!(
                     "scans older than {} hours are not accepted",
@@ -156,7 +155,6 @@ impl Service {
             .await?
         else {
             return Err(AppError::rejected(
-                ErrorCode::Conflict,
                 Reason::NoActiveSession,
                 format!(
                     "no session was bound to this device on {} at {}",

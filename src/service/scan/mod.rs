@@ -18,7 +18,7 @@ use super::sql::statement;
 use super::{Service, now};
 use crate::auth::Principal;
 use crate::entities::{attendance_record, device};
-use crate::error::{AppError, AppResult, ErrorCode, Reason};
+use crate::error::{AppError, AppResult, Reason};
 use crate::events::{EventKind, SessionEvent};
 
 /// What a device sends: a recognized student and the local date and time of the scan.
@@ -279,11 +279,7 @@ impl Service {
             return Ok(Some(if facts.closed_today.is_some() {
                 session_closed()
             } else {
-                AppError::rejected(
-                    ErrorCode::Conflict,
-                    Reason::NoActiveSession,
-                    "this device has no active session",
-                )
+                AppError::rejected(Reason::NoActiveSession, "this device has no active session")
             }));
         };
         if closes_at <= at {
@@ -291,7 +287,6 @@ impl Service {
         }
         if session_date != request.date {
             return Ok(Some(AppError::rejected(
-                ErrorCode::BadUserInput,
                 Reason::DateMismatch,
                 format!(
                     "the scan's date {} is not the session's date {session_date}",
@@ -321,7 +316,6 @@ impl Service {
 pub(crate) fn student_rejection(facts: &Diagnosis, student: &StudentRef) -> Option<AppError> {
     if facts.student_id.is_none() {
         return Some(AppError::rejected(
-            ErrorCode::NotFound,
             Reason::StudentNotFound,
             match student {
                 StudentRef::Id(id) => format!("no student has id {id}"),
@@ -331,7 +325,6 @@ pub(crate) fn student_rejection(facts: &Diagnosis, student: &StudentRef) -> Opti
     }
     if facts.enrolled == 0 {
         return Some(AppError::rejected(
-            ErrorCode::Forbidden,
             Reason::StudentNotInCourse,
             "the student is not in any section of this session's course",
         ));
@@ -341,7 +334,6 @@ pub(crate) fn student_rejection(facts: &Diagnosis, student: &StudentRef) -> Opti
 
 fn duplicate_scan(record_id: i32) -> AppError {
     AppError::Rejected {
-        code: ErrorCode::Conflict,
         reason: Reason::DuplicateScan,
         message: format!("the student is already recorded in this session (record {record_id})"),
         record_id: Some(record_id),
@@ -357,7 +349,6 @@ pub(crate) fn student_value(student: &StudentRef) -> Value {
 
 fn session_closed() -> AppError {
     AppError::rejected(
-        ErrorCode::Conflict,
         Reason::SessionClosed,
         "the session bound to this device has closed",
     )
