@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use chrono::{DateTime, Duration, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
@@ -28,6 +28,11 @@ use crate::entities::{
     terminal_stamp,
 };
 use crate::error::{AppError, AppResult, ErrorCode, Reason, is_unique_violation};
+use crate::iclock::protocol::{
+    AttendanceLine, delete_user_command, firmware_from_info, firmware_from_options,
+    parse_attendance, parse_attendance_line, parse_command_results, push_version, serial_number,
+    time_zone_option, update_user_command,
+};
 
 /// Seconds between a terminal's polls for commands (`Delay`).
 pub const POLL_DELAY_SECONDS: i64 = 10;
@@ -70,11 +75,6 @@ const CLAIM_SQL: &str = "UPDATE device SET drain_lease_until = $2 \
 /// drain, in time order.
 const NONE_PENDING_SQL: &str = " AND NOT EXISTS (SELECT 1 FROM terminal_punch \
      WHERE device_id = $1 AND outcome = 'pending')";
-/// The longest PIN accepted: a student code.
-const MAX_PIN_CHARS: usize = 64;
-/// How much of a raw line is kept for review.
-const MAX_LINE_CHARS: usize = 512;
-
 /// What a terminal reports about itself in a request's query string.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TerminalReport<'a> {
@@ -95,138 +95,6 @@ pub enum UploadReply {
     Ok,
 }
 
-/// One command result a terminal reported.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CommandResult {
-    /// The command's id.
-    pub id: i32,
-    /// The terminal's return code (0 is success).
-    pub return_code: i32,
-    /// The command keyword it echoed (`CMD=`).
-    pub reply: Option<String>,
-}
-
-/// One line of an attendance upload, read but not yet judged.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AttendanceLine {
-    /// The line as sent, without its line ending (truncated for storage).
-    pub raw: String,
-    /// The PIN field as sent (trimmed, truncated).
-    pub pin: String,
-    /// The time field: `YYYY-MM-DD HH:MM:SS` when it parsed, else as sent (truncated).
-    pub time: String,
-    /// The parsed local date and time, or why the line cannot be read.
-    pub parsed: Result<NaiveDateTime, String>,
-}
-
-impl AttendanceLine {
-    fn key(&self) -> (String, String) {
-        (self.pin.clone(), self.time.clone())
-    }
-}
-
-/// Reads an `ATTLOG` body: one record per line, tab-separated `PIN`, `YYYY-MM-DD HH:MM:SS`,
-/// status, verify mode, work code and reserved fields. Tolerates `\r\n`, blank lines and
-/// an `ATTLOG\t` prefix. Lines that cannot be read come back with the reason.
-pub fn parse_attendance(body: &str) -> Vec<AttendanceLine> {
-    body.split('\n')
-        .map(|line| line.strip_suffix('\r').unwrap_or(line))
-        .filter(|line| !line.trim().is_empty())
-        .map(parse_attendance_line)
-        .collect()
-}
-
-fn parse_attendance_line(raw: &str) -> AttendanceLine {
-    let record = raw.strip_prefix("ATTLOG\t").unwrap_or(raw);
-    let mut fields = record.split('\t');
-    let pin_field = fields.next().unwrap_or_default().trim();
-    let time_field = fields.next().unwrap_or_default().trim();
-    let pin = truncate(pin_field, MAX_PIN_CHARS);
-    let parsed = if pin_field.is_empty() {
-        Err("the PIN is empty".to_owned())
-    } else if pin_field.chars().count() > MAX_PIN_CHARS {
-        Err(format!("the PIN is longer than {MAX_PIN_CHARS} characters"))
-    } else if pin_field
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control())
-    {
-        Err("the PIN contains spaces or control characters".to_owned())
-    } else {
-        NaiveDateTime::parse_from_str(time_field, "%Y-%m-%d %H:%M:%S")
-            .map_err(|_| format!("the time {time_field:?} is not YYYY-MM-DD HH:MM:SS"))
-    };
-    let time = match &parsed {
-        Ok(at) => at.format("%Y-%m-%d %H:%M:%S").to_string(),
-        Err(_) => truncate(time_field, MAX_PIN_CHARS),
-    };
-    AttendanceLine {
-        raw: truncate(raw, MAX_LINE_CHARS),
-        pin,
-        time,
-        parsed,
-    }
-}
-
-/// Reads a `devicecmd` body: one `ID=<id>&Return=<code>&CMD=<cmd>` per line. Lines without
-/// a numeric id and return code are skipped.
-pub fn parse_command_results(body: &str) -> Vec<CommandResult> {
-    body.lines()
-        .filter_map(|line| {
-            let mut id = None;
-            let mut return_code = None;
-            let mut reply = None;
-            for pair in line.trim().split('&') {
-                let Some((key, value)) = pair.split_once('=') else {
-                    continue;
-                };
-                match key.trim().to_ascii_lowercase().as_str() {
-                    "id" => id = value.trim().parse::<i32>().ok(),
-                    "return" => return_code = value.trim().parse::<i32>().ok(),
-                    "cmd" => reply = clean(value, 64),
-                    _ => {}
-                }
-            }
-            Some(CommandResult {
-                id: id?,
-                return_code: return_code?,
-                reply,
-            })
-        })
-        .collect()
-}
-
-/// The firmware version in an `INFO` value (its first comma-separated field).
-pub fn firmware_from_info(info: &str) -> Option<String> {
-    clean(info.split(',').next().unwrap_or_default(), 64)
-}
-
-/// The firmware version in an `options` upload (`FWVersion=...`, lines or comma lists,
-/// keys sometimes prefixed with `~`).
-pub fn firmware_from_options(body: &str) -> Option<String> {
-    body.split(['\n', ','])
-        .filter_map(|item| item.trim().split_once('='))
-        .find(|(key, _)| {
-            key.trim()
-                .trim_start_matches('~')
-                .eq_ignore_ascii_case("FWVersion")
-        })
-        .and_then(|(_, value)| clean(value, 64))
-}
-
-/// The `TimeZone` option: the zone's current offset in whole hours, or in minutes when it
-/// is not a whole number of hours (the push protocol reads values outside ±12 as minutes).
-pub fn time_zone_option(zone: Tz, at: DateTime<Utc>) -> String {
-    let seconds = zone
-        .offset_from_utc_datetime(&at.naive_utc())
-        .fix()
-        .local_minus_utc();
-    if seconds % 3600 == 0 {
-        (seconds / 3600).to_string()
-    } else {
-        (seconds / 60).to_string()
-    }
-}
-
 /// True when the terminal made contact within [`ONLINE_WINDOW_SECONDS`] of `at`.
 pub fn is_online(device: &device::Model, at: DateTime<Utc>) -> bool {
     device
@@ -242,63 +110,6 @@ pub fn parse_time_zone(field: &str, name: &str) -> AppResult<Tz> {
             format!("{name:?} is not an IANA time zone name (e.g. Africa/Addis_Ababa)"),
         )
     })
-}
-
-/// The command that writes a student onto a terminal (PIN = student code).
-pub fn update_user_command(student: &student::Model) -> String {
-    format!(
-        "DATA UPDATE USERINFO PIN={}\tName={} {}",
-        command_field(&student.student_code),
-        command_field(&student.first_name),
-        command_field(&student.last_name),
-    )
-}
-
-/// The command that removes a PIN from a terminal.
-pub fn delete_user_command(student_code: &str) -> String {
-    format!("DATA DELETE USERINFO PIN={}", command_field(student_code))
-}
-
-/// A value inside a command: tabs and line breaks would start new fields or commands.
-fn command_field(value: &str) -> String {
-    value
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-/// Trimmed, printable, at most `max` characters; `None` when nothing is left.
-fn clean(value: &str, max: usize) -> Option<String> {
-    let value: String = value
-        .trim()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(max)
-        .collect();
-    (!value.is_empty()).then_some(value)
-}
-
-fn truncate(value: &str, max: usize) -> String {
-    value.chars().take(max).collect()
-}
-
-/// A serial number as terminals send it: letters, digits, `-`, `_` and `.`, 1 to 64 of them.
-fn serial_number(serial: &str) -> AppResult<String> {
-    let serial = serial.trim();
-    if serial.is_empty() {
-        return Err(AppError::invalid("SN", "is required"));
-    }
-    if serial.len() > 64
-        || !serial
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(AppError::invalid(
-            "SN",
-            "must be 1 to 64 letters, digits, '-', '_' or '.'",
-        ));
-    }
-    Ok(serial.to_owned())
 }
 
 fn not_approved() -> AppError {
@@ -430,7 +241,7 @@ impl Service {
         let mut update = device::Entity::update_many()
             .col_expr(device::Column::LastSeenAt, Expr::value(at))
             .filter(device::Column::Id.eq(device.id));
-        if let Some(version) = report.push_version.and_then(|v| clean(v, 64))
+        if let Some(version) = report.push_version.and_then(push_version)
             && device.push_version.as_deref() != Some(version.as_str())
         {
             update = update.col_expr(device::Column::PushVersion, Expr::value(version.clone()));
@@ -1270,7 +1081,10 @@ impl Service {
             .order_by_asc(student::Column::Id)
             .all(&self.db)
             .await?;
-        let commands: Vec<String> = students.iter().map(update_user_command).collect();
+        let commands: Vec<String> = students
+            .iter()
+            .map(|s| update_user_command(&s.student_code, &s.first_name, &s.last_name))
+            .collect();
         self.queue_commands(admin, &terminal, commands).await
     }
 
@@ -1344,85 +1158,5 @@ impl Service {
                 q.filter(terminal_punch::Column::DeviceId.eq(id))
             });
         paginate(&self.db, query, terminal_punch::Column::Id, page).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attendance_lines_tolerate_crlf_blank_lines_and_the_attlog_prefix() {
-        let body = "0012\t2025-11-25 08:43:21\t0\t15\t0\t0\r\n\r\nATTLOG\t7\t2025-11-25 08:44:00\t0\t15\n\n";
-        let lines = parse_attendance(body);
-        assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0].pin, "0012", "leading zeros are kept");
-        assert_eq!(lines[0].time, "2025-11-25 08:43:21");
-        assert!(lines[0].parsed.is_ok());
-        assert_eq!(lines[1].pin, "7");
-        assert_eq!(lines[1].raw, "ATTLOG\t7\t2025-11-25 08:44:00\t0\t15");
-    }
-
-    #[test]
-    fn unreadable_lines_say_why() {
-        let lines = parse_attendance(
-            "\t2025-11-25 08:00:00\nA1\t25/11/2025 08:00\nA 1\t2025-11-25 08:00:00\ngarbage",
-        );
-        let reasons: Vec<&str> = lines
-            .iter()
-            .map(|l| l.parsed.as_ref().map(|_| "").unwrap_err().as_str())
-            .collect();
-        assert_eq!(reasons[0], "the PIN is empty");
-        assert!(reasons[1].contains("YYYY-MM-DD HH:MM:SS"));
-        assert!(reasons[2].contains("spaces"));
-        assert!(reasons[3].contains("is not"));
-    }
-
-    #[test]
-    fn command_results_are_read_per_line() {
-        let results =
-            parse_command_results("ID=4&Return=0&CMD=DATA\r\nID=5&Return=-1002&CMD=DATA\nnoise\n");
-        assert_eq!(
-            results,
-            vec![
-                CommandResult {
-                    id: 4,
-                    return_code: 0,
-                    reply: Some("DATA".into())
-                },
-                CommandResult {
-                    id: 5,
-                    return_code: -1002,
-                    reply: Some("DATA".into())
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn firmware_comes_from_info_or_options() {
-        assert_eq!(
-            firmware_from_info("Ver 8.0.4.2-20170911,4,0,23,192.168.1.201,10,7,15,0,111"),
-            Some("Ver 8.0.4.2-20170911".into())
-        );
-        assert_eq!(
-            firmware_from_options("~DeviceName=SpeedFace,FWVersion=Ver 6.60 Apr 28 2017\n"),
-            Some("Ver 6.60 Apr 28 2017".into())
-        );
-        assert_eq!(firmware_from_options("IPAddress=10.0.0.2"), None);
-    }
-
-    #[test]
-    fn the_time_zone_option_is_hours_or_minutes() {
-        let at = Utc::now();
-        assert_eq!(time_zone_option(Tz::UTC, at), "0");
-        assert_eq!(time_zone_option(Tz::Africa__Addis_Ababa, at), "3");
-        assert_eq!(time_zone_option(Tz::Asia__Kolkata, at), "330");
-    }
-
-    #[test]
-    fn command_fields_cannot_smuggle_fields_or_commands() {
-        assert_eq!(command_field("a\tb\nc"), "a b c");
-        assert_eq!(delete_user_command("0012"), "DATA DELETE USERINFO PIN=0012");
     }
 }
