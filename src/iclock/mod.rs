@@ -9,7 +9,7 @@
 //!
 //! A terminal is the device with that serial number; unknown, pending and revoked
 //! terminals get 403. Handlers only read the request and write the text; the rules live
-//! in [`crate::service::terminals`], the text formats in [`protocol`].
+//! in [`crate::service::terminals`], the text formats in [`crate::iclock::protocol`].
 
 pub mod protocol;
 
