@@ -88,6 +88,8 @@ impl Service {
         Ok(recorded)
     }
 
+    /// Queues `commands` for `terminal`, in order, as `admin`'s. Its callers have checked
+    /// that `admin` is one (`admin_only`); it records who queued them.
     pub(super) async fn queue_commands(
         &self,
         admin: &Principal,

@@ -21,7 +21,7 @@ use sea_orm::{
 };
 
 use super::{Service, now, required_text};
-use crate::auth::{fast_hash, new_device_key};
+use crate::auth::{Principal, fast_hash, new_device_key};
 use crate::entities::{DeviceApproval, device, terminal_stamp};
 use crate::error::{AppError, AppResult, ErrorCode, Reason, is_unique_violation};
 use crate::iclock::protocol::{firmware_from_info, push_version, serial_number, time_zone_option};
@@ -74,6 +74,16 @@ pub fn parse_time_zone(field: &str, name: &str) -> AppResult<Tz> {
             format!("{name:?} is not an IANA time zone name (e.g. Africa/Addis_Ababa)"),
         )
     })
+}
+
+/// Refuses anyone but an admin. GraphQL's guard refuses them first; this check is the one
+/// every transport shares, so a method that changes terminals cannot be reached without it.
+fn admin_only(actor: &Principal) -> AppResult<()> {
+    if actor.is_admin() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden)
+    }
 }
 
 fn not_approved() -> AppError {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 mod commands;
+mod enrolment;
 mod handshake;
 mod uploads;
 
