@@ -9,7 +9,9 @@
 //!
 //! A terminal is the device with that serial number; unknown, pending and revoked
 //! terminals get 403. Handlers only read the request and write the text; the rules live
-//! in [`crate::service::terminals`].
+//! in [`crate::service::terminals`], the text formats in [`crate::iclock::protocol`].
+
+pub mod protocol;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -22,6 +24,7 @@ use crate::app::AppState;
 use crate::entities::device;
 use crate::error::AppResult;
 use crate::service::terminals::{TerminalReport, UploadReply};
+use protocol::{OK, commands_reply, options_reply, taken_reply};
 
 /// The query string of an iclock request, as pairs (terminals vary the case of keys).
 type Params = Query<Vec<(String, String)>>;
@@ -75,14 +78,8 @@ async fn handshake(State(state): State<AppState>, Query(params): Params) -> Resp
         async {
             let device = terminal(&state, &params).await?;
             let options = state.service.terminal_options(&device).await?;
-            let mut body = format!(
-                "GET OPTION FROM: {}\n",
-                device.serial_number.as_deref().unwrap_or_default()
-            );
-            for (key, value) in options {
-                body.push_str(&format!("{key}={value}\n"));
-            }
-            Ok(body)
+            let serial = device.serial_number.as_deref().unwrap_or_default();
+            Ok(options_reply(serial, &options))
         }
         .await,
     )
@@ -102,8 +99,8 @@ async fn upload(State(state): State<AppState>, Query(params): Params, body: Byte
                 .terminal_upload(&device, table, stamp, &body)
                 .await?;
             Ok(match reply {
-                UploadReply::Taken(n) => format!("OK: {n}"),
-                UploadReply::Ok => "OK".to_owned(),
+                UploadReply::Taken(n) => taken_reply(n),
+                UploadReply::Ok => OK.to_owned(),
             })
         }
         .await,
@@ -116,13 +113,9 @@ async fn poll(State(state): State<AppState>, Query(params): Params) -> Response 
         async {
             let device = terminal(&state, &params).await?;
             let commands = state.service.terminal_poll(&device).await?;
-            if commands.is_empty() {
-                return Ok("OK".to_owned());
-            }
-            Ok(commands
-                .iter()
-                .map(|c| format!("C:{}:{}\n", c.id, c.command))
-                .collect())
+            Ok(commands_reply(
+                commands.iter().map(|c| (c.id, c.command.as_str())),
+            ))
         }
         .await,
     )
@@ -142,7 +135,7 @@ async fn command_results(
                 .service
                 .terminal_command_results(&device, &body)
                 .await?;
-            Ok("OK".to_owned())
+            Ok(OK.to_owned())
         }
         .await,
     )

@@ -1,0 +1,389 @@
+//! Attendance uploads: lines taken, duplicates counted, bad lines kept for review,
+//! resends ignored, late batches correcting absences, large uploads judged after the reply.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::ConnectionTrait;
+use serde_json::json;
+
+use super::{SN, attlog, local, terminal_zone, wait_until_judged};
+use crate::both_databases;
+use crate::common::*;
+
+both_databases!(
+    uploads_take_good_lines_count_duplicates_and_keep_bad_lines,
+    resent_uploads_change_nothing,
+    a_late_batch_turns_an_automatic_absence_into_present,
+    ten_thousand_lines_are_taken_in_one_request,
+    pending_lines_left_by_a_stopped_server_are_judged_later,
+);
+
+async fn uploads_take_good_lines_count_duplicates_and_keep_bad_lines(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(2).await;
+    let leading_zeros = app
+        .create_student(&school.admin, "00420", &school.sections[0])
+        .await;
+    let (zone, offset) = terminal_zone();
+    let (id, code) = app.approve_terminal(&school.admin, SN, zone).await;
+    let session = app.open_on(&school, &code).await;
+    let codes = app.student_codes(&school.admin, &school.students).await;
+    let at = Utc::now() - Duration::minutes(5);
+    let (t0, t1, t2) = (
+        local(at, offset),
+        local(at + Duration::seconds(30), offset),
+        local(at + Duration::seconds(60), offset),
+    );
+
+    let body = [
+        attlog(&codes[0], &t0),
+        format!("ATTLOG\t{}", attlog(&codes[1], &t0)),
+        "\r\n".to_owned(),
+        attlog(&codes[0], &t1), // the student is already recorded: a duplicate
+        attlog(&codes[1], &t0), // the same line again
+        attlog("00420", &t1),
+        attlog("420", &t1), // leading zeros matter: no such student
+        attlog("OUT001", &t1),
+        attlog(&codes[2], "2025/11/25 08:00"),
+        format!("\t{t2}\t0\t15\t0\t0\r\n"),
+        "\r\n".to_owned(),
+    ]
+    .concat();
+    let (status, reply) = app.upload(SN, 1000, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(reply, "OK: 5", "2 new, 1 duplicate, 1 repeat, 1 more new");
+
+    let data = app
+        .gql_ok(
+            Some(&school.teacher),
+            "query($id: ID!) { session(id: $id) { records { studentId status scannedAt } } }",
+            json!({"id": session}),
+        )
+        .await;
+    let records = data["session"]["records"].as_array().unwrap();
+    let mut students: Vec<&str> = records
+        .iter()
+        .map(|r| r["studentId"].as_str().unwrap())
+        .collect();
+    students.sort();
+    let mut expected = vec![
+        school.students[0].as_str(),
+        school.students[1].as_str(),
+        leading_zeros.as_str(),
+    ];
+    expected.sort();
+    assert_eq!(students, expected);
+    let first = records
+        .iter()
+        .find(|r| r["studentId"] == school.students[0].as_str())
+        .unwrap();
+    assert_eq!(first["status"], "PRESENT");
+    let scanned = DateTime::parse_from_rfc3339(first["scannedAt"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        scanned.timestamp(),
+        at.timestamp(),
+        "the time is read in the terminal's zone"
+    );
+
+    let rejected = app.rejected_lines(&school.admin, &id).await;
+    let reasons: Vec<(&str, &str)> = rejected
+        .iter()
+        .map(|l| (l["pin"].as_str().unwrap(), l["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("420", "STUDENT_NOT_FOUND"),
+            ("OUT001", "STUDENT_NOT_IN_COURSE"),
+            (codes[2].as_str(), "MALFORMED_LINE"),
+            ("", "MALFORMED_LINE"),
+        ]
+    );
+    assert_eq!(rejected[0]["time"], t1.as_str());
+    assert_eq!(
+        rejected[0]["line"],
+        format!("420\t{t1}\t0\t15\t0\t0\t0\t0\t0\t0")
+    );
+    assert!(rejected[3]["message"].as_str().unwrap().contains("PIN"));
+
+    let health = app.terminal_health(&school.admin, &id).await;
+    assert_eq!(health["recordsAccepted"], 3);
+    assert_eq!(health["recordsDuplicate"], 1);
+    assert_eq!(health["recordsRejected"], 4);
+    let (_, handshake) = app.handshake(SN).await;
+    assert!(handshake.contains("\nATTLOGStamp=1000\n"), "{handshake}");
+
+    // Lines with no session bound at their time are kept too.
+    let (status, reply) = app
+        .upload(SN, 1001, attlog(&codes[3], "2024-01-01 08:00:00"))
+        .await;
+    assert_eq!((status, reply.as_str()), (200, "OK: 0"));
+    let rejected = app.rejected_lines(&school.admin, &id).await;
+    assert_eq!(rejected.len(), 5);
+    assert_eq!(rejected[4]["reason"], "SCAN_TOO_OLD");
+}
+
+async fn resent_uploads_change_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(2).await;
+    let (zone, offset) = terminal_zone();
+    let (id, code) = app.approve_terminal(&school.admin, SN, zone).await;
+    app.open_on(&school, &code).await;
+    let codes = app.student_codes(&school.admin, &school.students).await;
+    let at = Utc::now() - Duration::minutes(3);
+    let body = [
+        attlog(&codes[0], &local(at, offset)),
+        attlog(&codes[0], &local(at + Duration::seconds(5), offset)),
+        attlog("NOPE", &local(at, offset)),
+        attlog(&codes[1], &local(at, offset)),
+    ]
+    .concat();
+    let (status, first) = app.upload(SN, 7, body.clone()).await;
+    assert_eq!((status, first.as_str()), (200, "OK: 3"));
+    let snapshot = || async {
+        (
+            app.count("SELECT COUNT(*) FROM attendance_record").await,
+            app.count("SELECT COUNT(*) FROM terminal_punch").await,
+            app.count("SELECT COUNT(*) FROM record_change").await,
+        )
+    };
+    let before = snapshot().await;
+    assert_eq!(before, (2, 4, 0));
+
+    // The terminal did not get the reply and sends the same batch again, then a batch
+    // that overlaps it.
+    let (status, again) = app.upload(SN, 7, body.clone()).await;
+    assert_eq!((status, again.as_str()), (200, "OK: 3"), "the same answer");
+    assert_eq!(snapshot().await, before);
+    let overlap = [
+        attlog(&codes[1], &local(at, offset)),
+        attlog(&codes[2], &local(at + Duration::seconds(9), offset)),
+    ]
+    .concat();
+    let (_, reply) = app.upload(SN, 8, overlap).await;
+    assert_eq!(reply, "OK: 2");
+    assert_eq!(snapshot().await, (3, 5, 0));
+    let health = app.terminal_health(&school.admin, &id).await;
+    assert_eq!(
+        (
+            &health["recordsAccepted"],
+            &health["recordsDuplicate"],
+            &health["recordsRejected"]
+        ),
+        (&json!(3), &json!(1), &json!(1)),
+        "resends are not counted twice"
+    );
+    assert_eq!(app.rejected_lines(&school.admin, &id).await.len(), 1);
+}
+
+async fn a_late_batch_turns_an_automatic_absence_into_present(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(2).await;
+    let (zone, offset) = terminal_zone();
+    let (_, code) = app.approve_terminal(&school.admin, SN, zone).await;
+    let session = app.open_on(&school, &code).await;
+    let codes = app.student_codes(&school.admin, &school.students).await;
+    let during = Utc::now() - Duration::seconds(5);
+    let closed = app
+        .gql_ok(
+            Some(&school.teacher),
+            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
+            json!({"id": session}),
+        )
+        .await;
+    assert_eq!(closed["closeSession"]["markedAbsent"], 4);
+
+    // The terminal was offline during the class and uploads once it is back.
+    let (status, reply) = app
+        .upload(SN, 31, attlog(&codes[0], &local(during, offset)))
+        .await;
+    assert_eq!((status, reply.as_str()), (200, "OK: 1"));
+    let data = app
+        .gql_ok(
+            Some(&school.teacher),
+            "query($id: ID!) { session(id: $id) { counts { present absent } records { studentId status changes { oldStatus newStatus reason } } } }",
+            json!({"id": session}),
+        )
+        .await;
+    assert_eq!(
+        data["session"]["counts"],
+        json!({"present": 1, "absent": 3})
+    );
+    let record = data["session"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["studentId"] == school.students[0].as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(record["status"], "PRESENT");
+    assert_eq!(record["changes"][0]["oldStatus"], "ABSENT");
+    assert!(
+        record["changes"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("buffered scan")
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM terminal_punch WHERE outcome = 'corrected'")
+            .await,
+        1
+    );
+}
+
+async fn ten_thousand_lines_are_taken_in_one_request(backend: Backend) {
+    // A small general limit proves the terminals' routes have their own.
+    let app = TestApp::spawn_with(backend, |env| {
+        env.insert("MAX_BODY_BYTES".into(), "65536".into());
+    })
+    .await;
+    let school = app.seed_school(10).await;
+    let (zone, offset) = terminal_zone();
+    let (id, code) = app.approve_terminal(&school.admin, SN, zone).await;
+    app.open_on(&school, &code).await;
+    let codes = app.student_codes(&school.admin, &school.students).await;
+    assert_eq!(codes.len(), 20);
+
+    // 500 seconds of a busy door: every student seen every second, one line each.
+    let start = Utc::now() - Duration::seconds(600);
+    let mut body = String::new();
+    for second in 0..500 {
+        let time = local(start + Duration::seconds(second), offset);
+        for code in &codes {
+            body.push_str("ATTLOG\t");
+            body.push_str(&attlog(code, &time));
+        }
+    }
+    assert_eq!(body.lines().count(), 10_000);
+    assert!(body.len() > 65536);
+    let began = Instant::now();
+    let (status, reply) = app.upload(SN, 10_000, body.clone()).await;
+    let answered = began.elapsed();
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply, "OK: 10000");
+    // Whatever did not fit in the request's time budget is judged right after the reply.
+    wait_until_judged(&app).await;
+    let judged = began.elapsed();
+    eprintln!(
+        "iclock upload of 10000 lines on {backend:?}: answered in {:.2} s, all judged in {:.2} s ({:.0} lines/s)",
+        answered.as_secs_f64(),
+        judged.as_secs_f64(),
+        10_000.0 / judged.as_secs_f64()
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM attendance_record").await,
+        20
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM terminal_punch").await,
+        10_000
+    );
+    let health = app.terminal_health(&school.admin, &id).await;
+    assert_eq!(health["recordsAccepted"], 20);
+    assert_eq!(health["recordsDuplicate"], 9_980);
+    assert_eq!(health["recordsRejected"], 0);
+    let first_scans = app
+        .count(&format!(
+            "SELECT COUNT(*) FROM terminal_punch WHERE outcome = 'accepted' AND punch_time = '{}'",
+            local(start, offset)
+        ))
+        .await;
+    assert_eq!(
+        first_scans, 20,
+        "each student's earliest line is the one recorded"
+    );
+
+    // The resend of the whole batch is cheap and changes nothing.
+    let began = Instant::now();
+    let (status, reply) = app.upload(SN, 10_000, body).await;
+    eprintln!(
+        "iclock resend of 10000 lines on {backend:?}: {:.2} s",
+        began.elapsed().as_secs_f64()
+    );
+    assert_eq!((status, reply.as_str()), (200, "OK: 10000"));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM terminal_punch").await,
+        10_000
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM attendance_record").await,
+        20
+    );
+
+    // Other routes keep the general limit.
+    let big = format!("{{\"query\": \"{}\"}}", "x".repeat(70_000));
+    let res = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 413);
+}
+
+async fn pending_lines_left_by_a_stopped_server_are_judged_later(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(1).await;
+    let (zone, offset) = terminal_zone();
+    let (id, code) = app.approve_terminal(&school.admin, SN, zone).await;
+    let session = app.open_on(&school, &code).await;
+    let codes = app.student_codes(&school.admin, &school.students).await;
+    // A server stored a large upload's tail as pending and stopped before judging it.
+    let time = local(Utc::now() - Duration::seconds(30), offset);
+    for (pin, line) in [
+        (codes[0].as_str(), attlog(&codes[0], &time)),
+        ("GHOST", attlog("GHOST", &time)),
+    ] {
+        app.service
+            .db
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                app.service.db.get_database_backend(),
+                if backend == Backend::Postgres {
+                    "INSERT INTO terminal_punch (device_id, pin, punch_time, line, outcome, received_at) \
+                     VALUES ($1, $2, $3, $4, 'pending', $5)"
+                } else {
+                    "INSERT INTO terminal_punch (device_id, pin, punch_time, line, outcome, received_at) \
+                     VALUES (?, ?, ?, ?, 'pending', ?)"
+                },
+                [
+                    id.parse::<i32>().unwrap().into(),
+                    pin.into(),
+                    time.clone().into(),
+                    line.trim_end().to_owned().into(),
+                    Utc::now().into(),
+                ],
+            ))
+            .await
+            .unwrap();
+    }
+    // The next server to start judges them.
+    let restarted = app.spawn_sibling(|_| {}).await;
+    wait_until_judged(&app).await;
+    restarted.stop().await;
+    let data = app
+        .gql_ok(
+            Some(&school.teacher),
+            "query($id: ID!) { session(id: $id) { records { studentId status } } }",
+            json!({"id": session}),
+        )
+        .await;
+    assert_eq!(
+        data["session"]["records"],
+        json!([{"studentId": school.students[0], "status": "PRESENT"}])
+    );
+    let rejected = app.rejected_lines(&school.admin, &id).await;
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["reason"], "STUDENT_NOT_FOUND");
+    let health = app.terminal_health(&school.admin, &id).await;
+    assert_eq!(
+        (&health["recordsAccepted"], &health["recordsRejected"]),
+        (&json!(1), &json!(1))
+    );
+    // A resend afterwards finds them judged.
+    let resend = [attlog(&codes[0], &time), attlog("GHOST", &time)].concat();
+    assert_eq!(app.upload(SN, 3, resend).await, (200, "OK: 1".to_owned()));
+    assert_eq!(app.count("SELECT COUNT(*) FROM attendance_record").await, 1);
+}
