@@ -264,7 +264,7 @@ impl TerminalQuery {
     ) -> async_graphql::Result<Vec<Terminal>> {
         let rows = ctx
             .data_unchecked::<Service>()
-            .terminals(approval.map(Into::into))
+            .terminals(principal(ctx).gql()?, approval.map(Into::into))
             .await
             .gql()?;
         Ok(rows.into_iter().map(Terminal).collect())
@@ -276,7 +276,7 @@ impl TerminalQuery {
         let id = self::id("id", &id)?;
         Ok(ctx
             .data_unchecked::<Service>()
-            .terminal(id)
+            .terminal(principal(ctx).gql()?, id)
             .await
             .gql()?
             .map(Terminal))
@@ -298,7 +298,7 @@ impl TerminalQuery {
         let page = PageRequest::new(first, after.as_deref()).gql()?;
         let result = ctx
             .data_unchecked::<Service>()
-            .terminal_commands(terminal_id, page)
+            .terminal_commands(principal(ctx).gql()?, terminal_id, page)
             .await
             .gql()?;
         Ok(connection(
@@ -326,7 +326,7 @@ impl TerminalQuery {
         let page = PageRequest::new(first, after.as_deref()).gql()?;
         let result = ctx
             .data_unchecked::<Service>()
-            .terminal_rejected_lines(terminal_id, page)
+            .terminal_rejected_lines(principal(ctx).gql()?, terminal_id, page)
             .await
             .gql()?;
         Ok(connection(result, after.is_some(), |l| l.id, TerminalLine))
@@ -350,7 +350,12 @@ impl TerminalMutation {
         time_zone: Option<String>,
     ) -> async_graphql::Result<Terminal> {
         ctx.data_unchecked::<Service>()
-            .approve_terminal(self::id("id", &id)?, name.as_deref(), time_zone.as_deref())
+            .approve_terminal(
+                principal(ctx).gql()?,
+                self::id("id", &id)?,
+                name.as_deref(),
+                time_zone.as_deref(),
+            )
             .await
             .gql()
             .map(Terminal)
@@ -365,7 +370,11 @@ impl TerminalMutation {
         time_zone: Option<String>,
     ) -> async_graphql::Result<Terminal> {
         ctx.data_unchecked::<Service>()
-            .set_terminal_time_zone(self::id("id", &id)?, time_zone.as_deref())
+            .set_terminal_time_zone(
+                principal(ctx).gql()?,
+                self::id("id", &id)?,
+                time_zone.as_deref(),
+            )
             .await
             .gql()
             .map(Terminal)

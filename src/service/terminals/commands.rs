@@ -9,6 +9,7 @@ use crate::auth::Principal;
 use crate::entities::{device, terminal_command};
 use crate::error::AppResult;
 use crate::iclock::protocol::parse_command_results;
+use crate::service::access::require_admin;
 use crate::service::sql::paginate;
 use crate::service::{Page, PageRequest, Service, now};
 
@@ -124,9 +125,11 @@ impl Service {
     /// A page of a terminal's commands, oldest first.
     pub async fn terminal_commands(
         &self,
+        actor: &Principal,
         terminal_id: i32,
         page: PageRequest,
     ) -> AppResult<Page<terminal_command::Model>> {
+        require_admin(actor)?;
         let query = terminal_command::Entity::find()
             .filter(terminal_command::Column::DeviceId.eq(terminal_id));
         paginate(&self.db, query, terminal_command::Column::Id, page).await

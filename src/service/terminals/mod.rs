@@ -21,10 +21,11 @@ use sea_orm::{
 };
 
 use super::{Service, now, required_text};
-use crate::auth::{fast_hash, new_device_key};
+use crate::auth::{Principal, fast_hash, new_device_key};
 use crate::entities::{DeviceApproval, device, terminal_stamp};
 use crate::error::{AppError, AppResult, Reason, is_unique_violation};
 use crate::iclock::protocol::{firmware_from_info, push_version, serial_number, time_zone_option};
+use crate::service::access::require_admin;
 
 pub use commands::{COMMAND_RETRY_SECONDS, MAX_COMMAND_ATTEMPTS, MAX_COMMANDS_PER_POLL};
 pub use uploads::{STAMPED_TABLES, SYNC_BUDGET};
@@ -228,8 +229,10 @@ impl Service {
     /// approval state, in the order they were first seen.
     pub async fn terminals(
         &self,
+        actor: &Principal,
         approval: Option<DeviceApproval>,
     ) -> AppResult<Vec<device::Model>> {
+        require_admin(actor)?;
         Ok(device::Entity::find()
             .filter(device::Column::SerialNumber.is_not_null())
             .apply_if(approval, |q, a| q.filter(device::Column::Approval.eq(a)))
@@ -239,7 +242,12 @@ impl Service {
     }
 
     /// One terminal by row id; `None` for unknown ids and devices without a serial.
-    pub async fn terminal(&self, id: i32) -> AppResult<Option<device::Model>> {
+    pub async fn terminal(&self, actor: &Principal, id: i32) -> AppResult<Option<device::Model>> {
+        require_admin(actor)?;
+        self.find_terminal(id).await
+    }
+
+    async fn find_terminal(&self, id: i32) -> AppResult<Option<device::Model>> {
         Ok(device::Entity::find_by_id(id)
             .one(&self.db)
             .await?
@@ -247,7 +255,7 @@ impl Service {
     }
 
     async fn existing_terminal(&self, id: i32) -> AppResult<device::Model> {
-        self.terminal(id)
+        self.find_terminal(id)
             .await?
             .ok_or(AppError::NotFound("terminal"))
     }
@@ -256,10 +264,12 @@ impl Service {
     /// the zone its local times are read in.
     pub async fn approve_terminal(
         &self,
+        actor: &Principal,
         id: i32,
         name: Option<&str>,
         time_zone: Option<&str>,
     ) -> AppResult<device::Model> {
+        require_admin(actor)?;
         let name = name.map(|n| required_text("name", n, 200)).transpose()?;
         let zone = time_zone
             .map(|z| parse_time_zone("timeZone", z))
@@ -285,9 +295,11 @@ impl Service {
     /// Sets the IANA zone a terminal's local times are read in; `None` restores `TIME_ZONE`.
     pub async fn set_terminal_time_zone(
         &self,
+        actor: &Principal,
         id: i32,
         time_zone: Option<&str>,
     ) -> AppResult<device::Model> {
+        require_admin(actor)?;
         let zone = time_zone
             .map(|z| parse_time_zone("timeZone", z))
             .transpose()?;

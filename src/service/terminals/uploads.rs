@@ -718,9 +718,11 @@ impl Service {
     /// A page of rejected attendance lines, of one terminal or all, oldest first.
     pub async fn terminal_rejected_lines(
         &self,
+        actor: &Principal,
         terminal_id: Option<i32>,
         page: PageRequest,
     ) -> AppResult<Page<terminal_punch::Model>> {
+        crate::service::access::require_admin(actor)?;
         let query = terminal_punch::Entity::find()
             .filter(terminal_punch::Column::Outcome.eq(PunchOutcome::Rejected))
             .apply_if(terminal_id, |q, id| {

@@ -9,7 +9,18 @@ use super::SN;
 use crate::both_databases;
 use crate::common::*;
 
-both_databases!(only_an_admin_can_push_a_roster_or_remove_a_student_in_the_service);
+both_databases!(
+    only_an_admin_can_push_a_roster_or_remove_a_student_in_the_service,
+    only_an_admin_can_read_approve_or_reconfigure_terminals_in_the_service,
+);
+
+fn admin() -> Principal {
+    Principal::User {
+        user_id: 1,
+        role: Role::Admin,
+        teacher_id: None,
+    }
+}
 
 async fn only_an_admin_can_push_a_roster_or_remove_a_student_in_the_service(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -19,7 +30,7 @@ async fn only_an_admin_can_push_a_roster_or_remove_a_student_in_the_service(back
     let section_id: i32 = school.sections[0].parse().expect("section id");
     let terminal = app
         .service
-        .terminal(terminal_id)
+        .terminal(&admin(), terminal_id)
         .await
         .expect("read terminal")
         .expect("terminal");
@@ -58,4 +69,64 @@ async fn only_an_admin_can_push_a_roster_or_remove_a_student_in_the_service(back
         0,
         "nothing was queued"
     );
+}
+
+async fn only_an_admin_can_read_approve_or_reconfigure_terminals_in_the_service(backend: Backend) {
+    use attendance::service::PageRequest;
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(1).await;
+    let (id, _) = app.approve_terminal(&school.admin, SN, "UTC").await;
+    let terminal_id: i32 = id.parse().expect("terminal id");
+    let teacher = Principal::User {
+        user_id: 2,
+        role: Role::Teacher,
+        teacher_id: Some(school.teacher_id.parse().expect("teacher id")),
+    };
+    let device = Principal::Device {
+        id: terminal_id,
+        key_hash: String::new(),
+    };
+    let page = PageRequest {
+        first: 10,
+        after: None,
+    };
+    for actor in [&teacher, &device] {
+        let service = &app.service;
+        assert!(matches!(
+            service.terminals(actor, None).await,
+            Err(AppError::Forbidden)
+        ));
+        assert!(matches!(
+            service.terminal(actor, terminal_id).await,
+            Err(AppError::Forbidden)
+        ));
+        assert!(matches!(
+            service.terminal_commands(actor, terminal_id, page).await,
+            Err(AppError::Forbidden)
+        ));
+        assert!(matches!(
+            service.terminal_rejected_lines(actor, None, page).await,
+            Err(AppError::Forbidden)
+        ));
+        assert!(matches!(
+            service
+                .approve_terminal(actor, terminal_id, Some("renamed"), None)
+                .await,
+            Err(AppError::Forbidden)
+        ));
+        assert!(matches!(
+            service
+                .set_terminal_time_zone(actor, terminal_id, Some("Europe/Paris"))
+                .await,
+            Err(AppError::Forbidden)
+        ));
+    }
+    let unchanged = app
+        .service
+        .terminal(&admin(), terminal_id)
+        .await
+        .expect("read terminal")
+        .expect("terminal");
+    assert_ne!(unchanged.name, "renamed");
+    assert_eq!(unchanged.time_zone.as_deref(), Some("UTC"));
 }
