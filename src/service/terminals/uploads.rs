@@ -3,7 +3,7 @@
 //! pending and judged right after by the drain, under the terminal's lease in the database.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono_tz::Tz;
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -42,6 +42,11 @@ const PARALLEL_STUDENTS: usize = 4;
 /// milliseconds. Far longer than a chunk takes; a process that dies holding a lease delays
 /// that terminal's pending lines by this much, plus the wait for the next sweep.
 const LEASE_MILLIS: i64 = 60_000;
+/// How long an upload waits for a terminal's lease that another drain holds before it
+/// stores its lines as pending (within its time budget).
+const LEASE_WAIT: Duration = Duration::from_secs(2);
+/// How often a waiting upload tries the lease again.
+const LEASE_POLL: Duration = Duration::from_millis(20);
 /// Claims a terminal's lines (`$1`) until `$2` if nobody holds them at `$3` (now). The row
 /// lock makes it atomic: of two processes claiming at once, one sees the other's lease.
 const CLAIM_SQL: &str = "UPDATE device SET drain_lease_until = $2 \
@@ -269,7 +274,8 @@ impl Service {
                     let holding = match &mut lease {
                         Some(held) => self.renew_lease(held).await?,
                         None => {
-                            lease = self.claim_lines(device.id, true).await?;
+                            let deadline = started + budget.min(LEASE_WAIT);
+                            lease = self.claim_lines_by(device.id, deadline).await?;
                             lease.is_some()
                         }
                     };
@@ -534,6 +540,22 @@ impl Service {
                     emptied: false,
                 });
             }
+        }
+    }
+
+    /// Claims the lines for an upload that would judge them at once, trying again until
+    /// `deadline`: the holder is most often a drain that finds nothing to do and lets go
+    /// within milliseconds (one starts when a terminal is approved, and after each upload),
+    /// and judging now gives the terminal a reply that counts what its lines became.
+    async fn claim_lines_by(&self, device_id: i32, deadline: Instant) -> AppResult<Option<Lease>> {
+        loop {
+            if let Some(lease) = self.claim_lines(device_id, true).await? {
+                return Ok(Some(lease));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(LEASE_POLL).await;
         }
     }
 
