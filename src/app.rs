@@ -33,18 +33,8 @@ use crate::graphql::execute::{GraphqlExecutor, Route, with_codes};
 use crate::graphql::guard::{Auth, ClientAddress};
 use crate::graphql::loaders::{connection_loader, drive, request_loader};
 use crate::service::Service;
+use crate::state::AppState;
 use crate::{iclock, rest};
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    /// The domain services.
-    pub service: Service,
-    /// The GraphQL schemas and the rules every transport runs them by.
-    pub graphql: GraphqlExecutor,
-    /// Turns true when the server starts shutting down (WebSockets then close cleanly).
-    pub stopping: watch::Receiver<bool>,
-}
 
 /// A failure to start, reported as one line.
 #[derive(Debug, thiserror::Error)]

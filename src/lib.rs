@@ -28,3 +28,7 @@ pub mod metrics;
 pub mod rest;
 /// The domain: every rule and transaction, shared by both transports.
 pub mod service;
+/// What every handler shares (`AppState`), whichever transport serves it.
+pub mod state;
+/// The wire formats of dates and times, shared by GraphQL and REST.
+pub mod time;

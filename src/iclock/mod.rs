@@ -18,10 +18,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::app::AppState;
 use crate::entities::device;
 use crate::error::AppResult;
 use crate::service::terminals::{TerminalReport, UploadReply};
+use crate::state::AppState;
 
 /// The query string of an iclock request, as pairs (terminals vary the case of keys).
 type Params = Query<Vec<(String, String)>>;

@@ -5,12 +5,12 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
-use crate::graphql::scalars::parse_date;
 use crate::service::parse_id;
 use crate::service::roster::ExportScope;
+use crate::state::AppState;
+use crate::time::parse_date;
 
 /// The date range of a course export.
 #[derive(Debug, Deserialize)]

@@ -11,13 +11,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::entities::attendance_record;
 use crate::error::{AppError, AppResult, ErrorCode, Reason};
-use crate::graphql::scalars::{parse_date, parse_time};
 use crate::service::scan::buffered::BufferedOutcome;
 use crate::service::scan::{ScanRequest, StudentRef};
+use crate::state::AppState;
+use crate::time::{parse_date, parse_time};
 
 /// A record as the REST shim returns it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
