@@ -3,11 +3,12 @@
 pub mod export;
 pub mod openapi;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -18,6 +19,25 @@ use crate::service::scan::buffered::BufferedOutcome;
 use crate::service::scan::{ScanRequest, StudentRef};
 use crate::state::AppState;
 use crate::time::{parse_date, parse_time};
+
+/// The REST routes: device scans, CSV exports, the OpenAPI document and the probes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/attendance/scan", post(scan))
+        .route("/api/attendance/scans/batch", post(scan_batch))
+        .route("/api/openapi.json", get(openapi::openapi_json))
+        .route(
+            "/api/export/sessions/{id}/records.csv",
+            get(export::session_csv),
+        )
+        .route(
+            "/api/export/courses/{id}/attendance.csv",
+            get(export::course_csv),
+        )
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/ready", get(ready))
+}
 
 /// A record as the REST shim returns it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
