@@ -4,7 +4,7 @@
 
 /// Building the router and state, binding, serving with graceful shutdown, background jobs.
 pub mod app;
-/// Roles and principals, argon2 password hashes, JWTs and device keys.
+/// Roles and principals, argon2 password hashes, JWTs, device keys, the bearer extractor.
 pub mod auth;
 /// Typed configuration from the environment; fails fast naming the bad variable.
 pub mod config;

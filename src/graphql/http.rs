@@ -18,6 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use super::execute::{Route, with_codes};
 use super::guard::{Auth, ClientAddress};
 use super::loaders::{connection_loader, drive, request_loader};
+use crate::auth::extract::MaybeBearer;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -33,18 +34,16 @@ pub fn routes() -> Router<AppState> {
 async fn graphql(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    bearer: MaybeBearer,
     req: GraphQLRequest,
 ) -> GraphQLResponse {
-    let auth = match headers.get(header::AUTHORIZATION) {
-        None => Auth::Anonymous,
-        Some(value) => match value.to_str() {
+    let auth = match &bearer {
+        MaybeBearer::Absent => Auth::Anonymous,
+        MaybeBearer::Unreadable => Auth::Invalid,
+        MaybeBearer::Header(header) => match state.service.authenticate(header).await {
+            Ok(principal) => Auth::Principal(principal),
+            Err(AppError::Unavailable) => Auth::Unavailable,
             Err(_) => Auth::Invalid,
-            Ok(value) => match state.service.authenticate(value).await {
-                Ok(principal) => Auth::Principal(principal),
-                Err(AppError::Unavailable) => Auth::Unavailable,
-                Err(_) => Auth::Invalid,
-            },
         },
     };
     let (loader, tasks) = request_loader(state.service.clone());
@@ -91,20 +90,16 @@ async fn graphql_ws(
 async fn serve_ws(state: AppState, socket: WebSocket, protocol: WebSocketProtocols) {
     let service = state.service.clone();
     let on_init = move |payload: serde_json::Value| async move {
-        let token = ["Authorization", "authorization", "authToken", "token"]
+        let bearer = ["Authorization", "authorization", "authToken", "token"]
             .iter()
             .find_map(|key| payload.get(*key).and_then(|v| v.as_str()))
             .or_else(|| payload["headers"]["Authorization"].as_str())
-            .map(|t| {
-                if t.starts_with("Bearer ") {
-                    t.to_owned()
-                } else {
-                    format!("Bearer {t}")
-                }
-            })
-            .ok_or_else(|| async_graphql::Error::new("connection_init carries no token"))?;
+            .map_or(MaybeBearer::Absent, MaybeBearer::from_token);
+        let header = bearer
+            .required()
+            .map_err(|_| async_graphql::Error::new("connection_init carries no token"))?;
         let principal = service
-            .authenticate(&token)
+            .authenticate(header)
             .await
             .map_err(|_| async_graphql::Error::new("invalid token"))?;
         if !principal.role().is_person() {

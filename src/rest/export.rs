@@ -1,11 +1,12 @@
 //! Authenticated CSV downloads of attendance.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::auth::Principal;
+use crate::auth::extract::MaybeBearer;
 use crate::error::{AppError, AppResult};
 use crate::service::parse_id;
 use crate::service::roster::ExportScope;
@@ -19,8 +20,8 @@ pub struct Range {
     to: Option<String>,
 }
 
-async fn person(state: &AppState, headers: &HeaderMap) -> AppResult<Principal> {
-    let principal = super::bearer_principal(state, headers).await?;
+async fn person(state: &AppState, bearer: &MaybeBearer) -> AppResult<Principal> {
+    let principal = super::bearer_principal(state, bearer).await?;
     if principal.role().is_person() {
         Ok(principal)
     } else {
@@ -45,11 +46,11 @@ fn csv(filename: &str, body: String) -> Response {
 /// `GET /api/export/sessions/{id}/records.csv`: one session's records.
 pub async fn session_csv(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    bearer: MaybeBearer,
     Path(id): Path<String>,
 ) -> Response {
     let result = async {
-        let actor = person(&state, &headers).await?;
+        let actor = person(&state, &bearer).await?;
         let id = parse_id("id", &id)?;
         let body = state
             .service
@@ -64,12 +65,12 @@ pub async fn session_csv(
 /// `GET /api/export/courses/{id}/attendance.csv?from=YYYY-MM-DD&to=YYYY-MM-DD`.
 pub async fn course_csv(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    bearer: MaybeBearer,
     Path(id): Path<String>,
     Query(range): Query<Range>,
 ) -> Response {
     let result = async {
-        let actor = person(&state, &headers).await?;
+        let actor = person(&state, &bearer).await?;
         let id = parse_id("id", &id)?;
         let date = |field: &'static str, value: Option<String>| {
             value

@@ -5,7 +5,7 @@ pub mod openapi;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::auth::Principal;
+use crate::auth::extract::MaybeBearer;
 use crate::entities::attendance_record;
 use crate::error::{AppError, AppResult, ErrorCode, Reason};
 use crate::service::scan::buffered::BufferedOutcome;
@@ -74,17 +75,13 @@ impl From<attendance_record::Model> for RecordJson {
 }
 
 /// The caller authenticated by the request's `Authorization: Bearer` header.
-pub async fn bearer_principal(state: &AppState, headers: &HeaderMap) -> AppResult<Principal> {
-    let header = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(AppError::Unauthenticated)?;
-    state.service.authenticate(header).await
+pub async fn bearer_principal(state: &AppState, bearer: &MaybeBearer) -> AppResult<Principal> {
+    state.service.authenticate(bearer.required()?).await
 }
 
 /// The device authenticated by the request's bearer key.
-pub async fn device_principal(state: &AppState, headers: &HeaderMap) -> AppResult<Principal> {
-    let principal = bearer_principal(state, headers).await?;
+pub async fn device_principal(state: &AppState, bearer: &MaybeBearer) -> AppResult<Principal> {
+    let principal = bearer_principal(state, bearer).await?;
     match principal {
         Principal::Device { .. } => Ok(principal),
         Principal::User { .. } => Err(AppError::Forbidden),
@@ -92,11 +89,11 @@ pub async fn device_principal(state: &AppState, headers: &HeaderMap) -> AppResul
 }
 
 /// `POST /api/attendance/scan`: records a scan for the device's active session.
-pub async fn scan(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn scan(State(state): State<AppState>, bearer: MaybeBearer, body: Bytes) -> Response {
     // Once a scan has arrived it is processed to the end, even if the device hangs up
     // meanwhile: its next attempt then finds the record (409) instead of a half-done one.
     let result = detached(async move {
-        let device = device_principal(&state, &headers).await?;
+        let device = device_principal(&state, &bearer).await?;
         let request = parse_scan(&body)?;
         state.service.scan(&device, request).await
     })
@@ -179,11 +176,11 @@ pub const MAX_BATCH: usize = 1000;
 /// because of one bad item; replaying a batch changes nothing.
 pub async fn scan_batch(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    bearer: MaybeBearer,
     body: Bytes,
 ) -> Response {
     let result = detached(async move {
-        let device = device_principal(&state, &headers).await?;
+        let device = device_principal(&state, &bearer).await?;
         let value = parse_json(&body)?;
         let items = match value {
             Value::Array(items) => items,
