@@ -19,7 +19,7 @@ use super::execute::{Route, with_codes};
 use super::guard::{Auth, ClientAddress};
 use super::loaders::{connection_loader, drive, request_loader};
 use crate::auth::extract::MaybeBearer;
-use crate::error::AppError;
+use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
 /// The GraphQL endpoint, its WebSocket and the playground.
@@ -167,7 +167,7 @@ async fn graphiql() -> Html<&'static str> {
 }
 
 /// The vendored GraphiQL assets.
-async fn graphiql_asset(Path(file): Path<String>) -> Response {
+async fn graphiql_asset(Path(file): Path<String>) -> AppResult<impl IntoResponse> {
     let (bytes, content_type): (&'static [u8], &str) = match file.as_str() {
         "graphiql.min.js" => (
             include_bytes!("../../assets/graphiql/graphiql.min.js"),
@@ -185,14 +185,13 @@ async fn graphiql_asset(Path(file): Path<String>) -> Response {
             include_bytes!("../../assets/graphiql/react-dom.production.min.js"),
             "text/javascript",
         ),
-        _ => return AppError::NotFound("route").into_response(),
+        _ => return Err(AppError::NotFound("route")),
     };
-    (
+    Ok((
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=86400"),
         ],
         Body::from(bytes),
-    )
-        .into_response()
+    ))
 }

@@ -6,7 +6,7 @@ pub mod openapi;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
@@ -89,19 +89,20 @@ pub async fn device_principal(state: &AppState, bearer: &MaybeBearer) -> AppResu
 }
 
 /// `POST /api/attendance/scan`: records a scan for the device's active session.
-pub async fn scan(State(state): State<AppState>, bearer: MaybeBearer, body: Bytes) -> Response {
+pub async fn scan(
+    State(state): State<AppState>,
+    bearer: MaybeBearer,
+    body: Bytes,
+) -> AppResult<(StatusCode, Json<RecordJson>)> {
     // Once a scan has arrived it is processed to the end, even if the device hangs up
     // meanwhile: its next attempt then finds the record (409) instead of a half-done one.
-    let result = detached(async move {
+    let record = detached(async move {
         let device = device_principal(&state, &bearer).await?;
         let request = parse_scan(&body)?;
         state.service.scan(&device, request).await
     })
-    .await;
-    match result {
-        Ok(record) => (StatusCode::CREATED, Json(RecordJson::from(record))).into_response(),
-        Err(err) => err.into_response(),
-    }
+    .await?;
+    Ok((StatusCode::CREATED, Json(RecordJson::from(record))))
 }
 
 /// Runs `work` on its own task so that a dropped connection cannot cancel it halfway.
@@ -178,8 +179,8 @@ pub async fn scan_batch(
     State(state): State<AppState>,
     bearer: MaybeBearer,
     body: Bytes,
-) -> Response {
-    let result = detached(async move {
+) -> AppResult<Json<Value>> {
+    let answer = detached(async move {
         let device = device_principal(&state, &bearer).await?;
         let value = parse_json(&body)?;
         let items = match value {
@@ -251,36 +252,28 @@ pub async fn scan_batch(
             "results": results,
         }))
     })
-    .await;
-    match result {
-        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
-        Err(err) => err.into_response(),
-    }
+    .await?;
+    Ok(Json(answer))
 }
 
 /// `GET /health`: 200 when the database answers, 503 when it does not.
-pub async fn health(State(state): State<AppState>) -> Response {
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.service.db.ping().await {
-        Ok(()) => probe(StatusCode::OK, json!({"status": "ok"})),
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
         Err(_) => database_unreachable(),
     }
 }
 
-/// A probe's answer: the status and a small JSON body saying why.
-fn probe(status: StatusCode, body: Value) -> Response {
-    (status, Json(body)).into_response()
-}
-
 /// What `/health` and `/ready` answer when the database cannot be reached.
-fn database_unreachable() -> Response {
-    probe(
+fn database_unreachable() -> (StatusCode, Json<Value>) {
+    (
         StatusCode::SERVICE_UNAVAILABLE,
-        json!({"status": "unavailable", "database": "unreachable"}),
+        Json(json!({"status": "unavailable", "database": "unreachable"})),
     )
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let service = &state.service;
     let sessions_open = service.open_session_count().await.unwrap_or(-1);
     let (pool_size, pool_idle) = match service.db.get_database_backend() {
@@ -306,23 +299,22 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         )],
         service.metrics.render(gauges),
     )
-        .into_response()
 }
 
 /// `GET /ready`: 200 when the database answers and every migration is applied.
-pub async fn ready(State(state): State<AppState>) -> Response {
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     use migration::MigratorTrait;
     if !state.service.events.is_listening() {
-        return probe(
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "starting", "live_events": "not yet listening"}),
+            Json(json!({"status": "starting", "live_events": "not yet listening"})),
         );
     }
     match migration::Migrator::get_pending_migrations(&state.service.db).await {
-        Ok(pending) if pending.is_empty() => probe(StatusCode::OK, json!({"status": "ready"})),
-        Ok(pending) => probe(
+        Ok(pending) if pending.is_empty() => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Ok(pending) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "migrations pending", "pending": pending.len()}),
+            Json(json!({"status": "migrations pending", "pending": pending.len()})),
         ),
         Err(_) => database_unreachable(),
     }
