@@ -24,7 +24,7 @@ pub mod graphql;
 pub mod iclock;
 /// Prometheus metrics: requests, GraphQL operations, scans, sessions, pool usage.
 pub mod metrics;
-/// The REST endpoints: the device scan shim and health checks.
+/// The REST endpoints: the device scan shim, CSV exports, the OpenAPI document, probes.
 pub mod rest;
 /// The domain: every rule and transaction, shared by both transports.
 pub mod service;

@@ -1,4 +1,5 @@
-//! The REST endpoints: the device scan shim and health checks.
+//! The REST endpoints: the device scan shim, CSV exports, the OpenAPI document and the
+//! probes. Each handler reads its request, calls `service`, and writes a body from [`body`].
 
 pub mod body;
 pub mod export;
