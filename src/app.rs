@@ -6,17 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use futures_util::{SinkExt, StreamExt};
+use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -29,22 +23,10 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::db::{self, StatementCounter};
 use crate::error::{AppError, Reason};
-use crate::graphql::execute::{GraphqlExecutor, Route, with_codes};
-use crate::graphql::guard::{Auth, ClientAddress};
-use crate::graphql::loaders::{connection_loader, drive, request_loader};
+use crate::graphql::execute::GraphqlExecutor;
 use crate::service::Service;
-use crate::{iclock, rest};
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    /// The domain services.
-    pub service: Service,
-    /// The GraphQL schemas and the rules every transport runs them by.
-    pub graphql: GraphqlExecutor,
-    /// Turns true when the server starts shutting down (WebSockets then close cleanly).
-    pub stopping: watch::Receiver<bool>,
-}
+use crate::state::AppState;
+use crate::{graphql, iclock, rest};
 
 /// A failure to start, reported as one line.
 #[derive(Debug, thiserror::Error)]
@@ -224,23 +206,8 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
     let config = state.service.config.clone();
     let state_metrics = state.service.metrics.clone();
     let api = extra
-        .route("/graphql", get(graphiql).post(graphql))
-        .route("/graphql/ws", get(graphql_ws))
-        .route("/graphiql/{file}", get(graphiql_asset))
-        .route("/api/attendance/scan", post(rest::scan))
-        .route("/api/attendance/scans/batch", post(rest::scan_batch))
-        .route("/api/openapi.json", get(rest::openapi::openapi_json))
-        .route(
-            "/api/export/sessions/{id}/records.csv",
-            get(rest::export::session_csv),
-        )
-        .route(
-            "/api/export/courses/{id}/attendance.csv",
-            get(rest::export::course_csv),
-        )
-        .route("/health", get(rest::health))
-        .route("/metrics", get(rest::metrics))
-        .route("/ready", get(rest::ready))
+        .merge(graphql::http::routes())
+        .merge(rest::routes())
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes));
     // Terminals upload everything they buffered in one request, so their routes have a
@@ -404,179 +371,6 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 async fn not_found() -> Response {
     AppError::NotFound("route").into_response()
-}
-
-/// `POST /graphql`.
-async fn graphql(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    req: GraphQLRequest,
-) -> GraphQLResponse {
-    let auth = match headers.get(header::AUTHORIZATION) {
-        None => Auth::Anonymous,
-        Some(value) => match value.to_str() {
-            Err(_) => Auth::Invalid,
-            Ok(value) => match state.service.authenticate(value).await {
-                Ok(principal) => Auth::Principal(principal),
-                Err(AppError::Unavailable) => Auth::Unavailable,
-                Err(_) => Auth::Invalid,
-            },
-        },
-    };
-    let (loader, tasks) = request_loader(state.service.clone());
-    let operation = req.0.operation_name.clone();
-    let started = std::time::Instant::now();
-    let response = match state.graphql.prepare(req.into_inner(), &auth) {
-        Route::Run(request, schema) => {
-            let request = request
-                .data(auth)
-                .data(loader)
-                .data(ClientAddress(peer.ip()));
-            with_codes(drive(tasks, schema.execute(request)).await)
-        }
-        Route::Refused(refused) => refused,
-    };
-    state.service.metrics.graphql(
-        operation.as_deref().unwrap_or("anonymous"),
-        !response.errors.is_empty(),
-        started.elapsed(),
-    );
-    response.into()
-}
-
-/// `GET /graphql/ws`: subscriptions over graphql-transport-ws (and the older graphql-ws).
-/// The token comes in `connection_init`; a missing or bad one closes the socket.
-async fn graphql_ws(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let protocol = headers
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|list| {
-            list.split(',')
-                .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
-        })
-        .unwrap_or(WebSocketProtocols::GraphQLWS);
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve_ws(state, socket, protocol))
-}
-
-async fn serve_ws(state: AppState, socket: WebSocket, protocol: WebSocketProtocols) {
-    let service = state.service.clone();
-    let on_init = move |payload: serde_json::Value| async move {
-        let token = ["Authorization", "authorization", "authToken", "token"]
-            .iter()
-            .find_map(|key| payload.get(*key).and_then(|v| v.as_str()))
-            .or_else(|| payload["headers"]["Authorization"].as_str())
-            .map(|t| {
-                if t.starts_with("Bearer ") {
-                    t.to_owned()
-                } else {
-                    format!("Bearer {t}")
-                }
-            })
-            .ok_or_else(|| async_graphql::Error::new("connection_init carries no token"))?;
-        let principal = service
-            .authenticate(&token)
-            .await
-            .map_err(|_| async_graphql::Error::new("invalid token"))?;
-        if !principal.role().is_person() {
-            return Err(async_graphql::Error::new("devices cannot subscribe"));
-        }
-        let mut data = async_graphql::Data::default();
-        data.insert(Auth::Principal(principal));
-        data.insert(connection_loader(service));
-        Ok(data)
-    };
-    let (mut sink, stream) = socket.split();
-    let input = stream
-        .take_while(|message| futures_util::future::ready(message.is_ok()))
-        .filter_map(|message| {
-            futures_util::future::ready(match message {
-                Ok(WsMessage::Text(text)) => Some(text.as_bytes().to_vec()),
-                Ok(WsMessage::Binary(bytes)) => Some(bytes.to_vec()),
-                _ => None,
-            })
-        });
-    let output = async_graphql::http::WebSocket::new(state.graphql.clone(), input, protocol)
-        .on_connection_init(on_init)
-        .map(|message| match message {
-            async_graphql::http::WsMessage::Text(text) => WsMessage::Text(text.into()),
-            async_graphql::http::WsMessage::Close(code, reason) => {
-                WsMessage::Close(Some(CloseFrame {
-                    code,
-                    reason: reason.into(),
-                }))
-            }
-        });
-    let mut output = std::pin::pin!(output);
-    let mut stopping = state.stopping.clone();
-    let mut stop = std::pin::pin!(async move {
-        let _ = stopping.wait_for(|stopping| *stopping).await;
-    });
-    loop {
-        tokio::select! {
-            message = output.next() => match message {
-                Some(message) => {
-                    if sink.send(message).await.is_err() {
-                        return;
-                    }
-                }
-                None => return,
-            },
-            _ = &mut stop => {
-                let _ = sink
-                    .send(WsMessage::Close(Some(CloseFrame {
-                        code: 1001,
-                        reason: "server shutting down".into(),
-                    })))
-                    .await;
-                return;
-            }
-        }
-    }
-}
-
-const GRAPHIQL_HTML: &str = include_str!("../assets/graphiql.html");
-
-/// `GET /graphql`: the GraphiQL playground, served entirely from the binary.
-async fn graphiql() -> Html<&'static str> {
-    Html(GRAPHIQL_HTML)
-}
-
-/// The vendored GraphiQL assets.
-async fn graphiql_asset(Path(file): Path<String>) -> Response {
-    let (bytes, content_type): (&'static [u8], &str) = match file.as_str() {
-        "graphiql.min.js" => (
-            include_bytes!("../assets/graphiql/graphiql.min.js"),
-            "text/javascript",
-        ),
-        "graphiql.min.css" => (
-            include_bytes!("../assets/graphiql/graphiql.min.css"),
-            "text/css",
-        ),
-        "react.production.min.js" => (
-            include_bytes!("../assets/graphiql/react.production.min.js"),
-            "text/javascript",
-        ),
-        "react-dom.production.min.js" => (
-            include_bytes!("../assets/graphiql/react-dom.production.min.js"),
-            "text/javascript",
-        ),
-        _ => return not_found().await,
-    };
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
-        ],
-        Body::from(bytes),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

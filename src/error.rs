@@ -7,7 +7,7 @@
 use async_graphql::ErrorExtensions as _;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 /// Result alias used throughout the service layer.
 pub type AppResult<T> = Result<T, AppError>;
@@ -277,19 +277,25 @@ impl AppError {
         }
     }
 
+    /// The input field at fault and the existing record a duplicate collided with, where
+    /// the error names them.
+    fn field_and_record(&self) -> (Option<String>, Option<i32>) {
+        match self {
+            Self::InvalidInput { field, .. } | Self::Duplicate { field, .. } => {
+                (Some(field.clone()), None)
+            }
+            Self::Rejected { record_id, .. } => (None, *record_id),
+            _ => (None, None),
+        }
+    }
+
     /// The GraphQL form: message plus `extensions.code`, `reason`, `field`, `recordId`.
     pub fn into_graphql(self) -> async_graphql::Error {
         self.log();
         let mut err = async_graphql::Error::new(self.public_message());
         let code = self.code().as_str();
         let reason = self.reason().map(Reason::as_str);
-        let (field, record_id) = match &self {
-            Self::InvalidInput { field, .. } | Self::Duplicate { field, .. } => {
-                (Some(field.clone()), None)
-            }
-            Self::Rejected { record_id, .. } => (None, *record_id),
-            _ => (None, None),
-        };
+        let (field, record_id) = self.field_and_record();
         err = err.extend_with(|_, ext| {
             ext.set("code", code);
             if let Some(reason) = reason {
@@ -307,29 +313,56 @@ impl AppError {
 
     /// The REST body: `{"error": {"code", "message", ...}}`, where `code` is the specific
     /// reason when there is one (so each rejection has its own code) and `kind` the category.
-    pub fn rest_body(&self) -> Value {
-        let mut error = json!({
-            "code": self.reason().map(Reason::as_str).unwrap_or(self.code().as_str()),
-            "kind": self.code().as_str(),
-            "message": self.public_message(),
-        });
-        if let Some(reason) = self.reason() {
-            error["reason"] = json!(reason.as_str());
+    pub fn rest_body(&self) -> ErrorBody {
+        let (field, record_id) = self.field_and_record();
+        ErrorBody {
+            error: ErrorDetail {
+                code: self
+                    .reason()
+                    .map(Reason::as_str)
+                    .unwrap_or(self.code().as_str()),
+                field,
+                kind: self.code().as_str(),
+                message: self.public_message(),
+                reason: self.reason().map(Reason::as_str),
+                record_id,
+            },
         }
-        match self {
-            Self::InvalidInput { field, .. } | Self::Duplicate { field, .. } => {
-                error["field"] = json!(field);
-            }
-            Self::Rejected {
-                record_id: Some(id),
-                ..
-            } => {
-                error["record_id"] = json!(id);
-            }
-            _ => {}
-        }
-        json!({ "error": error })
     }
+}
+
+/// Every error answer: `{"error": {...}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+// The fields are in alphabetical order, the order these bodies have always been written
+// in (as JSON maps, which sort their keys); absent ones are left out.
+/// An error's details.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// The specific code: NO_ACTIVE_SESSION, SESSION_CLOSED, DUPLICATE_SCAN,
+    /// STUDENT_NOT_FOUND, STUDENT_NOT_IN_COURSE, DATE_MISMATCH, MALFORMED_JSON,
+    /// PAYLOAD_TOO_LARGE, SCAN_TOO_OLD, UNAUTHENTICATED, FORBIDDEN, BAD_USER_INPUT, UNAVAILABLE...
+    #[schema(value_type = String)]
+    pub code: &'static str,
+    /// The field at fault, for invalid input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The category: UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, BAD_USER_INPUT, CONFLICT or INTERNAL.
+    #[schema(value_type = String)]
+    pub kind: &'static str,
+    /// A human explanation.
+    pub message: String,
+    /// The specific reason, when there is one (equals `code`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub reason: Option<&'static str>,
+    /// The existing record, for DUPLICATE_SCAN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<i32>,
 }
 
 impl IntoResponse for AppError {

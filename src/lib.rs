@@ -4,7 +4,7 @@
 
 /// Building the router and state, binding, serving with graceful shutdown, background jobs.
 pub mod app;
-/// Roles and principals, argon2 password hashes, JWTs and device keys.
+/// Roles and principals, argon2 password hashes, JWTs, device keys, the bearer extractor.
 pub mod auth;
 /// Typed configuration from the environment; fails fast naming the bad variable.
 pub mod config;
@@ -24,7 +24,11 @@ pub mod graphql;
 pub mod iclock;
 /// Prometheus metrics: requests, GraphQL operations, scans, sessions, pool usage.
 pub mod metrics;
-/// The REST endpoints: the device scan shim and health checks.
+/// The REST endpoints: the device scan shim, CSV exports, the OpenAPI document, probes.
 pub mod rest;
 /// The domain: every rule and transaction, shared by both transports.
 pub mod service;
+/// What every handler shares (`AppState`), whichever transport serves it.
+pub mod state;
+/// The wire formats of dates and times, shared by GraphQL and REST.
+pub mod time;

@@ -1,5 +1,7 @@
-//! Who is calling: roles, principals, passwords, JWTs and device keys.
+//! Who is calling: roles, principals, passwords, JWTs, device keys, and the extractor that
+//! reads credentials off a request.
 
+pub mod extract;
 pub mod jwt;
 pub mod password;
 

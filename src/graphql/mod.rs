@@ -3,6 +3,7 @@
 
 pub mod execute;
 pub mod guard;
+pub mod http;
 pub mod loaders;
 pub mod mutation;
 pub mod objects;

@@ -1,7 +1,9 @@
-//! The wire formats of dates (`YYYY-MM-DD`) and times (`HH:MM:SS`).
+//! GraphQL's `Date` and `Time` scalars; their wire formats are read in [`crate::time`].
 
 use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value};
 use chrono::{NaiveDate, NaiveTime};
+
+use crate::time::{parse_date, parse_time};
 
 /// A calendar date, `YYYY-MM-DD`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,20 +45,4 @@ impl ScalarType for Time {
     fn to_value(&self) -> Value {
         Value::String(self.0.format("%H:%M:%S").to_string())
     }
-}
-
-/// Parses `HH:MM:SS` strictly (no fractions, no leap seconds).
-pub fn parse_time(s: &str) -> Option<NaiveTime> {
-    if s.len() != 8 {
-        return None;
-    }
-    NaiveTime::parse_from_str(s, "%H:%M:%S").ok()
-}
-
-/// Parses `YYYY-MM-DD` strictly.
-pub fn parse_date(s: &str) -> Option<NaiveDate> {
-    if s.len() != 10 {
-        return None;
-    }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }

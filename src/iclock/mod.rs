@@ -20,10 +20,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::app::AppState;
 use crate::entities::device;
 use crate::error::AppResult;
 use crate::service::terminals::{TerminalReport, UploadReply};
+use crate::state::AppState;
 use protocol::{OK, commands_reply, options_reply, taken_reply};
 
 /// The query string of an iclock request, as pairs (terminals vary the case of keys).

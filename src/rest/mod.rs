@@ -1,90 +1,94 @@
-//! The REST endpoints: the device scan shim and health checks.
+//! The REST endpoints: the device scan shim, CSV exports, the OpenAPI document and the
+//! probes. Each handler reads its request, calls `service`, and writes a body from [`body`].
 
+pub mod body;
 pub mod export;
 pub mod openapi;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use serde_json::{Value, json};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::Value;
 
-use crate::app::AppState;
+use self::body::{BatchAnswer, BatchBody, BatchItem, HealthBody, RecordJson, ScanBody};
 use crate::auth::Principal;
-use crate::entities::attendance_record;
-use crate::error::{AppError, AppResult, Reason};
-use crate::graphql::scalars::{parse_date, parse_time};
+use crate::auth::extract::MaybeBearer;
+use crate::error::{AppError, AppResult, ErrorBody, Reason};
+use crate::service::scan::ScanRequest;
 use crate::service::scan::buffered::BufferedOutcome;
-use crate::service::scan::{ScanRequest, StudentRef};
+use crate::state::AppState;
 
-/// A record as the REST shim returns it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RecordJson {
-    /// Record id.
-    pub id: i32,
-    /// Session id.
-    pub session_id: i32,
-    /// Student id.
-    pub student_id: i32,
-    /// `present`, `absent` or `permission`.
-    #[schema(value_type = String, example = "present")]
-    pub status: &'static str,
-    /// When the status was set (UTC).
-    pub timestamp: chrono::DateTime<chrono::Utc>,
-    /// The device's scan time (UTC).
-    pub scanned_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Minutes late, 0 when on time.
-    pub late_minutes: Option<i32>,
-}
-
-impl From<attendance_record::Model> for RecordJson {
-    fn from(r: attendance_record::Model) -> Self {
-        Self {
-            id: r.id,
-            session_id: r.session_id,
-            student_id: r.student_id,
-            status: r.status.as_str(),
-            timestamp: r.timestamp,
-            scanned_at: r.scanned_at,
-            late_minutes: r.late_minutes,
-        }
-    }
+/// The REST routes: device scans, CSV exports, the OpenAPI document and the probes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/attendance/scan", post(scan))
+        .route("/api/attendance/scans/batch", post(scan_batch))
+        .route("/api/openapi.json", get(openapi::openapi_json))
+        .route(
+            "/api/export/sessions/{id}/records.csv",
+            get(export::session_csv),
+        )
+        .route(
+            "/api/export/courses/{id}/attendance.csv",
+            get(export::course_csv),
+        )
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/ready", get(ready))
 }
 
 /// The caller authenticated by the request's `Authorization: Bearer` header.
-pub async fn bearer_principal(state: &AppState, headers: &HeaderMap) -> AppResult<Principal> {
-    let header = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(AppError::Unauthenticated)?;
-    state.service.authenticate(header).await
+pub async fn bearer_principal(state: &AppState, bearer: &MaybeBearer) -> AppResult<Principal> {
+    state.service.authenticate(bearer.required()?).await
 }
 
 /// The device authenticated by the request's bearer key.
-pub async fn device_principal(state: &AppState, headers: &HeaderMap) -> AppResult<Principal> {
-    let principal = bearer_principal(state, headers).await?;
+pub async fn device_principal(state: &AppState, bearer: &MaybeBearer) -> AppResult<Principal> {
+    let principal = bearer_principal(state, bearer).await?;
     match principal {
         Principal::Device { .. } => Ok(principal),
         Principal::User { .. } => Err(AppError::Forbidden),
     }
 }
 
-/// `POST /api/attendance/scan`: records a scan for the device's active session.
-pub async fn scan(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// Records a live scan for the device's active session.
+#[utoipa::path(
+    post,
+    path = "/api/attendance/scan",
+    // The id the document has always published, so generated device clients keep it.
+    operation_id = "scan_doc",
+    tag = "devices",
+    request_body = ScanBody,
+    security(("device_key" = [])),
+    responses(
+        (status = 201, description = "The scan was recorded", body = RecordJson),
+        (status = 400, description = "The body is not JSON (MALFORMED_JSON)", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, rotated or revoked key", body = ErrorBody),
+        (status = 403, description = "A person's token, or the student is not in the course (STUDENT_NOT_IN_COURSE)", body = ErrorBody),
+        (status = 404, description = "No student has that id (STUDENT_NOT_FOUND)", body = ErrorBody),
+        (status = 409, description = "NO_ACTIVE_SESSION, SESSION_CLOSED or DUPLICATE_SCAN", body = ErrorBody),
+        (status = 413, description = "The body is over MAX_BODY_BYTES", body = ErrorBody),
+        (status = 422, description = "Unknown, missing or invalid fields (BAD_USER_INPUT), or DATE_MISMATCH", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+    )
+)]
+pub async fn scan(
+    State(state): State<AppState>,
+    bearer: MaybeBearer,
+    body: Bytes,
+) -> AppResult<(StatusCode, Json<RecordJson>)> {
     // Once a scan has arrived it is processed to the end, even if the device hangs up
     // meanwhile: its next attempt then finds the record (409) instead of a half-done one.
-    let result = detached(async move {
-        let device = device_principal(&state, &headers).await?;
+    let record = detached(async move {
+        let device = device_principal(&state, &bearer).await?;
         let request = parse_scan(&body)?;
         state.service.scan(&device, request).await
     })
-    .await;
-    match result {
-        Ok(record) => (StatusCode::CREATED, Json(RecordJson::from(record))).into_response(),
-        Err(err) => err.into_response(),
-    }
+    .await?;
+    Ok((StatusCode::CREATED, Json(RecordJson::from(record))))
 }
 
 /// Runs `work` on its own task so that a dropped connection cannot cancel it halfway.
@@ -99,7 +103,7 @@ async fn detached<T: Send + 'static>(
 /// Parses `{"student_id", "date", "time"}` strictly: bad JSON is 400, anything else wrong
 /// (unknown, missing or ill-typed fields) is 422 naming the field.
 pub fn parse_scan(body: &[u8]) -> AppResult<ScanRequest> {
-    scan_from_value(&parse_json(body)?)
+    ScanBody::try_from(&parse_json(body)?).map(ScanRequest::from)
 }
 
 fn parse_json(body: &[u8]) -> AppResult<Value> {
@@ -111,158 +115,106 @@ fn parse_json(body: &[u8]) -> AppResult<Value> {
     })
 }
 
-/// One scan object, checked strictly.
-fn scan_from_value(value: &Value) -> AppResult<ScanRequest> {
-    let Value::Object(fields) = value else {
-        return Err(AppError::invalid("body", "must be a JSON object"));
-    };
-    if let Some(unknown) = fields
-        .keys()
-        .find(|k| !matches!(k.as_str(), "student_id" | "date" | "time"))
-    {
-        return Err(AppError::invalid(unknown.clone(), "is not a known field"));
-    }
-    let student_id = match fields.get("student_id") {
-        None | Some(Value::Null) => return Err(AppError::invalid("student_id", "is required")),
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
-        Some(_) => None,
-    }
-    .filter(|n| *n > 0 && *n <= i32::MAX as i64)
-    .ok_or_else(|| AppError::invalid("student_id", "must be a positive integer"))?
-        as i32;
-    let text = |name: &'static str| -> AppResult<&str> {
-        match fields.get(name) {
-            None | Some(Value::Null) => Err(AppError::invalid(name, "is required")),
-            Some(Value::String(s)) => Ok(s.as_str()),
-            Some(_) => Err(AppError::invalid(name, "must be a string")),
-        }
-    };
-    let date = parse_date(text("date")?)
-        .ok_or_else(|| AppError::invalid("date", "must be a date as YYYY-MM-DD"))?;
-    let time = parse_time(text("time")?)
-        .ok_or_else(|| AppError::invalid("time", "must be a time as HH:MM:SS"))?;
-    Ok(ScanRequest {
-        student: StudentRef::Id(student_id),
-        date,
-        time,
-    })
-}
-
-/// The most scans one batch may carry.
-pub const MAX_BATCH: usize = 1000;
-
-/// `POST /api/attendance/scans/batch`: scans a device buffered while offline, each matched
-/// to the session bound to the device at its own date and time. Always 200 with one result
-/// per item (unless the whole request is unusable), so a device never resends a batch
-/// because of one bad item; replaying a batch changes nothing.
+/// Records scans a device buffered while offline, each against the session bound to the
+/// device at its own date and time. Replaying a batch changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/attendance/scans/batch",
+    operation_id = "batch_doc",
+    tag = "devices",
+    request_body = BatchBody,
+    security(("device_key" = [])),
+    responses(
+        (status = 200, description = "One result per scan", body = BatchAnswer),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, rotated or revoked key", body = ErrorBody),
+        (status = 403, description = "A person's token", body = ErrorBody),
+        (status = 413, description = "The body is over MAX_BODY_BYTES", body = ErrorBody),
+        (status = 422, description = "Not an array of scans, or more than 1,000", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; resend the batch", body = ErrorBody),
+    )
+)]
 pub async fn scan_batch(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    bearer: MaybeBearer,
     body: Bytes,
-) -> Response {
-    let result = detached(async move {
-        let device = device_principal(&state, &headers).await?;
-        let value = parse_json(&body)?;
-        let items = match value {
-            Value::Array(items) => items,
-            Value::Object(mut fields) if fields.len() == 1 && fields.contains_key("scans") => {
-                match fields.remove("scans") {
-                    Some(Value::Array(items)) => items,
-                    _ => return Err(AppError::invalid("scans", "must be an array of scans")),
-                }
-            }
-            _ => {
-                return Err(AppError::invalid(
-                    "body",
-                    "must be an array of scans or {\"scans\": [...]}",
-                ));
-            }
-        };
-        if items.len() > MAX_BATCH {
-            return Err(AppError::invalid(
-                "scans",
-                format!("at most {MAX_BATCH} scans per batch"),
-            ));
-        }
-        let parsed: Vec<AppResult<ScanRequest>> = items.iter().map(scan_from_value).collect();
-        let valid: Vec<ScanRequest> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+) -> AppResult<Json<BatchAnswer>> {
+    // Always 200 with one result per item (unless the whole request is unusable), so a
+    // device never resends a batch because of one bad item.
+    let answer = detached(async move {
+        let device = device_principal(&state, &bearer).await?;
+        let batch = BatchBody::try_from(parse_json(&body)?)?;
+        let parsed: Vec<AppResult<ScanRequest>> = batch
+            .scans
+            .iter()
+            .map(|scan| ScanBody::try_from(scan).map(ScanRequest::from))
+            .collect();
+        let valid: Vec<ScanRequest> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().cloned())
+            .collect();
         let mut outcomes = state
             .service
             .scan_buffered_batch(&device, &valid, None)
             .await?
             .into_iter();
-        let mut results = Vec::with_capacity(items.len());
-        let (mut accepted, mut duplicates, mut rejected) = (0, 0, 0);
-        for (index, item) in parsed.into_iter().enumerate() {
+        let mut answer = BatchAnswer::default();
+        for (index, item) in (0u32..).zip(parsed) {
             let outcome = match item {
                 Ok(_) => outcomes
                     .next()
                     .unwrap_or_else(|| Err(AppError::Internal("missing batch result".into()))),
                 Err(err) => Err(err),
             };
-            let entry = match outcome {
+            answer.push(match outcome {
                 Ok(BufferedOutcome::Accepted(record)) => {
-                    accepted += 1;
-                    json!({"index": index, "status": "accepted", "record": RecordJson::from(record)})
+                    BatchItem::accepted(index, record.into(), false)
                 }
                 Ok(BufferedOutcome::CorrectedAbsence(record)) => {
-                    accepted += 1;
-                    json!({"index": index, "status": "accepted", "corrected_absence": true,
-                           "record": RecordJson::from(record)})
+                    BatchItem::accepted(index, record.into(), true)
                 }
-                Ok(BufferedOutcome::Duplicate(record_id)) => {
-                    duplicates += 1;
-                    json!({"index": index, "status": "duplicate", "record_id": record_id})
-                }
+                Ok(BufferedOutcome::Duplicate(record_id)) => BatchItem::duplicate(index, record_id),
                 Err(AppError::Unauthenticated) => return Err(AppError::Unauthenticated),
-                Err(err) => {
-                    rejected += 1;
-                    let mut entry = err.rest_body()["error"].clone();
-                    entry["index"] = json!(index);
-                    entry["status"] = json!("rejected");
-                    entry
-                }
-            };
-            results.push(entry);
+                Err(err) => BatchItem::rejected(index, err.rest_body().error),
+            });
         }
-        Ok(json!({
-            "accepted": accepted,
-            "duplicates": duplicates,
-            "rejected": rejected,
-            "results": results,
-        }))
+        Ok(answer)
     })
-    .await;
-    match result {
-        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
-        Err(err) => err.into_response(),
-    }
+    .await?;
+    Ok(Json(answer))
 }
 
-/// `GET /health`: 200 when the database answers, 503 when it does not.
-pub async fn health(State(state): State<AppState>) -> Response {
+/// Liveness: 200 when the database answers.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health_doc",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Alive", body = HealthBody),
+        (status = 503, description = "The database does not answer", body = HealthBody),
+    )
+)]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthBody>) {
     match state.service.db.ping().await {
-        Ok(()) => probe(StatusCode::OK, json!({"status": "ok"})),
+        Ok(()) => (StatusCode::OK, Json(HealthBody::status("ok"))),
         Err(_) => database_unreachable(),
     }
 }
 
-/// A probe's answer: the status and a small JSON body saying why.
-fn probe(status: StatusCode, body: Value) -> Response {
-    (status, Json(body)).into_response()
-}
-
 /// What `/health` and `/ready` answer when the database cannot be reached.
-fn database_unreachable() -> Response {
-    probe(
+fn database_unreachable() -> (StatusCode, Json<HealthBody>) {
+    (
         StatusCode::SERVICE_UNAVAILABLE,
-        json!({"status": "unavailable", "database": "unreachable"}),
+        Json(HealthBody {
+            database: Some("unreachable"),
+            ..HealthBody::status("unavailable")
+        }),
     )
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let service = &state.service;
     let sessions_open = service.open_session_count().await.unwrap_or(-1);
     let (pool_size, pool_idle) = match service.db.get_database_backend() {
@@ -288,23 +240,38 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         )],
         service.metrics.render(gauges),
     )
-        .into_response()
 }
 
-/// `GET /ready`: 200 when the database answers and every migration is applied.
-pub async fn ready(State(state): State<AppState>) -> Response {
+/// Readiness: 200 when the database answers, migrations are applied and live events flow.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    operation_id = "ready_doc",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = HealthBody),
+        (status = 503, description = "Not ready yet", body = HealthBody),
+    )
+)]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<HealthBody>) {
     use migration::MigratorTrait;
     if !state.service.events.is_listening() {
-        return probe(
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "starting", "live_events": "not yet listening"}),
+            Json(HealthBody {
+                live_events: Some("not yet listening"),
+                ..HealthBody::status("starting")
+            }),
         );
     }
     match migration::Migrator::get_pending_migrations(&state.service.db).await {
-        Ok(pending) if pending.is_empty() => probe(StatusCode::OK, json!({"status": "ready"})),
-        Ok(pending) => probe(
+        Ok(pending) if pending.is_empty() => (StatusCode::OK, Json(HealthBody::status("ready"))),
+        Ok(pending) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "migrations pending", "pending": pending.len()}),
+            Json(HealthBody {
+                pending: Some(pending.len()),
+                ..HealthBody::status("migrations pending")
+            }),
         ),
         Err(_) => database_unreachable(),
     }
@@ -313,14 +280,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::scan::StudentRef;
 
     fn reason(body: &str) -> (u16, String) {
         let err = parse_scan(body.as_bytes()).unwrap_err();
-        let json = err.rest_body();
-        (
-            err.status().as_u16(),
-            json["error"]["code"].as_str().unwrap().to_owned(),
-        )
+        (err.status().as_u16(), err.rest_body().error.code.to_owned())
     }
 
     #[test]

@@ -1,0 +1,17 @@
+//! What every handler shares, whichever transport serves it.
+
+use tokio::sync::watch;
+
+use crate::graphql::execute::GraphqlExecutor;
+use crate::service::Service;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The domain services.
+    pub service: Service,
+    /// The GraphQL schemas and the rules every transport runs them by.
+    pub graphql: GraphqlExecutor,
+    /// Turns true when the server starts shutting down (WebSockets then close cleanly).
+    pub stopping: watch::Receiver<bool>,
+}
