@@ -276,10 +276,26 @@ impl Service {
                         None => {
                             let deadline = started + budget.min(LEASE_WAIT);
                             lease = self.claim_lines_by(device.id, deadline).await?;
+                            if lease.is_some() {
+                                // Whoever held the lease meanwhile may have judged some of
+                                // these lines (a resend through another process): theirs
+                                // stand, and only what is still unlogged is judged here.
+                                let logged = self.logged_lines(device.id, &fresh, &lines).await?;
+                                fresh.retain(|index| match logged.get(&lines[*index].key()) {
+                                    Some(outcome) => {
+                                        outcomes.insert(*index, *outcome);
+                                        false
+                                    }
+                                    None => true,
+                                });
+                            }
                             lease.is_some()
                         }
                     };
                     deferring = !holding;
+                    if fresh.is_empty() {
+                        continue;
+                    }
                 }
                 if deferring {
                     self.defer_lines(device.id, &lines, &fresh).await?;
