@@ -235,23 +235,32 @@ async fn create_admin(config: Config, username: &str, password: &str) -> Result<
 
 async fn import_students(config: Config, file: &std::path::Path) -> Result<(), String> {
     use attendance::service::roster::ImportOutcome;
-    use std::io::Write;
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let service = migrated_service(config).await?;
+    // Made on the first report, when the row count is known.
+    let bar = std::sync::OnceLock::new();
     let progress = |done: usize, total: usize| {
-        if total >= 1000 {
-            let width = 30;
-            let filled = done * width / total.max(1);
-            eprint!(
-                "\r[{}{}] {done}/{total} students",
-                "#".repeat(filled),
-                " ".repeat(width - filled)
-            );
-            if done == total {
-                eprintln!();
+        if total < 1000 {
+            return;
+        }
+        let bar = bar.get_or_init(|| {
+            let style = indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} students")
+                .map_or_else(
+                    |_| indicatif::ProgressStyle::default_bar(),
+                    |style| style.progress_chars("# "),
+                );
+            indicatif::ProgressBar::new(total as u64).with_style(style)
+        });
+        bar.set_position(done as u64);
+        if done == total {
+            if bar.is_hidden() {
+                // indicatif draws nothing when stderr is not a terminal; a log or a pipe
+                // still gets the count, once, without the redrawn bar.
+                eprintln!("{done}/{total} students");
+            } else {
+                bar.finish();
             }
-            let _ = std::io::stderr().flush();
         }
     };
     match service

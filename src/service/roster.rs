@@ -58,53 +58,67 @@ struct Row {
 /// Splits CSV text into records (RFC 4180: quotes, doubled quotes, CRLF), with the line
 /// number each record starts on.
 pub fn parse_csv(text: &str) -> Result<Vec<(usize, Vec<String>)>, BadLine> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // The reader drops a leading byte order mark by itself, but its positions count it.
+    let bom = if text.starts_with('\u{feff}') {
+        '\u{feff}'.len_utf8()
+    } else {
+        0
+    };
+    let bytes = text.as_bytes().get(bom..).unwrap_or_default();
+    // csv reads an unclosed quote to the end of its input without complaint. A sentinel
+    // line after the text shows it: it is read as a record of its own, past the end of the
+    // text, only when every quote was closed. (One buffer, not a chain of two: the reader
+    // looks for the byte order mark in its first read only.)
+    let input = [text.as_bytes(), b"\n#"].concat();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        // Rows of the wrong width are reported per line by `check_row`, not refused here.
+        .flexible(true)
+        // Only `\n` ends a record, so that a lone `\r` stays data as it always has; the
+        // `\r` of a CRLF is dropped below.
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_reader(input.as_slice());
     let mut records = Vec::new();
-    let mut field = String::new();
-    let mut fields = Vec::new();
+    let mut record = csv::StringRecord::new();
     let mut line = 1;
-    let mut start = 1;
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => {
-                if c == '\n' {
-                    line += 1;
-                }
-                field.push(c);
-            }
-            (false, '"') if field.is_empty() => quoted = true,
-            (false, ',') => fields.push(std::mem::take(&mut field)),
-            (false, '\r') if chars.peek() == Some(&'\n') => {}
-            (false, '\n') => {
-                fields.push(std::mem::take(&mut field));
-                records.push((start, std::mem::take(&mut fields)));
-                line += 1;
-                start = line;
-            }
-            (false, c) => field.push(c),
+    loop {
+        let read = reader.read_record(&mut record).map_err(|e| BadLine {
+            line,
+            reason: e.to_string(),
+        })?;
+        if !read {
+            return Err(BadLine {
+                line,
+                reason: "a quoted field is never closed".into(),
+            });
+        }
+        let (before_line, start) = record.position().map_or((line, 0), |p| {
+            (p.line() as usize, (p.byte() as usize).saturating_sub(bom))
+        });
+        // A record's position is where the reader stood before it, ahead of the blank lines
+        // it skipped; the record itself starts after them.
+        let blank = bytes
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|b| **b == b'\n')
+            .count();
+        if start + blank >= bytes.len() {
+            return Ok(records);
+        }
+        line = before_line + blank;
+        // The reader now stands just past the record's `\n`.
+        let end = (reader.position().byte() as usize).saturating_sub(bom);
+        let crlf = end <= bytes.len() && end >= 2 && bytes[end - 2] == b'\r';
+        let mut fields: Vec<String> = record.iter().map(str::to_owned).collect();
+        if crlf && let Some(field) = fields.last_mut() {
+            field.pop();
+        }
+        // A line of spaces is as empty as a blank one.
+        if !(fields.len() == 1 && fields[0].trim().is_empty()) {
+            records.push((line, fields));
         }
     }
-    if quoted {
-        return Err(BadLine {
-            line: start,
-            reason: "a quoted field is never closed".into(),
-        });
-    }
-    if !field.is_empty() || !fields.is_empty() {
-        fields.push(field);
-        records.push((start, fields));
-    }
-    Ok(records
-        .into_iter()
-        .filter(|(_, f)| !(f.len() == 1 && f[0].trim().is_empty()))
-        .collect())
 }
 
 #[derive(FromQueryResult)]
@@ -396,12 +410,25 @@ impl Service {
             })
             .unwrap_or_default()
         };
-        let mut out = String::from(
-            "session_id,date,course_code,student_code,first_name,last_name,section,status,\
-             scanned_at,late_minutes,status_set_at,last_edit_at,last_edit_by,last_edit_reason\n",
-        );
-        for r in rows {
-            let fields = [
+        let header = [
+            "session_id",
+            "date",
+            "course_code",
+            "student_code",
+            "first_name",
+            "last_name",
+            "section",
+            "status",
+            "scanned_at",
+            "late_minutes",
+            "status_set_at",
+            "last_edit_at",
+            "last_edit_by",
+            "last_edit_reason",
+        ]
+        .map(String::from);
+        let lines = rows.into_iter().map(|r| {
+            [
                 r.session_id.to_string(),
                 r.date.to_string(),
                 r.course_code,
@@ -416,12 +443,9 @@ impl Service {
                 local(r.edited_at),
                 r.edited_by.unwrap_or_default(),
                 r.edit_reason.unwrap_or_default(),
-            ];
-            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-            out.push_str(&line.join(","));
-            out.push('\n');
-        }
-        Ok(out)
+            ]
+        });
+        csv_text(std::iter::once(header).chain(lines))
     }
 }
 
@@ -580,24 +604,40 @@ fn date_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> AppResult<(Naiv
     Ok((from, to))
 }
 
-/// Quotes a CSV field when needed; a leading formula character is neutralised so that a
-/// spreadsheet never evaluates a student's name.
-fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value
+/// Writes records as CSV (`\n` line ends, fields quoted only when they must be), with a
+/// leading formula character neutralised so that a spreadsheet never evaluates a student's
+/// name.
+fn csv_text<R>(records: impl IntoIterator<Item = R>) -> AppResult<String>
+where
+    R: IntoIterator<Item = String>,
+{
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for record in records {
+        writer
+            .write_record(record.into_iter().map(|value| {
+                if value.starts_with(['=', '+', '-', '@']) {
+                    format!("'{value}")
+                } else {
+                    value
+                }
+            }))
+            .map_err(|e| AppError::Internal(format!("writing CSV: {e}")))?;
     }
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| AppError::Internal(format!("writing CSV: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| AppError::Internal(format!("writing CSV: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One field as the export writes it.
+    fn csv_field(value: &str) -> String {
+        let line = csv_text([[value.to_owned()]]).unwrap();
+        line.trim_end_matches('\n').to_owned()
+    }
 
     #[test]
     fn csv_handles_quotes_crlf_and_bom() {
@@ -608,6 +648,16 @@ mod tests {
         assert_eq!(records[1], (2, vec!["x, y".into(), "say \"hi\"".into()]));
         assert_eq!(records[2], (4, vec!["last".into(), "multi\nline".into()]));
         assert!(parse_csv("a,\"open").is_err());
+    }
+
+    #[test]
+    fn csv_line_numbers_count_blank_lines_and_a_lone_cr_stays_data() {
+        let records = parse_csv("a,b\n\n  \r\nc,d\n\n\ne\rf,g").unwrap();
+        assert_eq!(records[0], (1, vec!["a".into(), "b".into()]));
+        assert_eq!(records[1], (4, vec!["c".into(), "d".into()]));
+        assert_eq!(records[2], (7, vec!["e\rf".into(), "g".into()]));
+        assert_eq!(records.len(), 3);
+        assert_eq!(parse_csv("x\n\"open\nmore").unwrap_err().line, 2);
     }
 
     #[test]
