@@ -79,7 +79,6 @@ impl Application {
         let (stop, stopping) = watch::channel(false);
         let router = router(
             AppState {
-                graphql: GraphqlExecutor::new(service.clone()),
                 service: service.clone(),
                 stopping,
             },
@@ -206,7 +205,9 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
     let config = state.service.config.clone();
     let state_metrics = state.service.metrics.clone();
     let api = extra
-        .merge(graphql::http::routes())
+        .merge(graphql::http::routes(GraphqlExecutor::new(
+            state.service.clone(),
+        )))
         .merge(rest::routes())
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes));

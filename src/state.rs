@@ -2,7 +2,6 @@
 
 use tokio::sync::watch;
 
-use crate::graphql::execute::GraphqlExecutor;
 use crate::service::Service;
 
 /// What every handler shares.
@@ -10,8 +9,6 @@ use crate::service::Service;
 pub struct AppState {
     /// The domain services.
     pub service: Service,
-    /// The GraphQL schemas and the rules every transport runs them by.
-    pub graphql: GraphqlExecutor,
     /// Turns true when the server starts shutting down (WebSockets then close cleanly).
     pub stopping: watch::Receiver<bool>,
 }

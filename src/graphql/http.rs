@@ -1,11 +1,12 @@
 //! GraphQL over HTTP and WebSocket, and the GraphiQL playground. These handlers only read
 //! the request and write the answer; how a document runs, on either transport, is decided
-//! by [`GraphqlExecutor`](super::execute::GraphqlExecutor).
+//! by [`GraphqlExecutor`].
 
 use std::net::SocketAddr;
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -15,24 +16,26 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 
-use super::execute::{Route, with_codes};
+use super::execute::{GraphqlExecutor, Route, with_codes};
 use super::guard::{Auth, ClientAddress};
 use super::loaders::{connection_loader, drive, request_loader};
 use crate::auth::extract::MaybeBearer;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
-/// The GraphQL endpoint, its WebSocket and the playground.
-pub fn routes() -> Router<AppState> {
+/// The GraphQL endpoint, its WebSocket and the playground, run by `executor`.
+pub fn routes(executor: GraphqlExecutor) -> Router<AppState> {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/graphiql/{file}", get(graphiql_asset))
+        .layer(Extension(executor))
 }
 
 /// `POST /graphql`.
 async fn graphql(
     State(state): State<AppState>,
+    Extension(executor): Extension<GraphqlExecutor>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     bearer: MaybeBearer,
     req: GraphQLRequest,
@@ -49,7 +52,7 @@ async fn graphql(
     let (loader, tasks) = request_loader(state.service.clone());
     let operation = req.0.operation_name.clone();
     let started = std::time::Instant::now();
-    let response = match state.graphql.prepare(req.into_inner(), &auth) {
+    let response = match executor.prepare(req.into_inner(), &auth) {
         Route::Run(request, schema) => {
             let request = request
                 .data(auth)
@@ -71,6 +74,7 @@ async fn graphql(
 /// The token comes in `connection_init`; a missing or bad one closes the socket.
 async fn graphql_ws(
     State(state): State<AppState>,
+    Extension(executor): Extension<GraphqlExecutor>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -84,10 +88,15 @@ async fn graphql_ws(
         .unwrap_or(WebSocketProtocols::GraphQLWS);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve_ws(state, socket, protocol))
+        .on_upgrade(move |socket| serve_ws(state, executor, socket, protocol))
 }
 
-async fn serve_ws(state: AppState, socket: WebSocket, protocol: WebSocketProtocols) {
+async fn serve_ws(
+    state: AppState,
+    executor: GraphqlExecutor,
+    socket: WebSocket,
+    protocol: WebSocketProtocols,
+) {
     let service = state.service.clone();
     let on_init = move |payload: serde_json::Value| async move {
         let bearer = ["Authorization", "authorization", "authToken", "token"]
@@ -120,7 +129,7 @@ async fn serve_ws(state: AppState, socket: WebSocket, protocol: WebSocketProtoco
                 _ => None,
             })
         });
-    let output = async_graphql::http::WebSocket::new(state.graphql.clone(), input, protocol)
+    let output = async_graphql::http::WebSocket::new(executor, input, protocol)
         .on_connection_init(on_init)
         .map(|message| match message {
             async_graphql::http::WsMessage::Text(text) => WsMessage::Text(text.into()),
