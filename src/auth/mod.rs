@@ -13,7 +13,7 @@ use crate::entities::UserRole;
 pub const DEVICE_KEY_PREFIX: &str = "attdev_";
 
 /// The three roles of the contract.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, async_graphql::Enum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Full access.
     Admin,

@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use super::guard::{RoleGuard, principal};
 use super::loaders::*;
 use super::scalars::Date;
-use crate::auth::Role;
 use crate::entities::{self, attendance_record, attendance_session, course, dep_batch, device};
 use crate::entities::{record_change, section, student, teacher, user};
 use crate::error::{AppError, GqlResultExt};
@@ -31,7 +30,7 @@ fn missing(what: &'static str) -> async_graphql::Error {
 
 /// A student's status in a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
-#[graphql(name = "AttendanceStatus")]
+#[graphql(name = "AttendanceStatus", remote = "entities::AttendanceStatus")]
 pub enum Status {
     /// Scanned (or set by a teacher).
     Present,
@@ -41,24 +40,16 @@ pub enum Status {
     Permission,
 }
 
-impl From<entities::AttendanceStatus> for Status {
-    fn from(s: entities::AttendanceStatus) -> Self {
-        match s {
-            entities::AttendanceStatus::Present => Self::Present,
-            entities::AttendanceStatus::Absent => Self::Absent,
-            entities::AttendanceStatus::Permission => Self::Permission,
-        }
-    }
-}
-
-impl From<Status> for entities::AttendanceStatus {
-    fn from(s: Status) -> Self {
-        match s {
-            Status::Present => Self::Present,
-            Status::Absent => Self::Absent,
-            Status::Permission => Self::Permission,
-        }
-    }
+/// The three roles of the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[graphql(name = "Role", remote = "crate::auth::Role")]
+pub enum RoleValue {
+    /// Full access.
+    Admin,
+    /// Reads the directory and runs their own sessions.
+    Teacher,
+    /// Submits scans, reads nothing.
+    Device,
 }
 
 /// The `totalCount` of a connection.
@@ -320,8 +311,8 @@ impl Viewer {
     async fn username(&self) -> &str {
         &self.0.username
     }
-    async fn role(&self) -> Role {
-        self.0.role.into()
+    async fn role(&self) -> RoleValue {
+        crate::auth::Role::from(self.0.role).into()
     }
     async fn is_active(&self) -> bool {
         self.0.is_active

@@ -18,29 +18,12 @@ use super::id_arg as id;
 
 /// Whether an admin has admitted a terminal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[graphql(remote = "DeviceApproval")]
 pub enum TerminalApproval {
     /// Seen, but every request it makes is refused until an admin approves it.
     Pending,
     /// Admitted by an admin.
     Approved,
-}
-
-impl From<DeviceApproval> for TerminalApproval {
-    fn from(a: DeviceApproval) -> Self {
-        match a {
-            DeviceApproval::Pending => Self::Pending,
-            DeviceApproval::Approved => Self::Approved,
-        }
-    }
-}
-
-impl From<TerminalApproval> for DeviceApproval {
-    fn from(a: TerminalApproval) -> Self {
-        match a {
-            TerminalApproval::Pending => Self::Pending,
-            TerminalApproval::Approved => Self::Approved,
-        }
-    }
 }
 
 /// A ZKTeco push terminal: a device known by its serial number, with its health.
