@@ -68,6 +68,7 @@ fn main() -> ExitCode {
                 &scan::StudentRef::Id(0),
                 scan::Target::Active,
             )
+            .to_owned()
         };
         println!("{sql}");
         return ExitCode::SUCCESS;

@@ -71,8 +71,14 @@ impl GraphqlExecutor {
 
     /// Applies the introspection rules to `request` for a caller authenticated as `auth` and
     /// picks the schema it runs on; a document that breaks them is answered at once.
-    pub fn prepare(&self, request: Request, auth: &Auth) -> Route<'_> {
-        match classify(&request.query) {
+    pub fn prepare(&self, mut request: Request, auth: &Auth) -> Route<'_> {
+        // Parsed once: the engine executes the document cached here. A syntax error is left
+        // for the engine to report, with its code, on the data schema.
+        let kind = match request.parsed_query() {
+            Ok(document) => classify(document),
+            Err(_) => DocumentKind::Data,
+        };
+        match kind {
             DocumentKind::Refused(message) => Route::Refused(refusal(message)),
             _ if !self.may_introspect(auth) => {
                 Route::Run(request.disable_introspection(), &self.data)
@@ -137,11 +143,7 @@ fn refusal(message: &'static str) -> Response {
 /// Sorts a document by its root selections. Introspection runs on a schema with limits of
 /// its own, so a document may not smuggle data fields in with it (or the reverse), and
 /// `__schema` cannot be repeated under aliases: one copy is all any client needs.
-fn classify(query: &str) -> DocumentKind {
-    let Ok(document) = async_graphql::parser::parse_query(query) else {
-        // The engine reports the syntax error, with its code, on the data schema.
-        return DocumentKind::Data;
-    };
+fn classify(document: &ExecutableDocument) -> DocumentKind {
     let operations: Vec<_> = match &document.operations {
         DocumentOperations::Single(op) => vec![op],
         DocumentOperations::Multiple(ops) => ops.values().collect(),
@@ -150,7 +152,7 @@ fn classify(query: &str) -> DocumentKind {
     let mut any_introspection = false;
     for op in operations {
         let mut roots = Vec::new();
-        root_fields(&op.node.selection_set.node, &document, 0, &mut roots);
+        root_fields(&op.node.selection_set.node, document, 0, &mut roots);
         let schemas = roots.iter().filter(|name| **name == "__schema").count();
         if schemas > 1 {
             return DocumentKind::Refused("an operation may select __schema only once");
@@ -209,6 +211,13 @@ fn root_fields<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn classify(query: &str) -> DocumentKind {
+        match async_graphql::parser::parse_query(query) {
+            Ok(document) => super::classify(&document),
+            Err(_) => DocumentKind::Data,
+        }
+    }
 
     #[test]
     fn documents_are_sorted_by_their_root_fields() {

@@ -181,7 +181,7 @@ impl Service {
         let inserted = attendance_record::Entity::find()
             .from_raw_sql(statement(
                 backend,
-                &scan_sql(backend, &request.student, Target::Session),
+                scan_sql(backend, &request.student, Target::Session),
                 vec![
                     session.id.into(),
                     student_value(&request.student),
@@ -197,7 +197,7 @@ impl Service {
 
         let facts = Diagnosis::find_by_statement(statement(
             backend,
-            &diagnosis_sql(&request.student, Target::Session),
+            diagnosis_sql(&request.student, Target::Session),
             vec![
                 device_id.into(),
                 student_value(&request.student),

@@ -7,7 +7,7 @@ pub mod buffered;
 pub(crate) mod rule;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -72,7 +72,44 @@ pub enum Target {
 /// where the scan counts by the [`rule`]. A duplicate inserts nothing. $1 is the device (for
 /// `Target::Active`) or the session, $2 the student, $3 the scan instant, $4 the key hash,
 /// and for `Target::Active` $5 the date and $6 now.
-pub fn scan_sql(backend: DbBackend, student: &StudentRef, target: Target) -> String {
+pub fn scan_sql(backend: DbBackend, student: &StudentRef, target: Target) -> &'static str {
+    // Built once per backend, kind of student reference and target: a live scan on SQLite
+    // runs this statement every time, and assembling it from the rule's fragments allocates.
+    static STATEMENTS: LazyLock<[[[String; 2]; 2]; 2]> = LazyLock::new(|| {
+        [DbBackend::Sqlite, DbBackend::Postgres].map(|backend| {
+            variants()
+                .map(|student| targets().map(|target| build_scan_sql(backend, &student, target)))
+        })
+    });
+    let backend = usize::from(backend != DbBackend::Sqlite);
+    &STATEMENTS[backend][variant(student)][target_index(target)]
+}
+
+/// One student reference of each kind, in [`variant`] order.
+fn variants() -> [StudentRef; 2] {
+    [StudentRef::Id(0), StudentRef::Code(String::new())]
+}
+
+fn variant(student: &StudentRef) -> usize {
+    match student {
+        StudentRef::Id(_) => 0,
+        StudentRef::Code(_) => 1,
+    }
+}
+
+/// Each target, in [`target_index`] order.
+fn targets() -> [Target; 2] {
+    [Target::Active, Target::Session]
+}
+
+fn target_index(target: Target) -> usize {
+    match target {
+        Target::Active => 0,
+        Target::Session => 1,
+    }
+}
+
+fn build_scan_sql(backend: DbBackend, student: &StudentRef, target: Target) -> String {
     let session = match target {
         Target::Active => rule::live_session("$1", "$5", "$6"),
         Target::Session => "s.id = $1".to_owned(),
@@ -92,7 +129,14 @@ pub fn scan_sql(backend: DbBackend, student: &StudentRef, target: Target) -> Str
 /// Everything needed to explain a rejected scan, in one statement: each condition of the
 /// [`rule`] on its own. $1 device id, $2 student, $3 key hash, $4 the scan's date, and for
 /// `Target::Session` $5 the session id.
-pub(crate) fn diagnosis_sql(student: &StudentRef, target: Target) -> String {
+pub(crate) fn diagnosis_sql(student: &StudentRef, target: Target) -> &'static str {
+    static STATEMENTS: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
+        variants().map(|student| targets().map(|target| build_diagnosis_sql(&student, target)))
+    });
+    &STATEMENTS[variant(student)][target_index(target)]
+}
+
+fn build_diagnosis_sql(student: &StudentRef, target: Target) -> String {
     let session = match target {
         Target::Active => rule::bound_session("d.id"),
         Target::Session => "s.id = $5".to_owned(),
@@ -210,7 +254,7 @@ impl Service {
                     attendance_record::Entity::find()
                         .from_raw_sql(statement(
                             backend,
-                            &scan_sql(backend, &request.student, Target::Active),
+                            scan_sql(backend, &request.student, Target::Active),
                             vec![
                                 device_id.into(),
                                 student_value(&request.student),
@@ -259,7 +303,7 @@ impl Service {
         let backend = self.db.get_database_backend();
         let facts = Diagnosis::find_by_statement(statement(
             backend,
-            &diagnosis_sql(&request.student, Target::Active),
+            diagnosis_sql(&request.student, Target::Active),
             vec![
                 device_id.into(),
                 student_value(&request.student),
