@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use chrono_tz::Tz;
 use futures_util::{StreamExt, TryStreamExt, stream};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    Set,
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
 };
 
 use super::UploadReply;
@@ -23,7 +22,6 @@ use crate::iclock::protocol::{
 use crate::service::scan::buffered::BufferedOutcome;
 use crate::service::scan::{ScanRequest, StudentRef};
 use crate::service::sql::paginate;
-use crate::service::sql::statement;
 use crate::service::{Page, PageRequest, Service, now, now_millis};
 
 /// The tables whose upload stamps are kept and handed back in the handshake.
@@ -47,15 +45,6 @@ const LEASE_MILLIS: i64 = 60_000;
 const LEASE_WAIT: Duration = Duration::from_secs(2);
 /// How often a waiting upload tries the lease again.
 const LEASE_POLL: Duration = Duration::from_millis(20);
-/// Claims a terminal's lines (`$1`) until `$2` if nobody holds them at `$3` (now). The row
-/// lock makes it atomic: of two processes claiming at once, one sees the other's lease.
-const CLAIM_SQL: &str = "UPDATE device SET drain_lease_until = $2 \
-     WHERE id = $1 AND (drain_lease_until IS NULL OR drain_lease_until < $3)";
-/// Added to [`CLAIM_SQL`] by an upload that would judge its lines at once: while lines of
-/// the terminal are pending it yields, so those (stored earlier) are judged first, by the
-/// drain, in time order.
-const NONE_PENDING_SQL: &str = " AND NOT EXISTS (SELECT 1 FROM terminal_punch \
-     WHERE device_id = $1 AND outcome = 'pending')";
 
 /// The unique key of a logged line: terminal, time, PIN.
 const PUNCH_KEY: [terminal_punch::Column; 3] = [
@@ -584,20 +573,33 @@ impl Service {
     ) -> AppResult<Option<Lease>> {
         let now = now_millis();
         let until = now + LEASE_MILLIS;
-        let sql = if only_if_none_pending {
-            format!("{CLAIM_SQL}{NONE_PENDING_SQL}")
-        } else {
-            CLAIM_SQL.to_owned()
-        };
-        let claimed = self
-            .writer
-            .execute_raw(statement(
-                self.writer.get_database_backend(),
-                &sql,
-                vec![device_id.into(), until.into(), now.into()],
-            ))
+        // One conditional UPDATE: the row lock makes it atomic, so of two processes claiming
+        // at once one sees the other's lease.
+        let claimed = device::Entity::update_many()
+            .col_expr(device::Column::DrainLeaseUntil, Expr::value(until))
+            .filter(device::Column::Id.eq(device_id))
+            .filter(
+                Condition::any()
+                    .add(device::Column::DrainLeaseUntil.is_null())
+                    .add(device::Column::DrainLeaseUntil.lt(now)),
+            )
+            .apply_if(only_if_none_pending.then_some(()), |update, ()| {
+                // While lines of the terminal are pending an upload yields, so those (stored
+                // earlier) are judged first, by the drain, in time order.
+                update.filter(
+                    device::Column::Id.not_in_subquery(
+                        Query::select()
+                            .column(terminal_punch::Column::DeviceId)
+                            .from(terminal_punch::Entity)
+                            .and_where(terminal_punch::Column::DeviceId.eq(device_id))
+                            .and_where(terminal_punch::Column::Outcome.eq(PunchOutcome::Pending))
+                            .to_owned(),
+                    ),
+                )
+            })
+            .exec(&self.writer)
             .await?;
-        Ok((claimed.rows_affected() == 1).then_some(Lease { device_id, until }))
+        Ok((claimed.rows_affected == 1).then_some(Lease { device_id, until }))
     }
 
     /// Extends a lease by [`LEASE_MILLIS`] from now. False when it was lost (it ran out and
