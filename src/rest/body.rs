@@ -7,7 +7,7 @@
 //! written as JSON maps (which sort their keys), so the bytes on the wire stay the same.
 
 use chrono::{NaiveDate, NaiveTime};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -202,10 +202,7 @@ pub struct BatchItem {
     #[schema(value_type = Option<String>)]
     pub reason: Option<&'static str>,
     /// The record written (accepted).
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "keys_sorted"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub record: Option<RecordJson>,
     /// The existing record (duplicate, or a rejected duplicate).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -259,14 +256,6 @@ impl BatchItem {
             ..Self::new(index, ItemStatus::Rejected)
         }
     }
-}
-
-/// Writes a batch's record with its keys sorted, as batch answers have always had it (the
-/// single-scan answer keeps the declaration order).
-fn keys_sorted<S: Serializer>(record: &Option<RecordJson>, out: S) -> Result<S::Ok, S::Error> {
-    serde_json::to_value(record)
-        .map_err(serde::ser::Error::custom)?
-        .serialize(out)
 }
 
 /// The answer to a batch: always 200 with one result per scan.
