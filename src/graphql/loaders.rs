@@ -14,11 +14,12 @@ use futures_util::stream::FuturesUnordered;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::entities::{
-    attendance_record, attendance_session, course, course_section, dep_batch, device,
-    record_change, section, student, teacher, terminal_stamp, user,
+    attendance_session, course, course_section, dep_batch, device, record_change, section, student,
+    teacher, terminal_stamp, user,
 };
 use crate::error::AppError;
 use crate::service::Service;
+use crate::service::records::RecordWithStudent;
 use crate::service::sessions::SessionCounts;
 
 /// The per-request loader; one instance serves every key type below.
@@ -192,9 +193,38 @@ group_by!(StudentsOfSection, student, SectionId, section_id);
 group_by!(SectionsOfDepBatch, section, DepBatchId, dep_batch_id);
 group_by!(CoursesOfTeacher, course, TeacherId, teacher_id);
 group_by!(SessionsOfCourse, attendance_session, CourseId, course_id);
-group_by!(RecordsOfSession, attendance_record, SessionId, session_id);
 group_by!(ChangesOfRecord, record_change, RecordId, record_id);
 group_by!(StampsOfTerminal, terminal_stamp, DeviceId, device_id);
+
+/// The records of a session with their students, joined in SQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RecordsOfSession(pub i32);
+
+impl Loader<RecordsOfSession> for Db {
+    type Value = Vec<RecordWithStudent>;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[RecordsOfSession],
+    ) -> Result<HashMap<RecordsOfSession, Self::Value>, Self::Error> {
+        let ids: Vec<i32> = keys.iter().map(|k| k.0).collect();
+        let rows = self
+            .0
+            .records_of_sessions(&ids)
+            .await
+            .map_err(AppError::into_graphql)?;
+        let mut groups: HashMap<RecordsOfSession, Self::Value> =
+            keys.iter().map(|k| (*k, Vec::new())).collect();
+        for row in rows {
+            groups
+                .entry(RecordsOfSession(row.0.session_id))
+                .or_default()
+                .push(row);
+        }
+        Ok(groups)
+    }
+}
 
 /// The section ids of a course.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

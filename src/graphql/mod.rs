@@ -7,6 +7,9 @@ pub mod http;
 pub mod loaders;
 pub mod mutation;
 pub mod objects;
+pub mod plain;
+#[cfg(test)]
+mod plain_tests;
 pub mod query;
 pub mod roster;
 pub mod scalars;

@@ -404,7 +404,7 @@ impl CoreMutation {
             .scan(principal(ctx).gql()?, request)
             .await
             .gql()
-            .map(AttendanceRecord)
+            .map(AttendanceRecord::new)
     }
 
     /// Closes a session, marking everyone without a record absent; harmless when repeated.
@@ -444,7 +444,7 @@ impl CoreMutation {
             )
             .await
             .gql()
-            .map(AttendanceRecord)
+            .map(AttendanceRecord::new)
     }
 
     /// Deletes an attendance record (admins only).

@@ -1,16 +1,20 @@
 //! The object types of the schema: thin wrappers over entities whose relations go
-//! through the request's DataLoader.
+//! through the request's DataLoader, and whose plain fields resolve without a future each
+//! (see [`super::plain`]).
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use async_graphql::resolver_utils::enum_value;
+use async_graphql::{Context, Enum, ID, Object, SimpleObject, Value};
 use chrono::{DateTime, Utc};
 
 use super::guard::{RoleGuard, principal};
 use super::loaders::*;
+use super::plain::{Field, IntoValue, PlainList};
 use super::scalars::Date;
 use crate::entities::{self, attendance_record, attendance_session, course, dep_batch, device};
 use crate::entities::{record_change, section, student, teacher, user};
 use crate::error::{AppError, GqlResultExt};
+use crate::plain_fields;
 use crate::service::access;
 use crate::service::sessions::SessionCounts;
 
@@ -40,6 +44,12 @@ pub enum Status {
     Permission,
 }
 
+impl IntoValue for Status {
+    fn into_value(self) -> Value {
+        enum_value(self)
+    }
+}
+
 /// The three roles of the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(name = "Role", remote = "crate::auth::Role")]
@@ -50,6 +60,12 @@ pub enum RoleValue {
     Teacher,
     /// Submits scans, reads nothing.
     Device,
+}
+
+impl IntoValue for RoleValue {
+    fn into_value(self) -> Value {
+        enum_value(self)
+    }
 }
 
 /// The `totalCount` of a connection.
@@ -75,9 +91,17 @@ impl DepBatch {
     }
     /// The sections of this intake.
     #[graphql(complexity = "SMALL_LIST_WEIGHT * child_complexity + 1")]
-    async fn sections(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Section>> {
+    async fn sections(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<Section>> {
         let rows = loader(ctx).load_one(SectionsOfDepBatch(self.0.id)).await?;
         Ok(rows.unwrap_or_default().into_iter().map(Section).collect())
+    }
+}
+
+plain_fields! {
+    DepBatch(this) {
+        "id" => ID::from(this.0.id),
+        "dep" => &this.0.dep,
+        "batch" => &this.0.batch,
     }
 }
 
@@ -101,9 +125,16 @@ impl Section {
     }
     /// The students of this section.
     #[graphql(complexity = "LIST_WEIGHT * child_complexity + 1")]
-    async fn students(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Student>> {
+    async fn students(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<Student>> {
         let rows = loader(ctx).load_one(StudentsOfSection(self.0.id)).await?;
         Ok(rows.unwrap_or_default().into_iter().map(Student).collect())
+    }
+}
+
+plain_fields! {
+    Section(this) {
+        "id" => ID::from(this.0.id),
+        "name" => &this.0.name,
     }
 }
 
@@ -141,6 +172,18 @@ impl Student {
     /// When the student joined their current section.
     async fn enrolled_at(&self) -> DateTime<Utc> {
         self.0.enrolled_at
+    }
+}
+
+plain_fields! {
+    Student(this) {
+        "id" => ID::from(this.0.id),
+        "studentCode" => &this.0.student_code,
+        "firstName" => &this.0.first_name,
+        "lastName" => &this.0.last_name,
+        "sectionId" => ID::from(this.0.section_id),
+        "createdAt" => this.0.created_at,
+        "enrolledAt" => this.0.enrolled_at,
     }
 }
 
@@ -182,9 +225,18 @@ impl Teacher {
     }
     /// The courses this teacher teaches.
     #[graphql(complexity = "SMALL_LIST_WEIGHT * child_complexity + 1")]
-    async fn courses(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Course>> {
+    async fn courses(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<Course>> {
         let rows = loader(ctx).load_one(CoursesOfTeacher(self.0.id)).await?;
         Ok(rows.unwrap_or_default().into_iter().map(Course).collect())
+    }
+}
+
+plain_fields! {
+    Teacher(this) {
+        "id" => ID::from(this.0.id),
+        "teacherCode" => &this.0.teacher_code,
+        "firstName" => &this.0.first_name,
+        "lastName" => &this.0.last_name,
     }
 }
 
@@ -214,7 +266,7 @@ impl Course {
     }
     /// The sections the course is taught to.
     #[graphql(complexity = "SMALL_LIST_WEIGHT * child_complexity + 1")]
-    async fn sections(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Section>> {
+    async fn sections(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<Section>> {
         let ids = loader(ctx)
             .load_one(SectionIdsOfCourse(self.0.id))
             .await?
@@ -230,7 +282,7 @@ impl Course {
     }
     /// Every student enrolled through the course's sections.
     #[graphql(complexity = "LIST_WEIGHT * child_complexity + 1")]
-    async fn students(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Student>> {
+    async fn students(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<Student>> {
         let ids = loader(ctx)
             .load_one(SectionIdsOfCourse(self.0.id))
             .await?
@@ -245,11 +297,14 @@ impl Course {
             .map(Student)
             .collect();
         students.sort_by_key(|s| s.0.id);
-        Ok(students)
+        Ok(PlainList(students))
     }
     /// The course's sessions visible to the caller (admins: all; teachers: their own).
     #[graphql(complexity = "LIST_WEIGHT * child_complexity + 1")]
-    async fn sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AttendanceSession>> {
+    async fn sessions(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<PlainList<AttendanceSession>> {
         let viewer = principal(ctx).gql()?;
         let rows = loader(ctx)
             .load_one(SessionsOfCourse(self.0.id))
@@ -260,6 +315,15 @@ impl Course {
             .filter(|s| access::may_see_session(viewer, s))
             .map(AttendanceSession)
             .collect())
+    }
+}
+
+plain_fields! {
+    Course(this) {
+        "id" => ID::from(this.0.id),
+        "name" => &this.0.name,
+        "code" => &this.0.code,
+        "teacherId" => ID::from(this.0.teacher_id),
     }
 }
 
@@ -288,6 +352,17 @@ impl Device {
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+}
+
+plain_fields! {
+    Device(this) {
+        "id" => ID::from(this.0.id),
+        "deviceId" => &this.0.device_id,
+        "name" => &this.0.name,
+        "isActive" => this.0.is_active,
+        "lastSeenAt" => this.0.last_seen_at,
+        "createdAt" => this.0.created_at,
     }
 }
 
@@ -323,6 +398,15 @@ impl Viewer {
             return Ok(None);
         };
         Ok(loader(ctx).load_one(TeacherById(id)).await?.map(Teacher))
+    }
+}
+
+plain_fields! {
+    Viewer(this) {
+        "id" => ID::from(this.0.id),
+        "username" => &this.0.username,
+        "role" => RoleValue::from(crate::auth::Role::from(this.0.role)),
+        "isActive" => this.0.is_active,
     }
 }
 
@@ -436,13 +520,33 @@ impl AttendanceSession {
     }
     /// Every record of the session, in the order they were written.
     #[graphql(complexity = "LIST_WEIGHT * child_complexity + 1")]
-    async fn records(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AttendanceRecord>> {
+    async fn records(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<PlainList<AttendanceRecord>> {
+        // Whoever holds the session may read its records with their students: decided once
+        // for the whole list (people only), not on each record's `student`.
+        access::scope(principal(ctx).gql()?).gql()?;
         let rows = loader(ctx).load_one(RecordsOfSession(self.0.id)).await?;
         Ok(rows
             .unwrap_or_default()
             .into_iter()
-            .map(AttendanceRecord)
+            .map(|(record, student)| AttendanceRecord::with_student(record, student))
             .collect())
+    }
+}
+
+plain_fields! {
+    AttendanceSession(this) {
+        "id" => ID::from(this.0.id),
+        "courseId" => ID::from(this.0.course_id),
+        "date" => Date(this.0.date),
+        "createdAt" => this.0.created_at,
+        "isActive" => this.0.is_active,
+        "startsAt" => this.0.starts_at,
+        "graceMinutes" => this.0.grace_minutes,
+        "closesAt" => this.0.closes_at,
+        "closedAt" => this.0.closed_at,
     }
 }
 
@@ -455,55 +559,105 @@ pub struct CloseSessionResult {
     pub marked_absent: i32,
 }
 
-/// One student's status in one session.
-pub struct AttendanceRecord(pub attendance_record::Model);
+/// One student's status in one session, with its student when the list it came in was
+/// read for a person.
+pub struct AttendanceRecord {
+    /// The record.
+    pub record: attendance_record::Model,
+    /// Its student, joined in SQL by a read authorized once for the whole list; `None`
+    /// sends the `student` field through its guard and the DataLoader.
+    pub student: Option<Student>,
+}
+
+impl AttendanceRecord {
+    /// A record on its own (a scan's or an edit's answer).
+    pub fn new(record: attendance_record::Model) -> Self {
+        Self {
+            record,
+            student: None,
+        }
+    }
+
+    /// A record of a list read for a person, with its student.
+    pub fn with_student(record: attendance_record::Model, student: student::Model) -> Self {
+        Self {
+            record,
+            student: Some(Student(student)),
+        }
+    }
+}
+
+plain_fields! {
+    AttendanceRecord(this) {
+        "id" => ID::from(this.record.id),
+        "sessionId" => ID::from(this.record.session_id),
+        "studentId" => ID::from(this.record.student_id),
+        "status" => Status::from(this.record.status),
+        "timestamp" => this.record.timestamp,
+        "scannedAt" => this.record.scanned_at,
+        "lateMinutes" => this.record.late_minutes,
+    }
+    // The student is plain when the list was read with it: that read was authorized for
+    // the whole list. Otherwise the field's guard and the DataLoader decide.
+    extra(name) {
+        match (name, &this.student) {
+            ("student", Some(student)) => Field::Object(student),
+            _ => Field::Async,
+        }
+    }
+}
 
 #[Object]
 impl AttendanceRecord {
     async fn id(&self) -> ID {
-        self.0.id.into()
+        self.record.id.into()
     }
     async fn session_id(&self) -> ID {
-        self.0.session_id.into()
+        self.record.session_id.into()
     }
     async fn student_id(&self) -> ID {
-        self.0.student_id.into()
+        self.record.student_id.into()
     }
     async fn status(&self) -> Status {
-        self.0.status.into()
+        self.record.status.into()
     }
     /// When the status was last set: the scan time, the close, or the last edit.
     async fn timestamp(&self) -> DateTime<Utc> {
-        self.0.timestamp
+        self.record.timestamp
     }
     /// The device's scan time; never changed by edits.
     async fn scanned_at(&self) -> Option<DateTime<Utc>> {
-        self.0.scanned_at
+        self.record.scanned_at
     }
     /// Minutes after the session's start for a late scan, 0 when on time; null when not scanned.
     async fn late_minutes(&self) -> Option<i32> {
-        self.0.late_minutes
+        self.record.late_minutes
     }
     /// The session (people only).
     #[graphql(guard = "RoleGuard::people()")]
     async fn session(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<AttendanceSession>> {
         Ok(loader(ctx)
-            .load_one(SessionById(self.0.session_id))
+            .load_one(SessionById(self.record.session_id))
             .await?
             .map(AttendanceSession))
     }
     /// The student (people only).
     #[graphql(guard = "RoleGuard::people()")]
     async fn student(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Student>> {
+        if let Some(student) = &self.student {
+            return Ok(Some(Student(student.0.clone())));
+        }
         Ok(loader(ctx)
-            .load_one(StudentById(self.0.student_id))
+            .load_one(StudentById(self.record.student_id))
             .await?
             .map(Student))
     }
     /// The manual edits of this record, oldest first.
     #[graphql(guard = "RoleGuard::people()")]
-    async fn changes(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<RecordChange>> {
-        let rows = loader(ctx).load_one(ChangesOfRecord(self.0.id)).await?;
+    async fn changes(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<RecordChange>> {
+        let rows = loader(ctx)
+            .load_one(ChangesOfRecord(self.record.id))
+            .await?;
         Ok(rows
             .unwrap_or_default()
             .into_iter()
@@ -538,5 +692,15 @@ impl RecordChange {
     }
     async fn reason(&self) -> Option<&str> {
         self.0.reason.as_deref()
+    }
+}
+
+plain_fields! {
+    RecordChange(this) {
+        "id" => ID::from(this.0.id),
+        "oldStatus" => Status::from(this.0.old_status),
+        "newStatus" => Status::from(this.0.new_status),
+        "changedAt" => this.0.changed_at,
+        "reason" => this.0.reason.as_deref(),
     }
 }

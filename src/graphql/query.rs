@@ -5,6 +5,7 @@ use async_graphql::{Context, ID, Object, OutputType};
 
 use super::guard::{RoleGuard, principal};
 use super::objects::*;
+use super::plain::{Plain, PlainList};
 use super::scalars::Date;
 use crate::error::GqlResultExt;
 use crate::service::directory::StudentFilter;
@@ -81,7 +82,7 @@ impl CoreQuery {
         after: Option<String>,
         search: Option<String>,
         section_id: Option<ID>,
-    ) -> async_graphql::Result<Conn<Student>> {
+    ) -> async_graphql::Result<Conn<Plain<Student>>> {
         let page = PageRequest::new(first, after.as_deref()).gql()?;
         let filter = StudentFilter {
             search,
@@ -92,7 +93,12 @@ impl CoreQuery {
             .students(&filter, page)
             .await
             .gql()?;
-        Ok(connection(result, after.is_some(), |s| s.id, Student))
+        Ok(connection(
+            result,
+            after.is_some(),
+            |s| s.id,
+            |s| Plain(Student(s)),
+        ))
     }
 
     /// One student.
@@ -118,14 +124,19 @@ impl CoreQuery {
         first: Option<i32>,
         after: Option<String>,
         search: Option<String>,
-    ) -> async_graphql::Result<Conn<Teacher>> {
+    ) -> async_graphql::Result<Conn<Plain<Teacher>>> {
         let page = PageRequest::new(first, after.as_deref()).gql()?;
         let result = ctx
             .data_unchecked::<Service>()
             .teachers(search.as_deref(), page)
             .await
             .gql()?;
-        Ok(connection(result, after.is_some(), |t| t.id, Teacher))
+        Ok(connection(
+            result,
+            after.is_some(),
+            |t| t.id,
+            |t| Plain(Teacher(t)),
+        ))
     }
 
     /// One teacher.
@@ -142,7 +153,7 @@ impl CoreQuery {
 
     /// Every dep-batch.
     #[graphql(guard = "RoleGuard::people()")]
-    async fn dep_batches(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<DepBatch>> {
+    async fn dep_batches(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<DepBatch>> {
         let rows = ctx.data_unchecked::<Service>().dep_batches().await.gql()?;
         Ok(rows.into_iter().map(DepBatch).collect())
     }
@@ -153,7 +164,7 @@ impl CoreQuery {
         &self,
         ctx: &Context<'_>,
         dep_batch_id: Option<ID>,
-    ) -> async_graphql::Result<Vec<Section>> {
+    ) -> async_graphql::Result<PlainList<Section>> {
         let dep_batch_id = optional_id("depBatchId", dep_batch_id)?;
         let rows = ctx
             .data_unchecked::<Service>()
@@ -174,7 +185,7 @@ impl CoreQuery {
         first: Option<i32>,
         after: Option<String>,
         teacher_id: Option<ID>,
-    ) -> async_graphql::Result<Conn<Course>> {
+    ) -> async_graphql::Result<Conn<Plain<Course>>> {
         let page = PageRequest::new(first, after.as_deref()).gql()?;
         let teacher_id = optional_id("teacherId", teacher_id)?;
         let result = ctx
@@ -182,7 +193,12 @@ impl CoreQuery {
             .courses(teacher_id, page)
             .await
             .gql()?;
-        Ok(connection(result, after.is_some(), |c| c.id, Course))
+        Ok(connection(
+            result,
+            after.is_some(),
+            |c| c.id,
+            |c| Plain(Course(c)),
+        ))
     }
 
     /// One course.
@@ -199,7 +215,7 @@ impl CoreQuery {
 
     /// Every registered device (admins only).
     #[graphql(guard = "RoleGuard::admin()")]
-    async fn devices(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Device>> {
+    async fn devices(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<Device>> {
         let rows = ctx.data_unchecked::<Service>().devices().await.gql()?;
         Ok(rows.into_iter().map(Device).collect())
     }
@@ -219,7 +235,7 @@ impl CoreQuery {
         active: Option<bool>,
         from: Option<Date>,
         to: Option<Date>,
-    ) -> async_graphql::Result<Conn<AttendanceSession>> {
+    ) -> async_graphql::Result<Conn<Plain<AttendanceSession>>> {
         let page = PageRequest::new(first, after.as_deref()).gql()?;
         let filter = SessionFilter {
             course_id: optional_id("courseId", course_id)?,
@@ -236,7 +252,7 @@ impl CoreQuery {
             result,
             after.is_some(),
             |s| s.id,
-            AttendanceSession,
+            |s| Plain(AttendanceSession(s)),
         ))
     }
 
@@ -269,7 +285,7 @@ impl CoreQuery {
         session_id: Option<ID>,
         student_id: Option<ID>,
         status: Option<Status>,
-    ) -> async_graphql::Result<Conn<AttendanceRecord>> {
+    ) -> async_graphql::Result<Conn<Plain<AttendanceRecord>>> {
         let page = PageRequest::new(first, after.as_deref()).gql()?;
         let filter = RecordFilter {
             session_id: optional_id("sessionId", session_id)?,
@@ -284,8 +300,8 @@ impl CoreQuery {
         Ok(connection(
             result,
             after.is_some(),
-            |r| r.id,
-            AttendanceRecord,
+            |(r, _)| r.id,
+            |(record, student)| Plain(AttendanceRecord::with_student(record, student)),
         ))
     }
 }

@@ -4,8 +4,10 @@ use async_graphql::{Context, ID, Object, SimpleObject, Upload};
 
 use super::guard::{RoleGuard, principal};
 use super::objects::{Course, Student};
+use super::plain::{Field, PlainList};
 use super::scalars::Date;
 use crate::error::{AppError, GqlResultExt};
+use crate::plain_fields;
 use crate::service::roster::{CourseReport as Report, ImportOutcome, StudentAttendance as Tally};
 use crate::service::{Service, parse_id};
 
@@ -61,31 +63,59 @@ impl From<ImportOutcome> for ImportResult {
     }
 }
 
-/// One student's attendance in a course.
-pub struct StudentAttendance(Tally);
+/// One student's attendance in a course, with the student read in the same statement.
+pub struct StudentAttendance {
+    student: Student,
+    present: i64,
+    absent: i64,
+    permission: i64,
+    rate: Option<f64>,
+}
+
+impl From<Tally> for StudentAttendance {
+    fn from(tally: Tally) -> Self {
+        Self {
+            student: Student(tally.student),
+            present: tally.present,
+            absent: tally.absent,
+            permission: tally.permission,
+            rate: tally.rate,
+        }
+    }
+}
 
 #[Object]
 impl StudentAttendance {
-    async fn student(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Student>> {
-        use super::loaders::{Db, StudentById};
-        let loader = ctx.data_unchecked::<async_graphql::dataloader::DataLoader<Db>>();
-        Ok(loader
-            .load_one(StudentById(self.0.student_id))
-            .await?
-            .map(Student))
+    async fn student(&self) -> Option<Student> {
+        Some(Student(self.student.0.clone()))
     }
     async fn present(&self) -> i32 {
-        self.0.present as i32
+        self.present as i32
     }
     async fn absent(&self) -> i32 {
-        self.0.absent as i32
+        self.absent as i32
     }
     async fn permission(&self) -> i32 {
-        self.0.permission as i32
+        self.permission as i32
     }
     /// present / (present + absent + permission); null without records.
     async fn rate(&self) -> Option<f64> {
-        self.0.rate
+        self.rate
+    }
+}
+
+plain_fields! {
+    StudentAttendance(this) {
+        "present" => this.present as i32,
+        "absent" => this.absent as i32,
+        "permission" => this.permission as i32,
+        "rate" => this.rate,
+    }
+    extra(name) {
+        match name {
+            "student" => Field::Object(&this.student),
+            _ => Field::Async,
+        }
     }
 }
 
@@ -103,19 +133,22 @@ impl CourseReport {
     }
     /// Every enrolled student with their counts and rate.
     #[graphql(complexity = "super::objects::LIST_WEIGHT * child_complexity + 1")]
-    async fn students(&self) -> Vec<StudentAttendance> {
+    async fn students(&self) -> PlainList<StudentAttendance> {
         self.0
             .students
             .iter()
-            .copied()
-            .map(StudentAttendance)
+            .cloned()
+            .map(StudentAttendance::from)
             .collect()
     }
     /// The students whose rate is below `rate` (0 to 1), lowest first.
     #[graphql(complexity = "super::objects::LIST_WEIGHT * child_complexity + 1")]
-    async fn students_below(&self, rate: f64) -> async_graphql::Result<Vec<StudentAttendance>> {
+    async fn students_below(
+        &self,
+        rate: f64,
+    ) -> async_graphql::Result<PlainList<StudentAttendance>> {
         let below = self.0.students_below(rate).gql()?;
-        Ok(below.into_iter().map(StudentAttendance).collect())
+        Ok(below.into_iter().map(StudentAttendance::from).collect())
     }
 }
 

@@ -111,7 +111,7 @@ async fn build_update(
             attendance_record::Entity::find_by_id(id)
                 .one(&service.db)
                 .await?
-                .map(AttendanceRecord)
+                .map(AttendanceRecord::new)
         }
         None => None,
     };

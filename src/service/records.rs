@@ -2,15 +2,17 @@
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryTrait, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Select, SelectTwo, Set, TransactionTrait,
 };
 
 use super::access::{self, Scope};
-use super::sql::paginate;
-use super::sql::write_transaction;
+use super::sql::{paginate_with, write_transaction};
 use super::{Page, PageRequest, Service, now};
 use crate::auth::Principal;
-use crate::entities::{AttendanceStatus, attendance_record, attendance_session, record_change};
+use crate::entities::{
+    AttendanceStatus, attendance_record, attendance_session, record_change, student,
+};
 use crate::error::{AppError, AppResult};
 use crate::events::{EventKind, SessionEvent};
 
@@ -25,7 +27,47 @@ pub struct RecordFilter {
     pub status: Option<AttendanceStatus>,
 }
 
+/// A record with its student.
+pub type RecordWithStudent = (attendance_record::Model, student::Model);
+
+/// Joins each record's student in SQL: the relation is one-to-one and every page of records
+/// shows who they are.
+fn with_student(
+    query: Select<attendance_record::Entity>,
+) -> SelectTwo<attendance_record::Entity, student::Entity> {
+    query.select_also(student::Entity).join(
+        JoinType::InnerJoin,
+        attendance_record::Entity::belongs_to(student::Entity)
+            .from(attendance_record::Column::StudentId)
+            .to(student::Column::Id)
+            .into(),
+    )
+}
+
+/// Drops the (impossible, the join is inner) rows without a student.
+fn joined(rows: Vec<(attendance_record::Model, Option<student::Model>)>) -> Vec<RecordWithStudent> {
+    rows.into_iter()
+        .filter_map(|(record, student)| Some((record, student?)))
+        .collect()
+}
+
 impl Service {
+    /// The records of these sessions with their students, in id order, in one statement.
+    /// The caller has decided that whoever asks may read these sessions.
+    pub async fn records_of_sessions(
+        &self,
+        session_ids: &[i32],
+    ) -> AppResult<Vec<RecordWithStudent>> {
+        let rows = with_student(
+            attendance_record::Entity::find()
+                .filter(attendance_record::Column::SessionId.is_in(session_ids.iter().copied()))
+                .order_by_asc(attendance_record::Column::Id),
+        )
+        .all(&self.db)
+        .await?;
+        Ok(joined(rows))
+    }
+
     /// A record visible to `actor` with its session, or `None` (missing and foreign look alike).
     pub async fn record_for(
         &self,
@@ -46,13 +88,13 @@ impl Service {
             .map(|session| (record, session)))
     }
 
-    /// One page of the records visible to `actor`.
+    /// One page of the records visible to `actor`, with their students.
     pub async fn attendance_records(
         &self,
         actor: &Principal,
         filter: &RecordFilter,
         page: PageRequest,
-    ) -> AppResult<Page<attendance_record::Model>> {
+    ) -> AppResult<Page<RecordWithStudent>> {
         use attendance_record::Column;
         let mut query = attendance_record::Entity::find();
         if let Scope::Teacher(teacher_id) = access::scope(actor)? {
@@ -76,7 +118,11 @@ impl Service {
             .apply_if(filter.status, |q, status| {
                 q.filter(Column::Status.eq(status))
             });
-        paginate(&self.db, query, Column::Id, page).await
+        let db = &self.db;
+        paginate_with(db, query, Column::Id, page, |rows| async move {
+            Ok(joined(with_student(rows).all(db).await?))
+        })
+        .await
     }
 
     /// Changes a record's status and writes the audit row in the same transaction. Only the

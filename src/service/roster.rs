@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, Set,
+    TransactionTrait,
 };
 
 use super::sql::{statement, write_transaction};
@@ -293,9 +294,12 @@ impl Service {
         let course = self.visible_course(actor, course_id).await?;
         let backend = self.db.get_database_backend();
         let (from, to) = date_range(from, to)?;
-        let rows = StudentTally::find_by_statement(statement(
-            backend,
-            "SELECT st.id AS student_id, \
+        // The students come with their tallies: the report always shows who they are.
+        let rows = self
+            .db
+            .query_all_raw(statement(
+                backend,
+                "SELECT st.*, \
              COALESCE(SUM(CASE WHEN r.status = 'present' THEN 1 ELSE 0 END), 0) AS present, \
              COALESCE(SUM(CASE WHEN r.status = 'absent' THEN 1 ELSE 0 END), 0) AS absent, \
              COALESCE(SUM(CASE WHEN r.status = 'permission' THEN 1 ELSE 0 END), 0) AS permission \
@@ -304,10 +308,9 @@ impl Service {
              LEFT JOIN attendance_session s ON s.course_id = $1 AND s.date >= $2 AND s.date <= $3 \
              LEFT JOIN attendance_record r ON r.session_id = s.id AND r.student_id = st.id \
              GROUP BY st.id ORDER BY st.id",
-            vec![course.id.into(), from.into(), to.into()],
-        ))
-        .all(&self.db)
-        .await?;
+                vec![course.id.into(), from.into(), to.into()],
+            ))
+            .await?;
         let sessions = self
             .count_sql(
                 "SELECT COUNT(*) AS n FROM attendance_session WHERE course_id = $1 AND date >= $2 AND date <= $3",
@@ -318,18 +321,19 @@ impl Service {
             course,
             sessions,
             students: rows
-                .into_iter()
-                .map(|t| {
+                .iter()
+                .map(|row| {
+                    let t = StudentTally::from_query_result(row, "")?;
                     let total = t.present + t.absent + t.permission;
-                    StudentAttendance {
-                        student_id: t.student_id,
+                    Ok(StudentAttendance {
+                        student: student::Model::from_query_result(row, "")?,
                         present: t.present,
                         absent: t.absent,
                         permission: t.permission,
                         rate: (total > 0).then(|| t.present as f64 / total as f64),
-                    }
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, sea_orm::DbErr>>()?,
         })
     }
 
@@ -486,8 +490,8 @@ impl CourseReport {
         let mut below: Vec<StudentAttendance> = self
             .students
             .iter()
-            .copied()
             .filter(|s| s.rate.is_some_and(|r| r < rate))
+            .cloned()
             .collect();
         below.sort_by(|a, b| {
             a.rate
@@ -499,10 +503,10 @@ impl CourseReport {
 }
 
 /// One student's tallies in a course.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StudentAttendance {
     /// The student.
-    pub student_id: i32,
+    pub student: student::Model,
     /// Present records.
     pub present: i64,
     /// Absent records.
@@ -515,7 +519,6 @@ pub struct StudentAttendance {
 
 #[derive(FromQueryResult)]
 struct StudentTally {
-    student_id: i32,
     present: i64,
     absent: i64,
     permission: i64,

@@ -58,13 +58,31 @@ where
     E: EntityTrait,
     E::Model: Sync,
 {
+    paginate_with(db, query, id_column, page, |rows| rows.all(db)).await
+}
+
+/// [`paginate`], with `fetch` reading the page's rows (to join what each row always shows).
+pub(crate) async fn paginate_with<E, R, F, Fut>(
+    db: &sea_orm::DatabaseConnection,
+    query: Select<E>,
+    id_column: E::Column,
+    page: PageRequest,
+    fetch: F,
+) -> AppResult<Page<R>>
+where
+    E: EntityTrait,
+    E::Model: Sync,
+    F: FnOnce(Select<E>) -> Fut,
+    Fut: Future<Output = Result<Vec<R>, DbErr>>,
+{
     let total_count = query.clone().count(db).await?;
-    let mut rows = query
-        .apply_if(page.after, |q, after| q.filter(id_column.gt(after)))
-        .order_by_asc(id_column)
-        .limit(page.first + 1)
-        .all(db)
-        .await?;
+    let mut rows = fetch(
+        query
+            .apply_if(page.after, |q, after| q.filter(id_column.gt(after)))
+            .order_by_asc(id_column)
+            .limit(page.first + 1),
+    )
+    .await?;
     let has_next_page = rows.len() as u64 > page.first;
     rows.truncate(page.first as usize);
     Ok(Page {

@@ -12,6 +12,7 @@ both_databases!(
     only_admins_delete_records,
     reads_respect_ownership_and_filters,
     a_session_page_of_500_records_runs_constant_statements,
+    record_and_session_pages_join_their_students_in_constant_statements,
 );
 
 const EDIT: &str = "mutation($id: ID!, $s: AttendanceStatus!, $r: String) { editStatus(recordId: $id, status: $s, reason: $r) { id status timestamp scannedAt changes { oldStatus newStatus reason changedBy { username } changedAt } } }";
@@ -260,4 +261,89 @@ async fn a_session_page_of_500_records_runs_constant_statements(backend: Backend
     assert_eq!(data["session"]["records"].as_array().unwrap().len(), 500);
     assert_eq!(small_count, large_count);
     eprintln!("session page on {backend:?}: {large_count} statements for 500 records");
+}
+
+async fn record_and_session_pages_join_their_students_in_constant_statements(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(2).await;
+    let records = "{ attendanceRecords(first: 100) { totalCount edges { cursor node { id studentId status student { id studentCode firstName } session { id } } } } }";
+    let sessions = "{ sessions(first: 50) { edges { node { id isActive counts { present absent } records { id studentId student { id studentCode } } } } } }";
+    let report = "query($id: ID!) { courseReport(courseId: $id) { sessions students { student { id studentCode } present absent rate } } }";
+    close_one(&app, &school).await;
+    let (small_records, _) = count(&app, &school, records).await;
+    let (small_sessions, _) = count(&app, &school, sessions).await;
+    let (small_report, _) = count(&app, &school, report).await;
+
+    for n in 0..60 {
+        app.service
+            .create_student(attendance::service::directory::NewStudent {
+                student_code: format!("J{n:04}"),
+                first_name: format!("J{n}"),
+                last_name: "J".into(),
+                section_id: school.sections[n % 2].parse().unwrap(),
+            })
+            .await
+            .unwrap();
+    }
+    close_one(&app, &school).await;
+    close_one(&app, &school).await;
+    let (large_records, data) = count(&app, &school, records).await;
+    let page = &data["attendanceRecords"];
+    assert_eq!(page["totalCount"], 4 + 64 + 64);
+    let edges = page["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 100);
+    for edge in edges {
+        let node = &edge["node"];
+        assert_eq!(
+            node["student"]["id"], node["studentId"],
+            "each record shows its own student"
+        );
+    }
+    let (large_sessions, data) = count(&app, &school, sessions).await;
+    let listed = data["sessions"]["edges"].as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    for session in listed {
+        for record in session["node"]["records"].as_array().unwrap() {
+            assert_eq!(record["student"]["id"], record["studentId"]);
+        }
+    }
+    let (large_report, data) = count(&app, &school, report).await;
+    assert_eq!(
+        data["courseReport"]["students"].as_array().unwrap().len(),
+        64
+    );
+    assert_eq!(data["courseReport"]["sessions"], 3);
+
+    assert_eq!(small_records, large_records, "attendanceRecords");
+    assert_eq!(small_sessions, large_sessions, "sessions");
+    assert_eq!(small_report, large_report, "courseReport");
+    eprintln!(
+        "on {backend:?}: attendanceRecords {large_records}, sessions {large_sessions}, courseReport {large_report} statements"
+    );
+}
+
+async fn close_one(app: &TestApp, school: &School) {
+    let session = app.open_session(school).await;
+    app.scan(
+        &school.device_key,
+        &school.students[0],
+        &app.today(),
+        "08:00:00",
+    )
+    .await;
+    app.gql_ok(Some(&school.teacher), CLOSE, json!({"id": session}))
+        .await;
+}
+
+/// The statements one teacher's read runs, with its data.
+async fn count(app: &TestApp, school: &School, query: &str) -> (u64, Value) {
+    let before = app.statements.get();
+    let data = app
+        .gql_ok(
+            Some(&school.teacher),
+            query,
+            json!({"id": school.course_id}),
+        )
+        .await;
+    (app.statements.get() - before, data)
 }
