@@ -56,6 +56,10 @@ enum Command {
     },
 }
 
+/// mimalloc instead of glibc's malloc: list pages allocate many small values per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::ScanSql { batch }) = cli.command {

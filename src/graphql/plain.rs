@@ -214,11 +214,16 @@ impl<T: OutputType + PlainObject> OutputType for PlainList<T> {
     ) -> ServerResult<Value> {
         let mut values = Vec::with_capacity(self.0.len());
         let mut waiting = Vec::new();
+        // Every item is a `T`, so fragments select the same fields on each: expand them once.
+        let mut fields = Vec::new();
+        if let Some(first) = self.0.first() {
+            selected(first, ctx, &mut fields)?;
+        }
         for (idx, item) in self.0.iter().enumerate() {
             let ctx_item = ctx.with_index(idx);
-            let mut fields = IndexMap::new();
-            if collect_plain(item, &ctx_item, &mut fields)? {
-                values.push(into_object(fields));
+            let mut out = IndexMap::with_capacity(fields.len());
+            if collect_fields(item, &ctx_item, &fields, &mut out)? {
+                values.push(into_object(out));
             } else {
                 values.push(Value::Null);
                 waiting.push(idx);
@@ -247,9 +252,9 @@ pub async fn resolve_object(
     object: &dyn PlainObject,
     ctx: &ContextSelectionSet<'_>,
 ) -> ServerResult<Value> {
-    let mut fields = IndexMap::new();
-    if collect_plain(object, ctx, &mut fields)? {
-        return Ok(into_object(fields));
+    let mut out = IndexMap::new();
+    if collect_plain(object, ctx, &mut out)? {
+        return Ok(into_object(out));
     }
     resolve_mixed(object, ctx).await
 }
@@ -317,7 +322,18 @@ fn collect_plain(
 ) -> ServerResult<bool> {
     let mut fields = Vec::new();
     selected(object, ctx, &mut fields)?;
-    for field in fields {
+    out.reserve(fields.len());
+    collect_fields(object, ctx, &fields, out)
+}
+
+/// [`collect_plain`] over fields already selected.
+fn collect_fields(
+    object: &dyn PlainObject,
+    ctx: &ContextSelectionSet<'_>,
+    fields: &[&Positioned<FieldNode>],
+    out: &mut IndexMap<Name, Value>,
+) -> ServerResult<bool> {
+    for &field in fields {
         let key = field.node.response_key().node.clone();
         let name = field.node.name.node.as_str();
         if name == "__typename" {

@@ -299,7 +299,8 @@ impl Service {
             .db
             .query_all_raw(statement(
                 backend,
-                "SELECT st.*, \
+                "SELECT st.id, st.student_code, st.first_name, st.last_name, st.section_id, \
+             st.created_at, st.enrolled_at, \
              COALESCE(SUM(CASE WHEN r.status = 'present' THEN 1 ELSE 0 END), 0) AS present, \
              COALESCE(SUM(CASE WHEN r.status = 'absent' THEN 1 ELSE 0 END), 0) AS absent, \
              COALESCE(SUM(CASE WHEN r.status = 'permission' THEN 1 ELSE 0 END), 0) AS permission \
@@ -323,14 +324,27 @@ impl Service {
             students: rows
                 .iter()
                 .map(|row| {
-                    let t = StudentTally::from_query_result(row, "")?;
-                    let total = t.present + t.absent + t.permission;
+                    // By position: by-name decoding formats and hashes every column name.
+                    let (present, absent, permission): (i64, i64, i64) = (
+                        row.try_get_by_index(7)?,
+                        row.try_get_by_index(8)?,
+                        row.try_get_by_index(9)?,
+                    );
+                    let total = present + absent + permission;
                     Ok(StudentAttendance {
-                        student: student::Model::from_query_result(row, "")?,
-                        present: t.present,
-                        absent: t.absent,
-                        permission: t.permission,
-                        rate: (total > 0).then(|| t.present as f64 / total as f64),
+                        student: student::Model {
+                            id: row.try_get_by_index(0)?,
+                            student_code: row.try_get_by_index(1)?,
+                            first_name: row.try_get_by_index(2)?,
+                            last_name: row.try_get_by_index(3)?,
+                            section_id: row.try_get_by_index(4)?,
+                            created_at: row.try_get_by_index(5)?,
+                            enrolled_at: row.try_get_by_index(6)?,
+                        },
+                        present,
+                        absent,
+                        permission,
+                        rate: (total > 0).then(|| present as f64 / total as f64),
                     })
                 })
                 .collect::<Result<_, sea_orm::DbErr>>()?,
@@ -515,13 +529,6 @@ pub struct StudentAttendance {
     pub permission: i64,
     /// present / (present + absent + permission); `None` with no records.
     pub rate: Option<f64>,
-}
-
-#[derive(FromQueryResult)]
-struct StudentTally {
-    present: i64,
-    absent: i64,
-    permission: i64,
 }
 
 #[derive(FromQueryResult)]
