@@ -72,6 +72,7 @@ stop() { kill "$SERVER_PID" 2> /dev/null || true; wait "$SERVER_PID" 2> /dev/nul
 start "${BINS[0]}"
 eval "$(python3 "$ROOT/bench/seed_reads.py" "$BASE" admin page-admin-password 500 1)"
 stop
+psql "$DATABASE_URL" -qc "VACUUM ANALYZE" > /dev/null # as the peer's seed does
 BODY='{"query":"query($id: ID!) { session(id: $id) { records { id status timestamp student { id studentCode firstName lastName } } } }","variables":{"id":"'$SESSION_ID'"}}'
 
 ticks() { # total utime+stime of the given pids

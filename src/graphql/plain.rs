@@ -320,6 +320,22 @@ fn collect_plain(
     ctx: &ContextSelectionSet<'_>,
     out: &mut IndexMap<Name, Value>,
 ) -> ServerResult<bool> {
+    let items = &ctx.item.node.items;
+    // Without fragments (a nested object's usual selection) the fields are the items.
+    if items
+        .iter()
+        .all(|item| matches!(item.node, Selection::Field(_)))
+    {
+        out.reserve(items.len());
+        for item in items {
+            if let Selection::Field(field) = &item.node
+                && !collect_field(object, ctx, field, out)?
+            {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
+    }
     let mut fields = Vec::new();
     selected(object, ctx, &mut fields)?;
     out.reserve(fields.len());
@@ -334,34 +350,47 @@ fn collect_fields(
     out: &mut IndexMap<Name, Value>,
 ) -> ServerResult<bool> {
     for &field in fields {
-        let key = field.node.response_key().node.clone();
-        let name = field.node.name.node.as_str();
-        if name == "__typename" {
-            out.entry(key)
-                .or_insert_with(|| Value::String(object.object_type_name().into_owned()));
-            continue;
-        }
-        if !field.node.directives.is_empty() {
+        if !collect_field(object, ctx, field, out)? {
             return Ok(false);
         }
-        match object.plain(name) {
-            Field::Value(value) => {
-                out.entry(key).or_insert(value);
-            }
-            Field::Object(nested) => {
-                let ctx_field = ctx.with_field(field);
-                let mut nested_fields = IndexMap::new();
-                if !collect_plain(
-                    nested,
-                    &ctx_field.with_selection_set(&field.node.selection_set),
-                    &mut nested_fields,
-                )? {
-                    return Ok(false);
-                }
-                merge(out, key, into_object(nested_fields));
-            }
-            Field::Async => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Adds one field's value when it is plain, and says whether it was.
+fn collect_field(
+    object: &dyn PlainObject,
+    ctx: &ContextSelectionSet<'_>,
+    field: &Positioned<FieldNode>,
+    out: &mut IndexMap<Name, Value>,
+) -> ServerResult<bool> {
+    let key = field.node.response_key().node.clone();
+    let name = field.node.name.node.as_str();
+    if name == "__typename" {
+        out.entry(key)
+            .or_insert_with(|| Value::String(object.object_type_name().into_owned()));
+        return Ok(true);
+    }
+    if !field.node.directives.is_empty() {
+        return Ok(false);
+    }
+    match object.plain(name) {
+        Field::Value(value) => {
+            out.entry(key).or_insert(value);
         }
+        Field::Object(nested) => {
+            let ctx_field = ctx.with_field(field);
+            let mut nested_fields = IndexMap::new();
+            if !collect_plain(
+                nested,
+                &ctx_field.with_selection_set(&field.node.selection_set),
+                &mut nested_fields,
+            )? {
+                return Ok(false);
+            }
+            merge(out, key, into_object(nested_fields));
+        }
+        Field::Async => return Ok(false),
     }
     Ok(true)
 }
