@@ -329,7 +329,8 @@ impl Service {
             students: rows
                 .iter()
                 .map(|row| {
-                    // By position: by-name decoding formats and hashes every column name.
+                    // By position: by-name decoding formats and hashes every column name. The
+                    // student's columns are in `student_at`'s order.
                     let (present, absent, permission): (i64, i64, i64) = (
                         row.try_get_by_index(7)?,
                         row.try_get_by_index(8)?,
@@ -337,15 +338,7 @@ impl Service {
                     );
                     let total = present + absent + permission;
                     Ok(StudentAttendance {
-                        student: student::Model {
-                            id: row.try_get_by_index(0)?,
-                            student_code: row.try_get_by_index(1)?,
-                            first_name: row.try_get_by_index(2)?,
-                            last_name: row.try_get_by_index(3)?,
-                            section_id: row.try_get_by_index(4)?,
-                            created_at: row.try_get_by_index(5)?,
-                            enrolled_at: row.try_get_by_index(6)?,
-                        },
+                        student: super::records::student_at(row, 0)?,
                         present,
                         absent,
                         permission,
