@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::guard::{RoleGuard, principal};
 use super::loaders::*;
-use super::plain::{Field, IntoValue, PlainList};
+use super::plain::{Field, IntoValue, PlainList, id};
 use super::scalars::Date;
 use crate::entities::{self, attendance_record, attendance_session, course, dep_batch, device};
 use crate::entities::{record_change, section, student, teacher, user};
@@ -99,7 +99,7 @@ impl DepBatch {
 
 plain_fields! {
     DepBatch(this) {
-        "id" => ID::from(this.0.id),
+        "id" => id(this.0.id),
         "dep" => &this.0.dep,
         "batch" => &this.0.batch,
     }
@@ -133,7 +133,7 @@ impl Section {
 
 plain_fields! {
     Section(this) {
-        "id" => ID::from(this.0.id),
+        "id" => id(this.0.id),
         "name" => &this.0.name,
     }
 }
@@ -177,11 +177,11 @@ impl Student {
 
 plain_fields! {
     Student(this) {
-        "id" => ID::from(this.0.id),
+        "id" => id(this.0.id),
         "studentCode" => &this.0.student_code,
         "firstName" => &this.0.first_name,
         "lastName" => &this.0.last_name,
-        "sectionId" => ID::from(this.0.section_id),
+        "sectionId" => id(this.0.section_id),
         "createdAt" => this.0.created_at,
         "enrolledAt" => this.0.enrolled_at,
     }
@@ -233,7 +233,7 @@ impl Teacher {
 
 plain_fields! {
     Teacher(this) {
-        "id" => ID::from(this.0.id),
+        "id" => id(this.0.id),
         "teacherCode" => &this.0.teacher_code,
         "firstName" => &this.0.first_name,
         "lastName" => &this.0.last_name,
@@ -320,10 +320,10 @@ impl Course {
 
 plain_fields! {
     Course(this) {
-        "id" => ID::from(this.0.id),
+        "id" => id(this.0.id),
         "name" => &this.0.name,
         "code" => &this.0.code,
-        "teacherId" => ID::from(this.0.teacher_id),
+        "teacherId" => id(this.0.teacher_id),
     }
 }
 
@@ -357,7 +357,7 @@ impl Device {
 
 plain_fields! {
     Device(this) {
-        "id" => ID::from(this.0.id),
+        "id" => id(this.0.id),
         "deviceId" => &this.0.device_id,
         "name" => &this.0.name,
         "isActive" => this.0.is_active,
@@ -403,7 +403,7 @@ impl Viewer {
 
 plain_fields! {
     Viewer(this) {
-        "id" => ID::from(this.0.id),
+        "id" => id(this.0.id),
         "username" => &this.0.username,
         "role" => RoleValue::from(crate::auth::Role::from(this.0.role)),
         "isActive" => this.0.is_active,
@@ -538,8 +538,8 @@ impl AttendanceSession {
 
 plain_fields! {
     AttendanceSession(this) {
-        "id" => ID::from(this.0.id),
-        "courseId" => ID::from(this.0.course_id),
+        "id" => id(this.0.id),
+        "courseId" => id(this.0.course_id),
         "date" => Date(this.0.date),
         "createdAt" => this.0.created_at,
         "isActive" => this.0.is_active,
@@ -589,9 +589,9 @@ impl AttendanceRecord {
 
 plain_fields! {
     AttendanceRecord(this) {
-        "id" => ID::from(this.record.id),
-        "sessionId" => ID::from(this.record.session_id),
-        "studentId" => ID::from(this.record.student_id),
+        "id" => id(this.record.id),
+        "sessionId" => id(this.record.session_id),
+        "studentId" => id(this.record.student_id),
         "status" => Status::from(this.record.status),
         "timestamp" => this.record.timestamp,
         "scannedAt" => this.record.scanned_at,
@@ -697,7 +697,7 @@ impl RecordChange {
 
 plain_fields! {
     RecordChange(this) {
-        "id" => ID::from(this.0.id),
+        "id" => id(this.0.id),
         "oldStatus" => Status::from(this.0.old_status),
         "newStatus" => Status::from(this.0.new_status),
         "changedAt" => this.0.changed_at,

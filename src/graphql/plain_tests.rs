@@ -2,7 +2,7 @@
 //! could be plain is.
 
 use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::{Datelike, NaiveDate, TimeZone, Timelike, Utc};
 use serde_json::{Value as Json, json};
 
 use super::guard::Auth;
@@ -364,4 +364,28 @@ async fn async_fields_in_a_plain_list_keep_their_guards_and_report_errors_where_
             .unwrap(),
         "the derived path refuses the same way"
     );
+}
+
+#[test]
+fn dates_and_ids_are_written_exactly_as_the_derived_resolver_writes_them() {
+    use super::plain::{id, rfc3339};
+    use chrono::DateTime;
+    let mut at = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
+    let step = chrono::Duration::seconds(7_919_861);
+    while at.year_ce().1 < 2200 {
+        assert_eq!(rfc3339(&at), at.to_rfc3339());
+        let fractional = at + chrono::Duration::microseconds(123_456);
+        assert_eq!(rfc3339(&fractional), fractional.to_rfc3339());
+        at += step;
+    }
+    for edge in [
+        DateTime::<Utc>::MIN_UTC,
+        DateTime::<Utc>::MAX_UTC,
+        at.with_nanosecond(1).unwrap(),
+    ] {
+        assert_eq!(rfc3339(&edge), edge.to_rfc3339());
+    }
+    for n in [0, 7, -1, 42, i32::MAX, i32::MIN, 1_000_000] {
+        assert_eq!(id(n), async_graphql::ID::from(n));
+    }
 }
