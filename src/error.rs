@@ -86,6 +86,8 @@ pub enum Reason {
     MalformedLine,
     /// A GraphQL document exceeds a limit checked before execution.
     QueryLimit,
+    /// A directory row that attendance history depends on; deleting it would lose history.
+    InUse,
 }
 
 impl Reason {
@@ -97,7 +99,8 @@ impl Reason {
             | Self::DuplicateScan
             | Self::DeviceBusy
             | Self::ConcurrentEdit
-            | Self::DuplicateValue => ErrorCode::Conflict,
+            | Self::DuplicateValue
+            | Self::InUse => ErrorCode::Conflict,
             Self::StudentNotFound => ErrorCode::NotFound,
             Self::StudentNotInCourse
             | Self::NotYourCourse
@@ -138,6 +141,7 @@ impl Reason {
             Self::TerminalNotApproved => "TERMINAL_NOT_APPROVED",
             Self::MalformedLine => "MALFORMED_LINE",
             Self::QueryLimit => "QUERY_LIMIT",
+            Self::InUse => "IN_USE",
         }
     }
 }

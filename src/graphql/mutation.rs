@@ -249,7 +249,7 @@ impl CoreMutation {
             .map(Student)
     }
 
-    /// Deletes a student and their attendance records.
+    /// Deletes a student without attendance history; one with records is CONFLICT `IN_USE`.
     #[graphql(guard = "RoleGuard::admin()")]
     async fn delete_student(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let service = ctx.data_unchecked::<Service>();

@@ -4,18 +4,19 @@ use std::collections::BTreeSet;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 
 use super::auth::check_password;
-use super::sql::{conflict_on, paginate};
+use super::sql::{conflict_on, paginate, statement};
 use super::{Page, PageRequest, Service, code_text, now, required_text};
 use crate::auth::{fast_hash, new_device_key, password};
 use crate::entities::{
-    UserRole, course, course_section, dep_batch, device, section, student, teacher, user,
+    UserRole, attendance_record, course, course_section, dep_batch, device, section, student,
+    teacher, user,
 };
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Reason};
 
 /// Fields of a new student.
 #[derive(Clone, Debug)]
@@ -240,14 +241,42 @@ impl Service {
             .map_err(conflict_on("studentCode", &code_value))
     }
 
-    /// Deletes a student and their attendance records.
+    /// Deletes a student that no attendance record depends on. A student with history is
+    /// refused (CONFLICT, reason `IN_USE`): deleting them would delete their records.
     pub async fn delete_student(&self, id: i32) -> AppResult<student::Model> {
         let existing = self
             .student(id)
             .await?
             .ok_or(AppError::NotFound("student"))?;
-        student::Entity::delete_by_id(id).exec(&self.db).await?;
-        Ok(existing)
+        // One statement, so a record written between a check and the delete cannot be
+        // taken with it.
+        let deleted = self
+            .db
+            .execute_raw(statement(
+                self.db.get_database_backend(),
+                "DELETE FROM student WHERE id = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM attendance_record r WHERE r.student_id = $1)",
+                vec![id.into()],
+            ))
+            .await?;
+        if deleted.rows_affected() == 1 {
+            return Ok(existing);
+        }
+        let records = attendance_record::Entity::find()
+            .filter(attendance_record::Column::StudentId.eq(id))
+            .count(&self.db)
+            .await?;
+        if records == 0 {
+            return Err(AppError::NotFound("student"));
+        }
+        Err(AppError::rejected(
+            Reason::InUse,
+            if records == 1 {
+                "1 attendance record depends on this student".to_owned()
+            } else {
+                format!("{records} attendance records depend on this student")
+            },
+        ))
     }
 
     /// One page of teachers, optionally matching a search on code or names.

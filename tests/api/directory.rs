@@ -79,6 +79,43 @@ async fn admin_manages_students_end_to_end(backend: Backend) {
         )
         .await;
     assert_eq!(error_code(&again), "NOT_FOUND");
+
+    // A student with attendance history is not deleted, and neither is their history.
+    app.open_session(&school).await;
+    let (status, _) = app
+        .scan(
+            &school.device_key,
+            &school.students[0],
+            &app.today(),
+            "08:00:00",
+        )
+        .await;
+    assert_eq!(status, 201);
+    let refused = app
+        .gql(
+            admin,
+            "mutation($id: ID!) { deleteStudent(id: $id) }",
+            json!({"id": school.students[0]}),
+        )
+        .await;
+    assert_eq!(error_code(&refused), "CONFLICT");
+    assert_eq!(refused["errors"][0]["extensions"]["reason"], "IN_USE");
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 attendance record depends on this student"),
+        "{refused}"
+    );
+    let kept = app
+        .gql_ok(
+            admin,
+            "query($id: ID!) { student(id: $id) { id } attendanceRecords(studentId: $id) { totalCount } }",
+            json!({"id": school.students[0]}),
+        )
+        .await;
+    assert_eq!(kept["student"]["id"], school.students[0].as_str());
+    assert_eq!(kept["attendanceRecords"]["totalCount"], 1);
 }
 
 async fn duplicate_codes_are_conflicts_naming_the_field(backend: Backend) {
