@@ -164,12 +164,24 @@ impl Service {
         .into_iter()
         .map(|s| (s.id, s))
         .collect();
+        // Each student moves to their last record and is cloned only for the ones before
+        // (a student appears once per session). A record's student cannot be missing: the
+        // foreign key.
+        let mut uses: HashMap<i32, usize> = HashMap::with_capacity(students.len());
+        for record in &records {
+            *uses.entry(record.student_id).or_default() += 1;
+        }
+        let mut students = students;
         Ok(records
             .into_iter()
             .filter_map(|r| {
-                // A record's student cannot be missing (the foreign key); clone only for a
-                // student with several records in these sessions.
-                let student = students.get(&r.student_id)?.clone();
+                let left = uses.get_mut(&r.student_id)?;
+                *left -= 1;
+                let student = if *left == 0 {
+                    students.remove(&r.student_id)?
+                } else {
+                    students.get(&r.student_id)?.clone()
+                };
                 Some((r, student))
             })
             .collect())
