@@ -17,14 +17,30 @@ both_databases!(
 
 async fn health_and_readiness_answer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    for path in ["/health", "/ready"] {
-        let res = app
-            .client
-            .get(format!("{}{path}", app.address))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 200, "{path}");
+    let get = |path: &'static str| {
+        let request = app.client.get(format!("{}{path}", app.address));
+        async move {
+            let res = request.send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(get("/health").await.0, 200, "/health");
+    // Readiness waits for the live-event listener, which connects in the background on
+    // PostgreSQL: until then the answer is 503 "starting", and it must turn 200 soon.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get("/ready").await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "/ready: {body}");
+        assert_eq!(body["status"], "starting", "/ready: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "/ready still 503 after 10 s: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
