@@ -34,16 +34,6 @@ pub enum Field<'a> {
     Async,
 }
 
-impl<'a> Field<'a> {
-    /// A nested object, or null.
-    pub fn object<T: PlainObject>(object: Option<&'a T>) -> Self {
-        match object {
-            Some(object) => Field::Object(object),
-            None => Field::Value(Value::Null),
-        }
-    }
-}
-
 /// An object type whose plain fields resolve without futures.
 pub trait PlainObject: Send + Sync {
     /// The GraphQL type name (for `__typename` and fragment conditions).
@@ -382,6 +372,20 @@ fn collect_plain(
     collect_fields(object, ctx, &fields, out)
 }
 
+/// How one selected field of `object` resolves: `__typename` is its name, a field carrying
+/// a directive goes through the derived resolver (which applies it), and any other asks
+/// the object.
+fn classify<'a>(object: &'a dyn PlainObject, field: &Positioned<FieldNode>) -> Field<'a> {
+    let name = field.node.name.node.as_str();
+    if name == "__typename" {
+        Field::Value(Value::String(object.object_type_name().into_owned()))
+    } else if !field.node.directives.is_empty() {
+        Field::Async
+    } else {
+        object.plain(name)
+    }
+}
+
 /// [`collect_plain`] over fields already selected.
 fn collect_fields(
     object: &dyn PlainObject,
@@ -405,16 +409,7 @@ fn collect_field(
     out: &mut IndexMap<Name, Value>,
 ) -> ServerResult<bool> {
     let key = field.node.response_key().node.clone();
-    let name = field.node.name.node.as_str();
-    if name == "__typename" {
-        out.entry(key)
-            .or_insert_with(|| Value::String(object.object_type_name().into_owned()));
-        return Ok(true);
-    }
-    if !field.node.directives.is_empty() {
-        return Ok(false);
-    }
-    match object.plain(name) {
+    match classify(object, field) {
         Field::Value(value) => {
             out.entry(key).or_insert(value);
         }
@@ -435,11 +430,6 @@ fn collect_field(
     Ok(true)
 }
 
-enum Slot<'a> {
-    Ready(Value),
-    Waiting(BoxFuture<'a, ServerResult<Value>>),
-}
-
 /// Resolves an object some of whose selected fields are not plain: plain ones inline, the
 /// rest (and nested objects) concurrently. Field errors are reported and the field left
 /// out, as async-graphql's own containers do.
@@ -451,21 +441,19 @@ fn resolve_mixed<'a>(
     Box::pin(async move {
         let mut fields = Vec::new();
         selected(object, &ctx, &mut fields)?;
-        let mut slots: Vec<(Name, Slot<'_>)> = Vec::with_capacity(fields.len());
+        // Each key in selection order, with its value now or `None` for the next of
+        // `waiting`, which resolve concurrently.
+        let mut slots: Vec<(Name, Option<ServerResult<Value>>)> = Vec::with_capacity(fields.len());
+        let mut waiting: Vec<BoxFuture<'_, ServerResult<Value>>> = Vec::new();
         for field in fields {
             let key = field.node.response_key().node.clone();
-            let name = field.node.name.node.as_str();
-            let plain = if name == "__typename" {
-                Field::Value(Value::String(object.object_type_name().into_owned()))
-            } else if !field.node.directives.is_empty() {
-                Field::Async
-            } else {
-                object.plain(name)
-            };
             let ctx = ctx.clone();
-            let slot = match plain {
-                Field::Value(value) => Slot::Ready(value),
-                Field::Object(nested) => Slot::Waiting(Box::pin(async move {
+            match classify(object, field) {
+                Field::Value(value) => {
+                    slots.push((key, Some(Ok(value))));
+                    continue;
+                }
+                Field::Object(nested) => waiting.push(Box::pin(async move {
                     let ctx_field = ctx.with_field(field);
                     resolve_object(
                         nested,
@@ -473,27 +461,16 @@ fn resolve_mixed<'a>(
                     )
                     .await
                 })),
-                Field::Async => Slot::Waiting(Box::pin(async move {
+                Field::Async => waiting.push(Box::pin(async move {
                     let ctx_field = ctx.with_field(field);
                     Ok(object.resolve_async(&ctx_field).await?.unwrap_or_default())
                 })),
-            };
-            slots.push((key, slot));
-        }
-        let mut waiting = Vec::new();
-        let mut ready = Vec::with_capacity(slots.len());
-        for (key, slot) in slots {
-            match slot {
-                Slot::Ready(value) => ready.push((key, Some(Ok(value)))),
-                Slot::Waiting(future) => {
-                    waiting.push(future);
-                    ready.push((key, None));
-                }
             }
+            slots.push((key, None));
         }
         let mut resolved = join_all(waiting).await.into_iter();
-        let mut out = IndexMap::with_capacity(ready.len());
-        for (key, value) in ready {
+        let mut out = IndexMap::with_capacity(slots.len());
+        for (key, value) in slots {
             match value.or_else(|| resolved.next()) {
                 Some(Ok(value)) => merge(&mut out, key, value),
                 Some(Err(error)) => ctx.add_error(error),

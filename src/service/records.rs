@@ -5,8 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    JoinType, QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait, Select, Set,
-    TransactionTrait,
+    IdenStatic, JoinType, QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait, Select,
+    Set, TransactionTrait,
 };
 
 use super::access::{self, Scope};
@@ -49,7 +49,7 @@ const RECORD_COLUMNS: [attendance_record::Column; 8] = {
 };
 
 /// The student's columns in the order [`student_at`] reads them.
-const STUDENT_COLUMNS: [student::Column; 7] = {
+pub(crate) const STUDENT_COLUMNS: [student::Column; 7] = {
     use student::Column as S;
     [
         S::Id,
@@ -90,6 +90,15 @@ pub(crate) fn student_at(row: &QueryResult, at: usize) -> Result<student::Model,
         created_at: row.try_get_by_index(at + 5)?,
         enrolled_at: row.try_get_by_index(at + 6)?,
     })
+}
+
+/// [`STUDENT_COLUMNS`] for a hand-written `SELECT`, qualified by `alias`.
+pub(crate) fn student_select(alias: &str) -> String {
+    STUDENT_COLUMNS
+        .iter()
+        .map(|column| format!("{alias}.{}", column.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs `query` with exactly the columns given and decodes each row with `decode`.

@@ -9,6 +9,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
+use super::records::{STUDENT_COLUMNS, student_at, student_select};
 use super::sql::{statement, write_transaction};
 use super::{Service, code_text, now, required_text};
 use crate::auth::Principal;
@@ -301,8 +302,8 @@ impl Service {
             .db
             .query_all_raw(statement(
                 backend,
-                "SELECT st.id, st.student_code, st.first_name, st.last_name, st.section_id, \
-             st.created_at, st.enrolled_at, \
+                &format!(
+                    "SELECT {students}, \
              COALESCE(t.present, 0), COALESCE(t.absent, 0), COALESCE(t.permission, 0) \
              FROM student st \
              JOIN course_section cs ON cs.section_id = st.section_id AND cs.course_id = $1 \
@@ -314,6 +315,8 @@ impl Service {
                WHERE s.course_id = $1 AND s.date >= $2 AND s.date <= $3 \
                GROUP BY r.student_id) t ON t.student_id = st.id \
              ORDER BY st.id",
+                    students = student_select("st"),
+                ),
                 vec![course.id.into(), from.into(), to.into()],
             ))
             .await?;
@@ -329,16 +332,16 @@ impl Service {
             students: rows
                 .iter()
                 .map(|row| {
-                    // By position: by-name decoding formats and hashes every column name. The
-                    // student's columns are in `student_at`'s order.
+                    // By position: by-name decoding formats and hashes every column name.
+                    let tally = STUDENT_COLUMNS.len();
                     let (present, absent, permission): (i64, i64, i64) = (
-                        row.try_get_by_index(7)?,
-                        row.try_get_by_index(8)?,
-                        row.try_get_by_index(9)?,
+                        row.try_get_by_index(tally)?,
+                        row.try_get_by_index(tally + 1)?,
+                        row.try_get_by_index(tally + 2)?,
                     );
                     let total = present + absent + permission;
                     Ok(StudentAttendance {
-                        student: super::records::student_at(row, 0)?,
+                        student: student_at(row, 0)?,
                         present,
                         absent,
                         permission,
