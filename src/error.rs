@@ -88,6 +88,10 @@ pub enum Reason {
     QueryLimit,
     /// A directory row that attendance history depends on; deleting it would lose history.
     InUse,
+    /// The student has left (is inactive); their scans are refused.
+    StudentInactive,
+    /// The change would leave the school without an active admin.
+    LastAdmin,
 }
 
 impl Reason {
@@ -100,9 +104,11 @@ impl Reason {
             | Self::DeviceBusy
             | Self::ConcurrentEdit
             | Self::DuplicateValue
-            | Self::InUse => ErrorCode::Conflict,
+            | Self::InUse
+            | Self::LastAdmin => ErrorCode::Conflict,
             Self::StudentNotFound => ErrorCode::NotFound,
             Self::StudentNotInCourse
+            | Self::StudentInactive
             | Self::NotYourCourse
             | Self::RateLimited
             | Self::TerminalNotApproved => ErrorCode::Forbidden,
@@ -142,6 +148,8 @@ impl Reason {
             Self::MalformedLine => "MALFORMED_LINE",
             Self::QueryLimit => "QUERY_LIMIT",
             Self::InUse => "IN_USE",
+            Self::StudentInactive => "STUDENT_INACTIVE",
+            Self::LastAdmin => "LAST_ADMIN",
         }
     }
 }
@@ -348,7 +356,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// The specific code: NO_ACTIVE_SESSION, SESSION_CLOSED, DUPLICATE_SCAN,
-    /// STUDENT_NOT_FOUND, STUDENT_NOT_IN_COURSE, DATE_MISMATCH, MALFORMED_JSON,
+    /// STUDENT_NOT_FOUND, STUDENT_NOT_IN_COURSE, STUDENT_INACTIVE, DATE_MISMATCH, MALFORMED_JSON,
     /// PAYLOAD_TOO_LARGE, SCAN_TOO_OLD, UNAUTHENTICATED, FORBIDDEN, BAD_USER_INPUT, UNAVAILABLE...
     #[schema(value_type = String)]
     pub code: &'static str,

@@ -231,7 +231,7 @@ async fn migrate(config: Config) -> Result<(), String> {
 async fn create_admin(config: Config, username: &str, password: &str) -> Result<(), String> {
     let service = migrated_service(config).await?;
     let user = service
-        .create_admin(username, password)
+        .create_or_reset_admin(username, password)
         .await
         .map_err(|e| e.to_string())?;
     println!("admin {:?} is ready", user.username);

@@ -67,6 +67,18 @@ impl RecordSource {
     }
 }
 
+/// What an audit entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum ChangeKind {
+    /// A person changed the record's status.
+    #[sea_orm(string_value = "edit")]
+    Edit,
+    /// An admin deleted the record; the entry keeps its last status.
+    #[sea_orm(string_value = "delete")]
+    Delete,
+}
+
 /// The role of an account that logs in with a password.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]

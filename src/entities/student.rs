@@ -15,6 +15,8 @@ pub struct Model {
     pub section_id: i32,
     pub created_at: DateTimeUtc,
     pub enrolled_at: DateTimeUtc,
+    /// False once the student has left: kept with their history, no longer expected.
+    pub is_active: bool,
 }
 
 /// Relations are queried explicitly in `service`; none are declared.

@@ -4,6 +4,7 @@
 pub mod execute;
 pub mod guard;
 pub mod http;
+pub mod lifecycle;
 pub mod loaders;
 pub mod mutation;
 pub mod objects;
@@ -25,6 +26,7 @@ use crate::service::Service;
 #[graphql(name = "QueryRoot")]
 pub struct QueryRoot(
     query::CoreQuery,
+    lifecycle::LifecycleQuery,
     roster::RosterQuery,
     terminals::TerminalQuery,
 );
@@ -34,6 +36,7 @@ pub struct QueryRoot(
 #[graphql(name = "MutationRoot")]
 pub struct MutationRoot(
     mutation::CoreMutation,
+    lifecycle::LifecycleMutation,
     roster::RosterMutation,
     terminals::TerminalMutation,
 );

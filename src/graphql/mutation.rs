@@ -249,17 +249,6 @@ impl CoreMutation {
             .map(Student)
     }
 
-    /// Deletes a student without attendance history; one with records is CONFLICT `IN_USE`.
-    #[graphql(guard = "RoleGuard::admin()")]
-    async fn delete_student(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
-        let service = ctx.data_unchecked::<Service>();
-        service
-            .delete_student(self::id("id", &id)?)
-            .await
-            .gql()
-            .map(|_| true)
-    }
-
     /// Creates a teacher and their login account.
     #[graphql(guard = "RoleGuard::admin()")]
     async fn create_teacher(
@@ -447,17 +436,19 @@ impl CoreMutation {
             .map(AttendanceRecord::new)
     }
 
-    /// Deletes an attendance record (admins only).
+    /// Deletes an attendance record (admins only). The audit trail keeps an entry with the
+    /// record's last status, session and student, and the optional reason.
     #[graphql(guard = "RoleGuard::admin()")]
     async fn delete_attendance_record(
         &self,
         ctx: &Context<'_>,
         id: ID,
+        reason: Option<String>,
     ) -> async_graphql::Result<bool> {
         let service = ctx.data_unchecked::<Service>();
         let actor = principal(ctx).gql()?;
         service
-            .delete_record(actor, self::id("id", &id)?)
+            .delete_record(actor, self::id("id", &id)?, reason.as_deref())
             .await
             .gql()
             .map(|_| true)

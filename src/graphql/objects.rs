@@ -173,6 +173,11 @@ impl Student {
     async fn enrolled_at(&self) -> DateTime<Utc> {
         self.0.enrolled_at
     }
+    /// False once the student has left: their history stays, they are no longer expected,
+    /// and their scans are refused.
+    async fn is_active(&self) -> bool {
+        self.0.is_active
+    }
 }
 
 plain_fields! {
@@ -184,6 +189,7 @@ plain_fields! {
         "sectionId" => id(this.0.section_id),
         "createdAt" => this.0.created_at,
         "enrolledAt" => this.0.enrolled_at,
+        "isActive" => this.0.is_active,
     }
 }
 
@@ -666,7 +672,24 @@ impl AttendanceRecord {
     }
 }
 
-/// One manual status edit.
+/// What an audit entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[graphql(remote = "entities::ChangeKind")]
+pub enum RecordChangeKind {
+    /// A person changed the record's status.
+    Edit,
+    /// An admin deleted the record; `oldStatus` is its last status.
+    Delete,
+}
+
+impl IntoValue for RecordChangeKind {
+    fn into_value(self) -> Value {
+        enum_value(self)
+    }
+}
+
+/// One entry of the audit trail: a manual status edit, or a record's deletion. Entries
+/// are never changed or removed, and outlive the record they describe.
 pub struct RecordChange(pub record_change::Model);
 
 #[Object]
@@ -674,13 +697,27 @@ impl RecordChange {
     async fn id(&self) -> ID {
         self.0.id.into()
     }
+    /// The record changed; it may since have been deleted.
+    async fn record_id(&self) -> ID {
+        self.0.record_id.into()
+    }
+    async fn session_id(&self) -> ID {
+        self.0.session_id.into()
+    }
+    async fn student_id(&self) -> ID {
+        self.0.student_id.into()
+    }
+    async fn kind(&self) -> RecordChangeKind {
+        self.0.kind.into()
+    }
     async fn old_status(&self) -> Status {
         self.0.old_status.into()
     }
-    async fn new_status(&self) -> Status {
-        self.0.new_status.into()
+    /// The status set; null when the record was deleted.
+    async fn new_status(&self) -> Option<Status> {
+        self.0.new_status.map(Into::into)
     }
-    /// Who made the edit.
+    /// Who made the change.
     async fn changed_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Viewer>> {
         let Some(id) = self.0.changed_by else {
             return Ok(None);
@@ -693,13 +730,33 @@ impl RecordChange {
     async fn reason(&self) -> Option<&str> {
         self.0.reason.as_deref()
     }
+    /// The record's session.
+    async fn session(&self, ctx: &Context<'_>) -> async_graphql::Result<AttendanceSession> {
+        loader(ctx)
+            .load_one(SessionById(self.0.session_id))
+            .await?
+            .map(AttendanceSession)
+            .ok_or_else(|| missing("session"))
+    }
+    /// The record's student.
+    async fn student(&self, ctx: &Context<'_>) -> async_graphql::Result<Student> {
+        loader(ctx)
+            .load_one(StudentById(self.0.student_id))
+            .await?
+            .map(Student)
+            .ok_or_else(|| missing("student"))
+    }
 }
 
 plain_fields! {
     RecordChange(this) {
         "id" => id(this.0.id),
+        "recordId" => id(this.0.record_id),
+        "sessionId" => id(this.0.session_id),
+        "studentId" => id(this.0.student_id),
+        "kind" => RecordChangeKind::from(this.0.kind),
         "oldStatus" => Status::from(this.0.old_status),
-        "newStatus" => Status::from(this.0.new_status),
+        "newStatus" => this.0.new_status.map(Status::from),
         "changedAt" => this.0.changed_at,
         "reason" => this.0.reason.as_deref(),
     }

@@ -25,6 +25,7 @@ fn student(id: i32) -> entities::student::Model {
         section_id: 4,
         created_at: at(1),
         enrolled_at: at(2),
+        is_active: true,
     }
 }
 
@@ -163,8 +164,11 @@ samples! {
         RecordChange(entities::record_change::Model {
             id: 11,
             record_id: 7,
+            session_id: 3,
+            student_id: 108,
+            kind: entities::ChangeKind::Edit,
             old_status: AttendanceStatus::Absent,
-            new_status: AttendanceStatus::Permission,
+            new_status: Some(AttendanceStatus::Permission),
             changed_by: Some(1),
             changed_at: at(10),
             reason: Some("doctor".into()),

@@ -1,6 +1,9 @@
 //! The query root.
 
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::{
+    Connection, ConnectionNameType, DefaultConnectionName, DefaultEdgeName, Edge, EdgeNameType,
+    EmptyFields,
+};
 use async_graphql::{Context, ID, Object, OutputType};
 
 use super::guard::{RoleGuard, principal};
@@ -13,16 +16,18 @@ use crate::service::records::RecordFilter;
 use crate::service::sessions::SessionFilter;
 use crate::service::{Page, PageRequest, Service, encode_cursor, parse_id};
 
-/// A Relay connection with `totalCount`.
-pub type Conn<T> = Connection<String, T, TotalCount>;
+/// A Relay connection with `totalCount`, named after its node type unless `N` and `E`
+/// name it otherwise.
+pub type Conn<T, N = DefaultConnectionName, E = DefaultEdgeName> =
+    Connection<String, T, TotalCount, EmptyFields, N, E>;
 
 /// Turns a service page into a connection.
-pub fn connection<M, T: OutputType>(
+pub fn connection<M, T: OutputType, N: ConnectionNameType, E: EdgeNameType>(
     page: Page<M>,
     had_cursor: bool,
     id: impl Fn(&M) -> i32,
     wrap: impl Fn(M) -> T,
-) -> Conn<T> {
+) -> Conn<T, N, E> {
     let mut conn = Connection::with_additional_fields(
         had_cursor,
         page.has_next_page,
@@ -49,7 +54,7 @@ pub(crate) fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
         .saturating_add(1)
 }
 
-fn optional_id(field: &str, id: Option<ID>) -> async_graphql::Result<Option<i32>> {
+pub(crate) fn optional_id(field: &str, id: Option<ID>) -> async_graphql::Result<Option<i32>> {
     id.map(|id| parse_id(field, &id)).transpose().gql()
 }
 
@@ -70,7 +75,8 @@ impl CoreQuery {
             .map(Viewer)
     }
 
-    /// Students, searchable by code or name and filterable by section.
+    /// Students, searchable by code or name and filterable by section and by whether they
+    /// are still active (all when `active` is omitted).
     #[graphql(
         guard = "RoleGuard::people()",
         complexity = "page_cost(first, child_complexity)"
@@ -82,11 +88,13 @@ impl CoreQuery {
         after: Option<String>,
         search: Option<String>,
         section_id: Option<ID>,
+        active: Option<bool>,
     ) -> async_graphql::Result<Conn<Plain<Student>>> {
         let page = PageRequest::new(first, after.as_deref()).gql()?;
         let filter = StudentFilter {
             search,
             section_id: optional_id("sectionId", section_id)?,
+            active,
         };
         let result = ctx
             .data_unchecked::<Service>()

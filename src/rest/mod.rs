@@ -67,7 +67,7 @@ pub async fn device_principal(state: &AppState, bearer: &MaybeBearer) -> AppResu
         (status = 201, description = "The scan was recorded", body = RecordJson),
         (status = 400, description = "The body is not JSON (MALFORMED_JSON)", body = ErrorBody),
         (status = 401, description = "Missing, unknown, rotated or revoked key", body = ErrorBody),
-        (status = 403, description = "A person's token, or the student is not in the course (STUDENT_NOT_IN_COURSE)", body = ErrorBody),
+        (status = 403, description = "A person's token, the student is not in the course (STUDENT_NOT_IN_COURSE), or has left (STUDENT_INACTIVE)", body = ErrorBody),
         (status = 404, description = "No student has that id (STUDENT_NOT_FOUND)", body = ErrorBody),
         (status = 409, description = "NO_ACTIVE_SESSION, SESSION_CLOSED or DUPLICATE_SCAN", body = ErrorBody),
         (status = 413, description = "The body is over MAX_BODY_BYTES", body = ErrorBody),

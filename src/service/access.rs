@@ -2,6 +2,9 @@
 //! GraphQL (guards); everything that depends on *which* row is decided here, once, and the
 //! service methods call it themselves, so no rule relies on a guard it cannot see.
 
+use sea_orm::ColumnTrait;
+use sea_orm::sea_query::{Expr, ExprTrait, Query, SimpleExpr};
+
 use crate::auth::Principal;
 use crate::entities::{attendance_session, course};
 use crate::error::{AppError, AppResult, Reason};
@@ -45,6 +48,18 @@ pub fn require_admin(actor: &Principal) -> AppResult<()> {
 /// A session is its creator's (and admins'): to read, close and edit.
 pub fn may_see_session(actor: &Principal, session: &attendance_session::Model) -> bool {
     owns(actor, session.created_by)
+}
+
+/// The rows whose `session` column names a session `teacher_id` ran: what a teacher's
+/// lists of records and of audit entries are narrowed to.
+pub fn of_sessions_run_by(session: impl ColumnTrait, teacher_id: i32) -> SimpleExpr {
+    session.in_subquery(
+        Query::select()
+            .column(attendance_session::Column::Id)
+            .from(attendance_session::Entity)
+            .and_where(Expr::col(attendance_session::Column::CreatedBy).eq(teacher_id))
+            .to_owned(),
+    )
 }
 
 /// A course is its teacher's (and admins'): to report on, open sessions for.

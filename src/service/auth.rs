@@ -11,7 +11,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use super::{Service, now};
 use crate::auth::jwt::TokenKind;
 use crate::auth::{DEVICE_KEY_PREFIX, Principal, Role, fast_hash, password};
-use crate::entities::{UserRole, device, refresh_token, user};
+use crate::entities::{device, refresh_token, user};
 use crate::error::{AppError, AppResult};
 
 /// How long a device key stays cached; revocation in this process clears it at once, and
@@ -241,89 +241,6 @@ impl Service {
             user,
         })
     }
-
-    /// Creates an admin account, or resets the password of an existing admin of that name.
-    pub async fn create_admin(&self, username: &str, password: &str) -> AppResult<user::Model> {
-        let username = super::code_text("username", username)?;
-        check_password(password)?;
-        let hash = password::hash(password.to_owned()).await?;
-        let existing = user::Entity::find()
-            .filter(user::Column::Username.eq(username.as_str()))
-            .one(&self.db)
-            .await?;
-        match existing {
-            Some(user) if user.role == UserRole::Admin => {
-                let mut active: user::ActiveModel = user.into();
-                active.password_hash = Set(hash);
-                active.is_active = Set(true);
-                Ok(active.update(&self.db).await?)
-            }
-            Some(_) => Err(AppError::Duplicate {
-                field: "username".into(),
-                value: username,
-            }),
-            None => Ok(user::ActiveModel {
-                username: Set(username),
-                password_hash: Set(hash),
-                role: Set(UserRole::Admin),
-                teacher_id: Set(None),
-                is_active: Set(true),
-                created_at: Set(now()),
-                ..Default::default()
-            }
-            .insert(&self.db)
-            .await?),
-        }
-    }
-
-    /// On a database with no admin, creates `admin` with a random password and returns the
-    /// credentials so the caller can show them once; `None` when an admin exists.
-    pub async fn bootstrap_admin(&self) -> AppResult<Option<(String, String)>> {
-        let any_admin = user::Entity::find()
-            .filter(user::Column::Role.eq(UserRole::Admin))
-            .one(&self.db)
-            .await?;
-        if any_admin.is_some() {
-            return Ok(None);
-        }
-        let password = crate::auth::random_token(12);
-        match self.create_admin("admin", &password).await {
-            Ok(_) => Ok(Some(("admin".into(), password))),
-            // Another process created it first.
-            Err(AppError::Internal(_)) | Err(AppError::Duplicate { .. }) => Ok(None),
-            Err(other) => Err(other),
-        }
-    }
-
-    /// Activates or deactivates an account. A deactivated account's tokens stop working on
-    /// their next request, and its refresh tokens are revoked.
-    pub async fn set_user_active(&self, user_id: i32, active: bool) -> AppResult<user::Model> {
-        let existing = user::Entity::find_by_id(user_id)
-            .one(&self.db)
-            .await?
-            .ok_or(AppError::NotFound("user"))?;
-        let mut model: user::ActiveModel = existing.into();
-        model.is_active = Set(active);
-        let updated = model.update(&self.db).await?;
-        if !active {
-            refresh_token::Entity::update_many()
-                .col_expr(refresh_token::Column::RevokedAt, Expr::value(now()))
-                .filter(refresh_token::Column::UserId.eq(user_id))
-                .filter(refresh_token::Column::RevokedAt.is_null())
-                .exec(&self.db)
-                .await?;
-        }
-        Ok(updated)
-    }
-
-    /// Loads the account of a principal (for `me`).
-    pub async fn viewer(&self, principal: &Principal) -> AppResult<user::Model> {
-        let user_id = principal.user_id().ok_or(AppError::Forbidden)?;
-        user::Entity::find_by_id(user_id)
-            .one(&self.db)
-            .await?
-            .ok_or(AppError::Unauthenticated)
-    }
 }
 
 /// The one error for every failed login, so responses reveal nothing about accounts.
@@ -334,12 +251,12 @@ pub fn invalid_credentials() -> AppError {
     )
 }
 
-/// Checks a new password's length.
-pub fn check_password(password: &str) -> AppResult<()> {
+/// Checks a new password's length; `field` names it in the error.
+pub fn check_password(field: &str, password: &str) -> AppResult<()> {
     let len = password.chars().count();
     if !(8..=256).contains(&len) {
         return Err(AppError::invalid(
-            "password",
+            field,
             "must be between 8 and 256 characters",
         ));
     }

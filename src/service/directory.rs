@@ -4,17 +4,17 @@ use std::collections::BTreeSet;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, Set, TransactionTrait,
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr,
+    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
 };
 
 use super::auth::check_password;
-use super::sql::{conflict_on, paginate, statement};
+use super::sql::{conflict_on, on_unique_violation, paginate, write_transaction};
 use super::{Page, PageRequest, Service, code_text, now, required_text};
 use crate::auth::{fast_hash, new_device_key, password};
 use crate::entities::{
-    UserRole, attendance_record, course, course_section, dep_batch, device, section, student,
-    teacher, user,
+    UserRole, course, course_section, dep_batch, device, section, student, teacher, user,
 };
 use crate::error::{AppError, AppResult, Reason};
 
@@ -59,6 +59,17 @@ pub struct NewTeacher {
     pub password: String,
 }
 
+/// Changes to a teacher; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct TeacherChanges {
+    /// New staff code.
+    pub teacher_code: Option<String>,
+    /// New given name.
+    pub first_name: Option<String>,
+    /// New family name.
+    pub last_name: Option<String>,
+}
+
 /// Fields of a new course.
 #[derive(Clone, Debug)]
 pub struct NewCourse {
@@ -72,6 +83,20 @@ pub struct NewCourse {
     pub section_ids: Vec<i32>,
 }
 
+/// Changes to a course; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct CourseChanges {
+    /// New display name.
+    pub name: Option<String>,
+    /// New code.
+    pub code: Option<String>,
+    /// New teacher; sessions already opened stay with the teacher who ran them.
+    pub teacher_id: Option<i32>,
+    /// The complete new set of sections; who is expected changes for sessions that close
+    /// from now on.
+    pub section_ids: Option<Vec<i32>>,
+}
+
 /// Student list filters.
 #[derive(Clone, Debug, Default)]
 pub struct StudentFilter {
@@ -79,6 +104,8 @@ pub struct StudentFilter {
     pub search: Option<String>,
     /// Only students of this section.
     pub section_id: Option<i32>,
+    /// Only active (`true`) or departed (`false`) students; all when `None`.
+    pub active: Option<bool>,
 }
 
 /// A device with the API key it was just given; the key is never retrievable again.
@@ -113,6 +140,32 @@ impl Service {
         .map_err(conflict_on("batch", &format!("{dep} {batch}")))
     }
 
+    /// Corrects a dep-batch's department or intake.
+    pub async fn update_dep_batch(
+        &self,
+        id: i32,
+        dep: Option<&str>,
+        batch: Option<&str>,
+    ) -> AppResult<dep_batch::Model> {
+        let existing = dep_batch::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or(AppError::NotFound("dep-batch"))?;
+        let dep = match dep {
+            Some(dep) => required_text("dep", dep, 200)?,
+            None => existing.dep.clone(),
+        };
+        let batch = match batch {
+            Some(batch) => required_text("batch", batch, 64)?,
+            None => existing.batch.clone(),
+        };
+        let pair = format!("{dep} {batch}");
+        let mut active: dep_batch::ActiveModel = existing.clone().into();
+        active.dep = Set(dep);
+        active.batch = Set(batch);
+        save(&self.db, existing, active, conflict_on("batch", &pair)).await
+    }
+
     /// Every section, or those of one dep-batch.
     pub async fn sections(&self, dep_batch_id: Option<i32>) -> AppResult<Vec<section::Model>> {
         let mut query = section::Entity::find().order_by_asc(section::Column::Id);
@@ -125,13 +178,7 @@ impl Service {
     /// Creates a section in a dep-batch; names are unique within a dep-batch.
     pub async fn create_section(&self, name: &str, dep_batch_id: i32) -> AppResult<section::Model> {
         let name = required_text("name", name, 100)?;
-        if dep_batch::Entity::find_by_id(dep_batch_id)
-            .one(&self.db)
-            .await?
-            .is_none()
-        {
-            return Err(AppError::invalid("depBatchId", "no dep-batch has this id"));
-        }
+        self.require_dep_batch("depBatchId", dep_batch_id).await?;
         section::ActiveModel {
             name: Set(name.clone()),
             dep_batch_id: Set(dep_batch_id),
@@ -140,6 +187,37 @@ impl Service {
         .insert(&self.db)
         .await
         .map_err(conflict_on("name", &name))
+    }
+
+    /// Renames a section or moves it to another dep-batch.
+    pub async fn update_section(
+        &self,
+        id: i32,
+        name: Option<&str>,
+        dep_batch_id: Option<i32>,
+    ) -> AppResult<section::Model> {
+        let existing = section::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or(AppError::NotFound("section"))?;
+        let name = match name {
+            Some(name) => required_text("name", name, 100)?,
+            None => existing.name.clone(),
+        };
+        let mut active: section::ActiveModel = existing.clone().into();
+        active.name = Set(name.clone());
+        if let Some(dep_batch_id) = dep_batch_id {
+            self.require_dep_batch("depBatchId", dep_batch_id).await?;
+            active.dep_batch_id = Set(dep_batch_id);
+        }
+        save(&self.db, existing, active, conflict_on("name", &name)).await
+    }
+
+    async fn require_dep_batch(&self, field: &str, id: i32) -> AppResult<dep_batch::Model> {
+        dep_batch::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| AppError::invalid(field, "no dep-batch has this id"))
     }
 
     async fn require_section(&self, field: &str, id: i32) -> AppResult<section::Model> {
@@ -158,6 +236,9 @@ impl Service {
         let mut query = student::Entity::find();
         if let Some(section_id) = filter.section_id {
             query = query.filter(student::Column::SectionId.eq(section_id));
+        }
+        if let Some(active) = filter.active {
+            query = query.filter(student::Column::IsActive.eq(active));
         }
         if let Some(search) = filter
             .search
@@ -196,6 +277,7 @@ impl Service {
             section_id: Set(input.section_id),
             created_at: Set(at),
             enrolled_at: Set(at),
+            is_active: Set(true),
             ..Default::default()
         }
         .insert(&self.db)
@@ -232,51 +314,26 @@ impl Service {
                 active.enrolled_at = Set(now());
             }
         }
-        if !active.is_changed() {
-            return Ok(existing);
-        }
-        active
-            .update(&self.db)
-            .await
-            .map_err(conflict_on("studentCode", &code_value))
+        save(
+            &self.db,
+            existing,
+            active,
+            conflict_on("studentCode", &code_value),
+        )
+        .await
     }
 
-    /// Deletes a student that no attendance record depends on. A student with history is
-    /// refused (CONFLICT, reason `IN_USE`): deleting them would delete their records.
-    pub async fn delete_student(&self, id: i32) -> AppResult<student::Model> {
+    /// Marks a student as departed (`false`) or back (`true`). A departed student keeps
+    /// every record, is not marked absent by sessions that close from now on, and their
+    /// scans are refused (`STUDENT_INACTIVE`) on every path: the scan rule checks the flag.
+    pub async fn set_student_active(&self, id: i32, active: bool) -> AppResult<student::Model> {
         let existing = self
             .student(id)
             .await?
             .ok_or(AppError::NotFound("student"))?;
-        // One statement, so a record written between a check and the delete cannot be
-        // taken with it.
-        let deleted = self
-            .db
-            .execute_raw(statement(
-                self.db.get_database_backend(),
-                "DELETE FROM student WHERE id = $1 \
-                 AND NOT EXISTS (SELECT 1 FROM attendance_record r WHERE r.student_id = $1)",
-                vec![id.into()],
-            ))
-            .await?;
-        if deleted.rows_affected() == 1 {
-            return Ok(existing);
-        }
-        let records = attendance_record::Entity::find()
-            .filter(attendance_record::Column::StudentId.eq(id))
-            .count(&self.db)
-            .await?;
-        if records == 0 {
-            return Err(AppError::NotFound("student"));
-        }
-        Err(AppError::rejected(
-            Reason::InUse,
-            if records == 1 {
-                "1 attendance record depends on this student".to_owned()
-            } else {
-                format!("{records} attendance records depend on this student")
-            },
-        ))
+        let mut changes: student::ActiveModel = existing.clone().into();
+        changes.is_active = Set(active);
+        save(&self.db, existing, changes, AppError::from).await
     }
 
     /// One page of teachers, optionally matching a search on code or names.
@@ -310,7 +367,7 @@ impl Service {
         let first_name = required_text("firstName", &input.first_name, 100)?;
         let last_name = required_text("lastName", &input.last_name, 100)?;
         let username = code_text("username", &input.username)?;
-        check_password(&input.password)?;
+        check_password("password", &input.password)?;
         let hash = password::hash(input.password).await?;
         let txn = self.db.begin().await?;
         let teacher = teacher::ActiveModel {
@@ -338,6 +395,37 @@ impl Service {
         Ok(teacher)
     }
 
+    /// Corrects a teacher's code or names.
+    pub async fn update_teacher(
+        &self,
+        id: i32,
+        changes: TeacherChanges,
+    ) -> AppResult<teacher::Model> {
+        let existing = self
+            .teacher(id)
+            .await?
+            .ok_or(AppError::NotFound("teacher"))?;
+        let mut active: teacher::ActiveModel = existing.clone().into();
+        let mut code = existing.teacher_code.clone();
+        if let Some(new_code) = changes.teacher_code {
+            code = code_text("teacherCode", &new_code)?;
+            active.teacher_code = Set(code.clone());
+        }
+        if let Some(name) = changes.first_name {
+            active.first_name = Set(required_text("firstName", &name, 100)?);
+        }
+        if let Some(name) = changes.last_name {
+            active.last_name = Set(required_text("lastName", &name, 100)?);
+        }
+        save(
+            &self.db,
+            existing,
+            active,
+            conflict_on("teacherCode", &code),
+        )
+        .await
+    }
+
     /// One page of courses; `teacher_id` narrows to one teacher's.
     pub async fn courses(
         &self,
@@ -360,26 +448,8 @@ impl Service {
     pub async fn create_course(&self, input: NewCourse) -> AppResult<course::Model> {
         let name = required_text("name", &input.name, 200)?;
         let code = code_text("code", &input.code)?;
-        let section_ids: BTreeSet<i32> = input.section_ids.iter().copied().collect();
-        if section_ids.is_empty() {
-            return Err(AppError::invalid(
-                "sectionIds",
-                "must name at least one section",
-            ));
-        }
-        if self.teacher(input.teacher_id).await?.is_none() {
-            return Err(AppError::invalid("teacherId", "no teacher has this id"));
-        }
-        let found = section::Entity::find()
-            .filter(section::Column::Id.is_in(section_ids.iter().copied()))
-            .count(&self.db)
-            .await?;
-        if found != section_ids.len() as u64 {
-            return Err(AppError::invalid(
-                "sectionIds",
-                "names a section that does not exist",
-            ));
-        }
+        let section_ids = self.require_sections(&input.section_ids).await?;
+        self.require_teacher("teacherId", input.teacher_id).await?;
         let txn = self.db.begin().await?;
         let course = course::ActiveModel {
             name: Set(name),
@@ -400,6 +470,96 @@ impl Service {
         .await?;
         txn.commit().await?;
         Ok(course)
+    }
+
+    /// Corrects a course: its name, code, teacher or sections. Sessions already held keep
+    /// their records; new sections are expected (and removed ones no longer) in sessions that
+    /// close from now on.
+    pub async fn update_course(&self, id: i32, changes: CourseChanges) -> AppResult<course::Model> {
+        let existing = self.course(id).await?.ok_or(AppError::NotFound("course"))?;
+        let mut active: course::ActiveModel = existing.clone().into();
+        if let Some(name) = changes.name {
+            active.name = Set(required_text("name", &name, 200)?);
+        }
+        let mut code = existing.code.clone();
+        if let Some(new_code) = changes.code {
+            code = code_text("code", &new_code)?;
+            active.code = Set(code.clone());
+        }
+        if let Some(teacher_id) = changes.teacher_id {
+            self.require_teacher("teacherId", teacher_id).await?;
+            active.teacher_id = Set(teacher_id);
+        }
+        let sections = match changes.section_ids {
+            Some(ids) => Some(self.require_sections(&ids).await?),
+            None => None,
+        };
+        let txn = self.writer.begin_with_options(write_transaction()).await?;
+        let course = save(&txn, existing, active, conflict_on("code", &code)).await?;
+        if let Some(sections) = sections {
+            course_section::Entity::delete_many()
+                .filter(course_section::Column::CourseId.eq(id))
+                .filter(course_section::Column::SectionId.is_not_in(sections.iter().copied()))
+                .exec(&txn)
+                .await?;
+            let kept: BTreeSet<i32> = course_section::Entity::find()
+                .select_only()
+                .column(course_section::Column::SectionId)
+                .filter(course_section::Column::CourseId.eq(id))
+                .into_tuple()
+                .all(&txn)
+                .await?
+                .into_iter()
+                .collect();
+            let added: Vec<_> = sections
+                .difference(&kept)
+                .map(|section_id| course_section::ActiveModel {
+                    course_id: Set(id),
+                    section_id: Set(*section_id),
+                })
+                .collect();
+            if !added.is_empty() {
+                course_section::Entity::insert_many(added)
+                    .exec(&txn)
+                    .await
+                    .map_err(on_unique_violation(|| {
+                        AppError::rejected(
+                            Reason::ConcurrentEdit,
+                            "the course's sections changed meanwhile; reload and retry",
+                        )
+                    }))?;
+            }
+        }
+        txn.commit().await?;
+        Ok(course)
+    }
+
+    async fn require_teacher(&self, field: &str, id: i32) -> AppResult<teacher::Model> {
+        self.teacher(id)
+            .await?
+            .ok_or_else(|| AppError::invalid(field, "no teacher has this id"))
+    }
+
+    /// The distinct sections `ids` names: at least one, and each must exist.
+    async fn require_sections(&self, ids: &[i32]) -> AppResult<BTreeSet<i32>> {
+        let section_ids: BTreeSet<i32> = ids.iter().copied().collect();
+        if section_ids.is_empty() {
+            return Err(AppError::invalid(
+                "sectionIds",
+                "must name at least one section",
+            ));
+        }
+        let found = section::Entity::find()
+            .filter(section::Column::Id.is_in(section_ids.iter().copied()))
+            .count(&self.db)
+            .await?;
+        if found != section_ids.len() as u64 {
+            return Err(AppError::invalid(
+                "sectionIds",
+                "names a section that does not exist",
+            ));
+        }
+        Ok(section_ids)
     }
 
     /// Every device, in registration order.
@@ -437,6 +597,19 @@ impl Service {
         Ok(IssuedDeviceKey { device, api_key })
     }
 
+    /// Renames a device; its code, key and sessions stay as they are.
+    pub async fn update_device(&self, id: i32, name: Option<&str>) -> AppResult<device::Model> {
+        let existing = device::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or(AppError::NotFound("device"))?;
+        let mut active: device::ActiveModel = existing.clone().into();
+        if let Some(name) = name {
+            active.name = Set(required_text("name", name, 200)?);
+        }
+        save(&self.db, existing, active, AppError::from).await
+    }
+
     /// Revokes a device: its key stops working at once and it cannot open sessions.
     pub async fn revoke_device(&self, id: i32) -> AppResult<device::Model> {
         let existing = device::Entity::find_by_id(id)
@@ -464,6 +637,25 @@ impl Service {
         self.forget_device_keys();
         Ok(IssuedDeviceKey { device, api_key })
     }
+}
+
+/// Writes what `changes` changed over `existing`, mapping a failure with `on_error`; with
+/// nothing changed it writes nothing and answers `existing`.
+async fn save<A, C>(
+    db: &C,
+    existing: <A::Entity as EntityTrait>::Model,
+    changes: A,
+    on_error: impl FnOnce(DbErr) -> AppError,
+) -> AppResult<<A::Entity as EntityTrait>::Model>
+where
+    A: ActiveModelTrait + ActiveModelBehavior + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    C: ConnectionTrait,
+{
+    if !changes.is_changed() {
+        return Ok(existing);
+    }
+    changes.update(db).await.map_err(on_error)
 }
 
 /// Rows where any of `columns` contains `text`, case-insensitively (wildcards literal).

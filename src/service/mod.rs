@@ -1,10 +1,12 @@
 //! The domain: every rule and every transaction, shared by GraphQL and the REST shim.
 
 pub mod access;
+pub mod accounts;
 pub mod auth;
 pub mod directory;
 pub mod limiter;
 pub mod records;
+pub mod removal;
 pub mod roster;
 pub mod scan;
 pub mod sessions;

@@ -1,6 +1,8 @@
-//! Reading, correcting and deleting attendance records, with the audit trail of edits.
+//! Reading, correcting and deleting attendance records, with the audit trail of edits and
+//! deletions that outlives them.
 
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
 use std::collections::{BTreeSet, HashMap};
 
 use sea_orm::{
@@ -10,11 +12,11 @@ use sea_orm::{
 };
 
 use super::access::{self, Scope};
-use super::sql::{paginate_with, write_transaction};
+use super::sql::{paginate_newest_first, paginate_with, write_transaction};
 use super::{Page, PageRequest, Service, now};
 use crate::auth::Principal;
 use crate::entities::{
-    AttendanceStatus, attendance_record, attendance_session, record_change, student,
+    AttendanceStatus, ChangeKind, attendance_record, attendance_session, record_change, student,
 };
 use crate::error::{AppError, AppResult};
 use crate::events::{EventKind, SessionEvent};
@@ -49,7 +51,7 @@ const RECORD_COLUMNS: [attendance_record::Column; 8] = {
 };
 
 /// The student's columns in the order [`student_at`] reads them.
-pub(crate) const STUDENT_COLUMNS: [student::Column; 7] = {
+pub(crate) const STUDENT_COLUMNS: [student::Column; 8] = {
     use student::Column as S;
     [
         S::Id,
@@ -59,6 +61,7 @@ pub(crate) const STUDENT_COLUMNS: [student::Column; 7] = {
         S::SectionId,
         S::CreatedAt,
         S::EnrolledAt,
+        S::IsActive,
     ]
 };
 
@@ -89,6 +92,7 @@ pub(crate) fn student_at(row: &QueryResult, at: usize) -> Result<student::Model,
         section_id: row.try_get_by_index(at + 4)?,
         created_at: row.try_get_by_index(at + 5)?,
         enrolled_at: row.try_get_by_index(at + 6)?,
+        is_active: row.try_get_by_index(at + 7)?,
     })
 }
 
@@ -226,15 +230,7 @@ impl Service {
         use attendance_record::Column;
         let mut query = attendance_record::Entity::find();
         if let Scope::Teacher(teacher_id) = access::scope(actor)? {
-            query = query.filter(
-                Column::SessionId.in_subquery(
-                    Query::select()
-                        .column(attendance_session::Column::Id)
-                        .from(attendance_session::Entity)
-                        .and_where(Expr::col(attendance_session::Column::CreatedBy).eq(teacher_id))
-                        .to_owned(),
-                ),
-            );
+            query = query.filter(access::of_sessions_run_by(Column::SessionId, teacher_id));
         }
         query = query
             .apply_if(filter.session_id, |q, id| {
@@ -263,15 +259,7 @@ impl Service {
         status: AttendanceStatus,
         reason: Option<&str>,
     ) -> AppResult<attendance_record::Model> {
-        let reason = match reason.map(str::trim).filter(|r| !r.is_empty()) {
-            Some(r) if r.chars().count() > 500 => {
-                return Err(AppError::invalid(
-                    "reason",
-                    "must be at most 500 characters",
-                ));
-            }
-            other => other.map(str::to_owned),
-        };
+        let reason = audit_reason(reason)?;
         let (record, _) = self
             .record_for(actor, record_id)
             .await?
@@ -297,17 +285,9 @@ impl Service {
                 "the record changed meanwhile; reload and retry",
             ));
         }
-        record_change::ActiveModel {
-            record_id: Set(record.id),
-            old_status: Set(record.status),
-            new_status: Set(status),
-            changed_by: Set(actor.user_id()),
-            changed_at: Set(at),
-            reason: Set(reason),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
+        audit_entry(&record, Some(status), actor.user_id(), at, reason)
+            .insert(&txn)
+            .await?;
         txn.commit().await?;
         self.events.publish(SessionEvent {
             session_id: record.session_id,
@@ -321,25 +301,114 @@ impl Service {
         })
     }
 
-    /// Deletes a record with its history (admins only).
+    /// Deletes a record (admins only). The audit trail keeps an entry naming the record,
+    /// its session, its student and its last status, written in the same transaction; the
+    /// record's earlier entries stay too.
     pub async fn delete_record(
         &self,
         actor: &Principal,
         id: i32,
+        reason: Option<&str>,
     ) -> AppResult<attendance_record::Model> {
         access::require_admin(actor)?;
+        let reason = audit_reason(reason)?;
         let record = attendance_record::Entity::find_by_id(id)
             .one(&self.db)
             .await?
             .ok_or(AppError::NotFound("attendance record"))?;
-        attendance_record::Entity::delete_by_id(id)
-            .exec(&self.db)
+        let txn = self.writer.begin_with_options(write_transaction()).await?;
+        // Conditional on the status read, so the entry names the status that was deleted.
+        let deleted = attendance_record::Entity::delete_many()
+            .filter(attendance_record::Column::Id.eq(id))
+            .filter(attendance_record::Column::Status.eq(record.status))
+            .exec(&txn)
             .await?;
+        if deleted.rows_affected != 1 {
+            txn.rollback().await?;
+            return Err(AppError::rejected(
+                crate::error::Reason::ConcurrentEdit,
+                "the record changed meanwhile; reload and retry",
+            ));
+        }
+        audit_entry(&record, None, actor.user_id(), now(), reason)
+            .insert(&txn)
+            .await?;
+        txn.commit().await?;
         self.events.publish(SessionEvent {
             session_id: record.session_id,
             kind: EventKind::Edit,
             record_id: None,
         });
         Ok(record)
+    }
+
+    /// One page of the audit trail, newest first: admins all of it, teachers the entries
+    /// of the sessions they ran. Entries of deleted records are included.
+    pub async fn record_changes(
+        &self,
+        actor: &Principal,
+        filter: &ChangeFilter,
+        page: PageRequest,
+    ) -> AppResult<Page<record_change::Model>> {
+        use record_change::Column;
+        let mut query = record_change::Entity::find()
+            .apply_if(filter.session_id, |q, id| {
+                q.filter(Column::SessionId.eq(id))
+            })
+            .apply_if(filter.student_id, |q, id| {
+                q.filter(Column::StudentId.eq(id))
+            });
+        if let Scope::Teacher(teacher_id) = access::scope(actor)? {
+            query = query.filter(access::of_sessions_run_by(Column::SessionId, teacher_id));
+        }
+        paginate_newest_first(&self.db, query, Column::Id, page).await
+    }
+}
+
+/// Audit trail filters.
+#[derive(Clone, Debug, Default)]
+pub struct ChangeFilter {
+    /// Only entries of this session.
+    pub session_id: Option<i32>,
+    /// Only entries of this student.
+    pub student_id: Option<i32>,
+}
+
+/// The audit entry for changing `record` to `new_status`, or for deleting it (`None`), by
+/// account `by` (`None`: the server itself). Every entry is written through here and never
+/// updated afterwards.
+pub(crate) fn audit_entry(
+    record: &attendance_record::Model,
+    new_status: Option<AttendanceStatus>,
+    by: Option<i32>,
+    at: DateTime<Utc>,
+    reason: Option<String>,
+) -> record_change::ActiveModel {
+    record_change::ActiveModel {
+        record_id: Set(record.id),
+        session_id: Set(record.session_id),
+        student_id: Set(record.student_id),
+        kind: Set(if new_status.is_some() {
+            ChangeKind::Edit
+        } else {
+            ChangeKind::Delete
+        }),
+        old_status: Set(record.status),
+        new_status: Set(new_status),
+        changed_by: Set(by),
+        changed_at: Set(at),
+        reason: Set(reason),
+        ..Default::default()
+    }
+}
+
+/// The optional reason a person gives for a change: trimmed, at most 500 characters.
+fn audit_reason(reason: Option<&str>) -> AppResult<Option<String>> {
+    match reason.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(r) if r.chars().count() > 500 => Err(AppError::invalid(
+            "reason",
+            "must be at most 500 characters",
+        )),
+        other => Ok(other.map(str::to_owned)),
     }
 }

@@ -249,6 +249,7 @@ impl Service {
                         section_id: Set(row.section_id),
                         created_at: Set(at),
                         enrolled_at: Set(at),
+                        is_active: Set(true),
                         ..Default::default()
                     }),
                     Some(old)

@@ -60,7 +60,7 @@ pub struct Closed {
     pub newly_closed: bool,
 }
 
-/// Marks absent every enrolled student of the course with no record, in one statement
+/// Marks absent every enrolled, active student of the course with no record, in one statement
 /// ($1 session, $2 now, $3 course, $4 the enrolment cut-off). Student order matches the
 /// scan batch's, so racing inserts cannot deadlock.
 fn mark_absent_sql() -> String {
@@ -68,13 +68,14 @@ fn mark_absent_sql() -> String {
         "INSERT INTO attendance_record ({columns}) \
          SELECT {values} \
          FROM course_section cs \
-         JOIN student st ON st.section_id = cs.section_id \
+         JOIN student st ON st.section_id = cs.section_id AND {active} \
          WHERE cs.course_id = $3 AND st.enrolled_at <= $4 \
          AND NOT EXISTS (SELECT 1 FROM attendance_record r WHERE r.session_id = $1 AND r.student_id = st.id) \
          ORDER BY st.id \
          ON CONFLICT (session_id, student_id) DO NOTHING",
         columns = rule::RECORD_COLUMNS,
         values = rule::absence_values(),
+        active = rule::STUDENT_ACTIVE,
     )
 }
 
@@ -412,9 +413,10 @@ impl Service {
             backend,
             format!(
                 "SELECT cs.course_id AS course_id, COUNT(*) AS n FROM course_section cs \
-                 JOIN student st ON st.section_id = cs.section_id \
-                 WHERE cs.course_id IN ({}) GROUP BY cs.course_id",
-                courses.join(",")
+                 JOIN student st ON st.section_id = cs.section_id AND {active} \
+                 WHERE cs.course_id IN ({ids}) GROUP BY cs.course_id",
+                active = rule::STUDENT_ACTIVE,
+                ids = courses.join(",")
             ),
         ))
         .all(&self.db)

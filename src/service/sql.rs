@@ -3,7 +3,7 @@
 
 use sea_orm::ColumnTrait;
 use sea_orm::{
-    DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    DbBackend, DbErr, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
     QueryTrait, Select, SqliteTransactionMode, Statement, TransactionOptions, Value,
 };
 
@@ -75,11 +75,48 @@ where
     F: FnOnce(Select<E>) -> Fut,
     Fut: Future<Output = Result<Vec<R>, DbErr>>,
 {
+    keyset_page(db, query, id_column, page, Order::Asc, fetch).await
+}
+
+/// Keyset pagination on `id_column` from the highest id down (`after` is the last id of
+/// the previous page), with the total over all pages.
+pub(crate) async fn paginate_newest_first<E>(
+    db: &sea_orm::DatabaseConnection,
+    query: Select<E>,
+    id_column: E::Column,
+    page: PageRequest,
+) -> AppResult<Page<E::Model>>
+where
+    E: EntityTrait,
+    E::Model: Sync,
+{
+    keyset_page(db, query, id_column, page, Order::Desc, |rows| rows.all(db)).await
+}
+
+/// One page of `query` in `order` of `id_column`, after the cursor's id, with the total.
+async fn keyset_page<E, R, F, Fut>(
+    db: &sea_orm::DatabaseConnection,
+    query: Select<E>,
+    id_column: E::Column,
+    page: PageRequest,
+    order: Order,
+    fetch: F,
+) -> AppResult<Page<R>>
+where
+    E: EntityTrait,
+    E::Model: Sync,
+    F: FnOnce(Select<E>) -> Fut,
+    Fut: Future<Output = Result<Vec<R>, DbErr>>,
+{
     let total_count = query.clone().count(db).await?;
+    let beyond = |after: i32| match order {
+        Order::Desc => id_column.lt(after),
+        _ => id_column.gt(after),
+    };
     let mut rows = fetch(
         query
-            .apply_if(page.after, |q, after| q.filter(id_column.gt(after)))
-            .order_by_asc(id_column)
+            .apply_if(page.after, |q, after| q.filter(beyond(after)))
+            .order_by(id_column, order)
             .limit(page.first + 1),
     )
     .await?;

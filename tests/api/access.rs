@@ -57,7 +57,7 @@ async fn the_service_refuses_the_wrong_principal_without_a_guard(backend: Backen
     for actor in [&owner, &other, &terminal] {
         assert!(
             matches!(
-                app.service.delete_record(actor, record).await,
+                app.service.delete_record(actor, record, None).await,
                 Err(AppError::Forbidden)
             ),
             "{actor:?} deleted a record"

@@ -13,6 +13,7 @@ mod faults;
 mod flow;
 mod hardening;
 mod iclock;
+mod lifecycle;
 mod limits;
 mod live;
 mod offline;

@@ -5,18 +5,17 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter,
-    Set, TransactionTrait,
+    TransactionTrait,
 };
 
 use super::{
     Diagnosis, ScanRequest, Target, diagnosis_sql, rule, scan_sql, student_rejection, student_value,
 };
 use crate::auth::Principal;
-use crate::entities::{
-    AttendanceStatus, RecordSource, attendance_record, attendance_session, record_change,
-};
+use crate::entities::{AttendanceStatus, RecordSource, attendance_record, attendance_session};
 use crate::error::{AppError, AppResult, Reason};
 use crate::events::{EventKind, SessionEvent};
+use crate::service::records::audit_entry;
 use crate::service::sql::{statement, write_transaction};
 use crate::service::{Service, local_to_utc_in, now};
 
@@ -321,18 +320,21 @@ impl Service {
             txn.rollback().await?;
             return Ok(None);
         };
-        record_change::ActiveModel {
-            record_id: Set(record.id),
-            old_status: Set(AttendanceStatus::Absent),
-            new_status: Set(AttendanceStatus::Present),
-            changed_by: Set(None),
-            changed_at: Set(at),
-            reason: Set(Some(format!(
-                "buffered scan from device {device_id} at {} received after the session closed",
-                scanned_at.to_rfc3339()
-            ))),
-            ..Default::default()
-        }
+        let absence = attendance_record::Model {
+            status: AttendanceStatus::Absent,
+            ..record.clone()
+        };
+        let reason = format!(
+            "buffered scan from device {device_id} at {} received after the session closed",
+            scanned_at.to_rfc3339()
+        );
+        audit_entry(
+            &absence,
+            Some(AttendanceStatus::Present),
+            None,
+            at,
+            Some(reason),
+        )
         .insert(&txn)
         .await?;
         txn.commit().await?;

@@ -144,7 +144,7 @@ fn build_diagnosis_sql(student: &StudentRef, target: Target) -> String {
     format!(
         "SELECT CASE WHEN d.is_active AND d.key_hash = $3 THEN 1 ELSE 0 END AS device_ok, \
          s.id AS session_id, s.date AS session_date, s.closes_at AS closes_at, \
-         st.id AS student_id, \
+         st.id AS student_id, CASE WHEN {active} THEN 1 ELSE 0 END AS student_active, \
          CASE WHEN EXISTS (SELECT 1 FROM course_section cs WHERE {in_course}) THEN 1 ELSE 0 END AS enrolled, \
          (SELECT r.id FROM attendance_record r WHERE r.session_id = s.id AND r.student_id = st.id) AS record_id, \
          (SELECT CASE WHEN {automatic} THEN 1 ELSE 0 END FROM attendance_record r \
@@ -156,6 +156,7 @@ fn build_diagnosis_sql(student: &StudentRef, target: Target) -> String {
          LEFT JOIN student st ON {student} \
          WHERE d.id = $1",
         in_course = rule::IN_COURSE,
+        active = rule::STUDENT_ACTIVE,
         automatic = rule::automatic_absence("r"),
         student = rule::student_named(student, "$2"),
     )
@@ -170,6 +171,8 @@ pub(crate) struct Diagnosis {
     pub session_date: Option<NaiveDate>,
     pub closes_at: Option<DateTime<Utc>>,
     pub student_id: Option<i32>,
+    /// 1 when the student is active (0 when they left, or were not found).
+    pub student_active: i32,
     pub enrolled: i32,
     pub record_id: Option<i32>,
     /// 1 when the existing record is an automatic absence, the only kind a buffered scan
@@ -356,7 +359,7 @@ impl Service {
 }
 
 /// The rejection a scan's student earns in a session that otherwise takes it: unknown,
-/// not enrolled, or already recorded; `None` when none applies.
+/// departed, not enrolled, or already recorded; `None` when none applies.
 pub(crate) fn student_rejection(facts: &Diagnosis, student: &StudentRef) -> Option<AppError> {
     if facts.student_id.is_none() {
         return Some(AppError::rejected(
@@ -365,6 +368,12 @@ pub(crate) fn student_rejection(facts: &Diagnosis, student: &StudentRef) -> Opti
                 StudentRef::Id(id) => format!("no student has id {id}"),
                 StudentRef::Code(code) => format!("no student has code {code:?}"),
             },
+        ));
+    }
+    if facts.student_active == 0 {
+        return Some(AppError::rejected(
+            Reason::StudentInactive,
+            "the student has left the school and is no longer admitted",
         ));
     }
     if facts.enrolled == 0 {

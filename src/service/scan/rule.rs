@@ -51,11 +51,15 @@ pub(crate) fn student_named(student: &StudentRef, value: &str) -> String {
 /// The student is in one of the session's course's sections.
 pub(crate) const IN_COURSE: &str = "cs.course_id = s.course_id AND cs.section_id = st.section_id";
 
+/// The student has not left the school: only they scan, and only they are marked absent.
+pub(crate) const STUDENT_ACTIVE: &str = "st.is_active";
+
 /// The joins that make a (session `s`, student) pair one where a scan counts: the device
-/// holds `key`, the student is `student`, and the student is in the course.
+/// holds `key`, the student is `student` and still active, and the student is in the course.
 pub(crate) fn counted(key: &str, student: &str) -> String {
     format!(
-        "JOIN device d ON {} JOIN student st ON {student} JOIN course_section cs ON {IN_COURSE}",
+        "JOIN device d ON {} JOIN student st ON {student} AND {STUDENT_ACTIVE} \
+         JOIN course_section cs ON {IN_COURSE}",
         device_holds_key(key)
     )
 }

@@ -17,6 +17,7 @@ both_databases!(
     a_late_batch_turns_an_automatic_absence_into_present,
     ten_thousand_lines_are_taken_in_one_request,
     pending_lines_left_by_a_stopped_server_are_judged_later,
+    a_departed_student_is_refused_on_every_scan_path_and_never_marked_absent,
 );
 
 async fn uploads_take_good_lines_count_duplicates_and_keep_bad_lines(backend: Backend) {
@@ -386,4 +387,160 @@ async fn pending_lines_left_by_a_stopped_server_are_judged_later(backend: Backen
     let resend = [attlog(&codes[0], &time), attlog("GHOST", &time)].concat();
     assert_eq!(app.upload(SN, 3, resend).await, (200, "OK: 1".to_owned()));
     assert_eq!(app.count("SELECT COUNT(*) FROM attendance_record").await, 1);
+}
+
+/// A student who left keeps their history, is refused by the live endpoint, the GraphQL
+/// scan, offline batches and terminal uploads alike, and is not marked absent any more.
+async fn a_departed_student_is_refused_on_every_scan_path_and_never_marked_absent(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(2).await;
+    let admin = Some(school.admin.as_str());
+    let (leaver, other_leaver) = (&school.students[0], &school.students[1]);
+    let first = app.open_session(&school).await;
+    let (status, _) = app
+        .scan(&school.device_key, leaver, &app.today(), &app.now_time())
+        .await;
+    assert_eq!(status, 201);
+    let closed = app
+        .gql_ok(
+            Some(&school.teacher),
+            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
+            json!({"id": first}),
+        )
+        .await;
+    assert_eq!(closed["closeSession"]["markedAbsent"], 3);
+
+    for id in [leaver, other_leaver] {
+        let left = app
+            .gql_ok(
+                admin,
+                "mutation($id: ID!) { setStudentActive(id: $id, active: false) { id isActive } }",
+                json!({"id": id}),
+            )
+            .await;
+        assert_eq!(left["setStudentActive"]["isActive"], false);
+    }
+    let lists = app
+        .gql_ok(
+            admin,
+            "{ gone: students(active: false) { totalCount nodes { id } } \
+               here: students(active: true) { totalCount } all: students { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(lists["gone"]["totalCount"], 2);
+    assert_eq!(lists["here"]["totalCount"], 3);
+    assert_eq!(lists["all"]["totalCount"], 5);
+
+    // The live endpoint, REST and GraphQL (the session starts at midnight, so an offline
+    // scan from a moment ago falls inside it too).
+    let second = app.open_on(&school, &school.device_code).await;
+    let (status, body) = app
+        .scan(&school.device_key, leaver, &app.today(), &app.now_time())
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("STUDENT_INACTIVE")),
+        "{body}"
+    );
+    let body = app
+        .gql(
+            Some(&school.device_key),
+            "mutation($i: ScanInput!) { scan(input: $i) { id } }",
+            json!({"i": {"studentId": leaver, "date": app.today(), "time": app.now_time()}}),
+        )
+        .await;
+    assert_eq!(
+        (error_code(&body), error_reason(&body)),
+        ("FORBIDDEN", "STUDENT_INACTIVE")
+    );
+    // An offline batch.
+    let (today, now) = (app.today(), app.now_time());
+    let res = app
+        .client
+        .post(format!("{}/api/attendance/scans/batch", app.address))
+        .bearer_auth(&school.device_key)
+        .json(&json!([
+            {"student_id": other_leaver.parse::<i64>().unwrap(), "date": today, "time": now},
+            {"student_id": school.students[2].parse::<i64>().unwrap(), "date": today, "time": now},
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let batch: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(batch["results"][0]["status"], "rejected", "{batch}");
+    assert_eq!(batch["results"][0]["code"], "STUDENT_INACTIVE");
+    assert_eq!(batch["results"][1]["status"], "accepted");
+
+    // A terminal's upload.
+    let (zone, offset) = terminal_zone();
+    let (terminal, code) = app.approve_terminal(&school.admin, SN, zone).await;
+    app.open_on(&school, &code).await;
+    let codes = app.student_codes(&school.admin, &school.students).await;
+    let at = Utc::now() - Duration::minutes(1);
+    let (status, reply) = app
+        .upload(
+            SN,
+            50,
+            [
+                attlog(&codes[0], &local(at, offset)),
+                attlog(&codes[3], &local(at, offset)),
+            ]
+            .concat(),
+        )
+        .await;
+    assert_eq!(
+        (status, reply.as_str()),
+        (200, "OK: 1"),
+        "the leaver's line is not taken"
+    );
+    wait_until_judged(&app).await;
+    let rejected = app.rejected_lines(&school.admin, &terminal).await;
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["pin"], codes[0].as_str());
+    assert_eq!(rejected[0]["reason"], "STUDENT_INACTIVE");
+
+    // The close expects only those still here: students[3] is absent, the leavers are not.
+    let closed = app
+        .gql_ok(
+            Some(&school.teacher),
+            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent session { records { studentId status } } } }",
+            json!({"id": second}),
+        )
+        .await;
+    assert_eq!(closed["closeSession"]["markedAbsent"], 1);
+    let records = closed["closeSession"]["session"]["records"]
+        .as_array()
+        .unwrap();
+    assert!(
+        records
+            .iter()
+            .all(|r| r["studentId"] != leaver.as_str() && r["studentId"] != other_leaver.as_str()),
+        "{records:?}"
+    );
+    // Their history stays.
+    let history = app
+        .gql_ok(
+            admin,
+            "query($s: ID!) { attendanceRecords(studentId: $s) { totalCount } }",
+            json!({"s": other_leaver}),
+        )
+        .await;
+    assert_eq!(history["attendanceRecords"]["totalCount"], 1);
+
+    // Back again, they scan as before.
+    app.gql_ok(
+        admin,
+        "mutation($id: ID!) { setStudentActive(id: $id, active: true) { isActive } }",
+        json!({"id": leaver}),
+    )
+    .await;
+    app.open_session(&school).await;
+    let (status, body) = app
+        .scan(&school.device_key, leaver, &app.today(), &app.now_time())
+        .await;
+    assert_eq!(status, 201, "{body}");
 }
