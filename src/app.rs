@@ -12,6 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
+
+use crate::clock::Clock;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -66,13 +68,22 @@ impl Application {
         config: Config,
         extra: Router<AppState>,
     ) -> Result<Self, StartupError> {
+        Self::build_with_clock(config, extra, Clock::system()).await
+    }
+
+    /// Like `build_with_routes`, with attendance time read from `clock` (tests move it).
+    pub async fn build_with_clock(
+        config: Config,
+        extra: Router<AppState>,
+        clock: Clock,
+    ) -> Result<Self, StartupError> {
         let config = Arc::new(config);
         let pools = db::connect(&config).await?;
         db::migrate(&pools.db)
             .await
             .map_err(|e| StartupError::Migrate(e.to_string()))?;
         let statements = pools.statements.clone();
-        let service = Service::new(pools, config.clone());
+        let service = Service::with_clock(pools, config.clone(), clock);
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| StartupError::Bind(config.bind, e))?;
@@ -153,27 +164,45 @@ impl Application {
 /// How often terminals' pending lines are looked for.
 const TERMINAL_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Closes due sessions, saves devices' last contact, judges terminals' pending lines and
+/// Runs the timetable: closes due sessions and opens due classes, then sleeps until the
+/// next one is due (so both happen within moments of their time, not at the next sweep),
+/// at most `AUTO_CLOSE_INTERVAL_SECONDS`, so what other processes changed is seen too. It
+/// wakes early when this process changes the timetable, or when a test moves the clock.
+async fn run_scheduler(service: Service, mut stop: watch::Receiver<bool>) {
+    let cap = service.config.auto_close_interval;
+    loop {
+        let wait = match service.run_schedule().await {
+            Ok(run) => run
+                .next_due
+                .map_or(cap, |at| service.clock.until(at).min(cap)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the timetable run failed; will retry");
+                cap
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = service.clock.moved() => {}
+            _ = service.schedule_wake.notified() => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Saves devices' last contact, judges terminals' pending lines and
 /// prunes expired failed-login counts until told to stop.
 fn spawn_background_jobs(
     service: Service,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run_scheduler(service.clone(), stop.clone()));
     tokio::spawn(async move {
-        let mut close_tick = tokio::time::interval(service.config.auto_close_interval);
         let mut seen_tick = tokio::time::interval(Duration::from_secs(5));
         // Terminals' pending lines are judged right after the upload that stored them; this
         // sweep (at start, then now and then) picks up those a stopped process left behind.
         let mut drain_tick = tokio::time::interval(TERMINAL_SWEEP_INTERVAL);
         loop {
             tokio::select! {
-                _ = close_tick.tick() => {
-                    match service.close_due_sessions().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(closed = n, "closed due sessions"),
-                        Err(e) => tracing::warn!(error = %e, "auto-close failed; will retry"),
-                    }
-                }
                 _ = seen_tick.tick() => {
                     if let Err(e) = service.flush_last_seen().await {
                         tracing::warn!(error = %e, "saving devices' last contact failed");

@@ -55,8 +55,12 @@ pub struct Config {
     pub session_duration_minutes: u32,
     /// `LATE_GRACE_MINUTES`: minutes after a session's start before a scan counts as late (default 10).
     pub late_grace_minutes: u32,
-    /// `AUTO_CLOSE_INTERVAL_SECONDS`: how often due sessions are closed (default 30).
+    /// `AUTO_CLOSE_INTERVAL_SECONDS`: the longest the scheduler sleeps before looking for
+    /// due sessions and classes again (default 30); it wakes earlier for what it knows is due.
     pub auto_close_interval: Duration,
+    /// `SCHEDULE_OPEN_EARLY_MINUTES`: how long before its start a timetable class opens its
+    /// session (default 10; 0 opens at the start).
+    pub schedule_open_early: chrono::Duration,
     /// `OFFLINE_SCAN_HORIZON_HOURS`: buffered scans older than this are rejected (default 72).
     pub offline_horizon_hours: u32,
     /// `LOGIN_MAX_FAILURES`: failed logins per username before a lockout (default 5).
@@ -176,6 +180,11 @@ impl Config {
             session_duration_minutes: number("SESSION_DURATION_MINUTES", 90, 1)? as u32,
             late_grace_minutes: number("LATE_GRACE_MINUTES", 10, 0)? as u32,
             auto_close_interval: Duration::from_secs(number("AUTO_CLOSE_INTERVAL_SECONDS", 30, 1)?),
+            schedule_open_early: chrono::Duration::minutes(number(
+                "SCHEDULE_OPEN_EARLY_MINUTES",
+                10,
+                0,
+            )? as i64),
             offline_horizon_hours: number("OFFLINE_SCAN_HORIZON_HOURS", 72, 1)? as u32,
             login_max_failures: number("LOGIN_MAX_FAILURES", 5, 1)? as u32,
             login_max_failures_per_address: number("LOGIN_MAX_FAILURES_PER_ADDRESS", 20, 1)? as u32,

@@ -92,6 +92,10 @@ pub enum Reason {
     StudentInactive,
     /// The change would leave the school without an active admin.
     LastAdmin,
+    /// A timetable slot overlaps another of the same device or teacher.
+    SlotOverlap,
+    /// The class has already opened its session.
+    ClassHeld,
 }
 
 impl Reason {
@@ -105,7 +109,9 @@ impl Reason {
             | Self::ConcurrentEdit
             | Self::DuplicateValue
             | Self::InUse
-            | Self::LastAdmin => ErrorCode::Conflict,
+            | Self::LastAdmin
+            | Self::SlotOverlap
+            | Self::ClassHeld => ErrorCode::Conflict,
             Self::StudentNotFound => ErrorCode::NotFound,
             Self::StudentNotInCourse
             | Self::StudentInactive
@@ -150,6 +156,8 @@ impl Reason {
             Self::InUse => "IN_USE",
             Self::StudentInactive => "STUDENT_INACTIVE",
             Self::LastAdmin => "LAST_ADMIN",
+            Self::SlotOverlap => "SLOT_OVERLAP",
+            Self::ClassHeld => "CLASS_HELD",
         }
     }
 }

@@ -6,6 +6,8 @@
 pub mod app;
 /// Roles and principals, argon2 password hashes, JWTs, device keys, the bearer extractor.
 pub mod auth;
+/// Attendance time: the system clock, or one tests move.
+pub mod clock;
 /// Typed configuration from the environment; fails fast naming the bad variable.
 pub mod config;
 /// Connecting to SQLite or PostgreSQL, and running migrations.

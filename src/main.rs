@@ -45,6 +45,16 @@ enum Command {
         /// The CSV file.
         file: std::path::PathBuf,
     },
+    /// Import weekly timetable slots into a term from a CSV file
+    /// (course_code,device_id,weekday,start_time,end_time); nothing is written unless every
+    /// line is valid, and importing the same file again is harmless.
+    ImportTimetable {
+        /// The term's name (or id).
+        #[arg(long)]
+        term: String,
+        /// The CSV file.
+        file: std::path::PathBuf,
+    },
     /// Exit 0 when the local server's /health answers 200 (for container health checks).
     Healthcheck,
     /// Print the scan statement as issued on PostgreSQL (for the benchmark's pgbench run).
@@ -128,6 +138,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::ImportStudents { file } => import_students(config, &file).await,
+            Command::ImportTimetable { term, file } => import_timetable(config, &term, &file).await,
             Command::Healthcheck | Command::ScanSql { .. } => Ok(()),
         }
     });
@@ -283,17 +294,47 @@ async fn import_students(config: Config, file: &std::path::Path) -> Result<(), S
             );
             Ok(())
         }
-        ImportOutcome::Rejected(lines) => {
-            for line in &lines {
-                eprintln!("line {}: {}", line.line, line.reason);
-            }
-            Err(format!(
-                "{} bad line(s) in {}; nothing was imported",
-                lines.len(),
-                file.display()
-            ))
-        }
+        ImportOutcome::Rejected(lines) => Err(rejected(file, &lines)),
     }
+}
+
+async fn import_timetable(
+    config: Config,
+    term: &str,
+    file: &std::path::Path,
+) -> Result<(), String> {
+    use attendance::service::roster::ImportOutcome;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let service = migrated_service(config).await?;
+    match service
+        .import_timetable_as_operator(term, &text)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        ImportOutcome::Applied(report) => {
+            println!(
+                "imported {}: {} slots created, {} unchanged",
+                file.display(),
+                report.created,
+                report.unchanged
+            );
+            Ok(())
+        }
+        ImportOutcome::Rejected(lines) => Err(rejected(file, &lines)),
+    }
+}
+
+/// Prints every bad line of a rejected file; the error says nothing was imported.
+fn rejected(file: &std::path::Path, lines: &[attendance::service::roster::BadLine]) -> String {
+    for line in lines {
+        eprintln!("line {}: {}", line.line, line.reason);
+    }
+    format!(
+        "{} bad line(s) in {}; nothing was imported",
+        lines.len(),
+        file.display()
+    )
 }
 
 /// Asks the server on this machine's `BIND` port (from the environment or `.env`) for

@@ -59,6 +59,8 @@ struct Registry {
     scan_batches: u64,
     scan_batch_rows: u64,
     lock_conflicts: BTreeMap<&'static str, u64>,
+    classes_opened: u64,
+    classes_not_opened: BTreeMap<&'static str, u64>,
 }
 
 /// The process's metrics.
@@ -138,6 +140,21 @@ impl Metrics {
     pub fn lock_conflict(&self, operation: &'static str) {
         if let Ok(mut r) = self.0.lock() {
             *r.lock_conflicts.entry(operation).or_default() += 1;
+        }
+    }
+
+    /// Counts a class the timetable opened in this process.
+    pub fn class_opened(&self) {
+        if let Ok(mut r) = self.0.lock() {
+            r.classes_opened += 1;
+        }
+    }
+
+    /// Counts a class the timetable could not open, for `reason` (counted by the one
+    /// process that noted it).
+    pub fn class_not_opened(&self, reason: &'static str) {
+        if let Ok(mut r) = self.0.lock() {
+            *r.classes_not_opened.entry(reason).or_default() += 1;
         }
     }
 
@@ -235,6 +252,20 @@ impl Metrics {
                 "attendance_db_lock_conflicts_total{{operation=\"{operation}\"}} {n}"
             );
         }
+        out.push_str("# HELP attendance_classes_opened_total Timetable classes whose session this process opened.\n");
+        out.push_str("# TYPE attendance_classes_opened_total counter\n");
+        let _ = writeln!(out, "attendance_classes_opened_total {}", r.classes_opened);
+        out.push_str("# HELP attendance_classes_not_opened_total Timetable classes that could not open, by reason.\n");
+        out.push_str("# TYPE attendance_classes_not_opened_total counter\n");
+        let busy = r
+            .classes_not_opened
+            .get("device_busy")
+            .copied()
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "attendance_classes_not_opened_total{{reason=\"device_busy\"}} {busy}"
+        );
         out.push_str("# HELP attendance_sessions_open Sessions currently active.\n");
         out.push_str("# TYPE attendance_sessions_open gauge\n");
         let _ = writeln!(out, "attendance_sessions_open {}", gauges.sessions_open);

@@ -18,6 +18,8 @@ pub struct Model {
     pub grace_minutes: i32,
     pub closes_at: DateTimeUtc,
     pub closed_at: Option<DateTimeUtc>,
+    /// The timetable slot whose class this session is; `None` for a session opened by hand.
+    pub slot_id: Option<i32>,
 }
 
 /// Relations are queried explicitly in `service`; none are declared.

@@ -2,16 +2,21 @@
 
 pub mod attendance_record;
 pub mod attendance_session;
+pub mod class_cancellation;
+pub mod class_not_opened;
 pub mod course;
 pub mod course_section;
 pub mod dep_batch;
 pub mod device;
+pub mod holiday;
 pub mod login_throttle;
 pub mod record_change;
 pub mod refresh_token;
+pub mod schedule_slot;
 pub mod section;
 pub mod student;
 pub mod teacher;
+pub mod term;
 pub mod terminal_command;
 pub mod terminal_punch;
 pub mod terminal_stamp;

@@ -14,8 +14,8 @@ use futures_util::stream::FuturesUnordered;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::entities::{
-    attendance_session, course, course_section, dep_batch, device, record_change, section, student,
-    teacher, terminal_stamp, user,
+    attendance_session, course, course_section, dep_batch, device, holiday, record_change,
+    schedule_slot, section, student, teacher, term, terminal_stamp, user,
 };
 use crate::error::AppError;
 use crate::service::Service;
@@ -188,6 +188,8 @@ by_id!(CourseById, course);
 by_id!(SessionById, attendance_session);
 by_id!(DeviceById, device);
 by_id!(UserById, user);
+by_id!(TermById, term);
+by_id!(SlotById, schedule_slot);
 
 group_by!(StudentsOfSection, student, SectionId, section_id);
 group_by!(SectionsOfDepBatch, section, DepBatchId, dep_batch_id);
@@ -195,6 +197,7 @@ group_by!(CoursesOfTeacher, course, TeacherId, teacher_id);
 group_by!(SessionsOfCourse, attendance_session, CourseId, course_id);
 group_by!(ChangesOfRecord, record_change, RecordId, record_id);
 group_by!(StampsOfTerminal, terminal_stamp, DeviceId, device_id);
+group_by!(HolidaysOfTerm, holiday, TermId, term_id);
 
 /// The records of a session with their students, joined in SQL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

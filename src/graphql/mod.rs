@@ -16,6 +16,7 @@ pub mod roster;
 pub mod scalars;
 pub mod subscription;
 pub mod terminals;
+pub mod timetable;
 
 use async_graphql::{MergedObject, Schema};
 
@@ -29,6 +30,7 @@ pub struct QueryRoot(
     lifecycle::LifecycleQuery,
     roster::RosterQuery,
     terminals::TerminalQuery,
+    timetable::TimetableQuery,
 );
 
 /// Every change the API can make: one object per domain, merged.
@@ -39,6 +41,7 @@ pub struct MutationRoot(
     lifecycle::LifecycleMutation,
     roster::RosterMutation,
     terminals::TerminalMutation,
+    timetable::TimetableMutation,
 );
 
 /// The schema type served at `/graphql`.

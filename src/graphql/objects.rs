@@ -24,7 +24,7 @@ pub const LIST_WEIGHT: usize = 50;
 /// The same for short lists (a course's sections, a teacher's courses).
 pub const SMALL_LIST_WEIGHT: usize = 5;
 
-fn loader<'a>(ctx: &'a Context<'_>) -> &'a DataLoader<Db> {
+pub(crate) fn loader<'a>(ctx: &'a Context<'_>) -> &'a DataLoader<Db> {
     ctx.data_unchecked::<DataLoader<Db>>()
 }
 

@@ -55,6 +55,7 @@ fn session() -> entities::attendance_session::Model {
         grace_minutes: 10,
         closes_at: at(9),
         closed_at: Some(at(9)),
+        slot_id: None,
     }
 }
 

@@ -269,7 +269,7 @@ impl Service {
         let first_name = required_text("firstName", &input.first_name, 100)?;
         let last_name = required_text("lastName", &input.last_name, 100)?;
         self.require_section("sectionId", input.section_id).await?;
-        let at = now();
+        let at = self.now();
         student::ActiveModel {
             student_code: Set(code.clone()),
             first_name: Set(first_name),
@@ -311,7 +311,7 @@ impl Service {
             self.require_section("sectionId", section_id).await?;
             if section_id != existing.section_id {
                 active.section_id = Set(section_id);
-                active.enrolled_at = Set(now());
+                active.enrolled_at = Set(self.now());
             }
         }
         save(

@@ -12,6 +12,7 @@ pub mod scan;
 pub mod sessions;
 pub(crate) mod sql;
 pub mod terminals;
+pub mod timetable;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use chrono_tz::Tz;
 use sea_orm::DatabaseConnection;
 
 use crate::auth::jwt::JwtKeys;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::Pools;
 use crate::error::{AppError, AppResult};
@@ -55,6 +57,10 @@ pub struct Shared {
     batcher: Option<scan::batcher::ScanBatcher>,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
+    /// Attendance time: the system clock, or the tests' own.
+    pub clock: Clock,
+    /// Wakes the scheduler when this process changed the timetable.
+    pub schedule_wake: tokio::sync::Notify,
 }
 
 impl std::ops::Deref for Service {
@@ -68,6 +74,11 @@ impl std::ops::Deref for Service {
 impl Service {
     /// Services over `db` configured by `config`.
     pub fn new(pools: Pools, config: Arc<Config>) -> Self {
+        Self::with_clock(pools, config, Clock::system())
+    }
+
+    /// Services whose attendance time (sessions, scans, the timetable) reads `clock`.
+    pub fn with_clock(pools: Pools, config: Arc<Config>, clock: Clock) -> Self {
         let Pools {
             db,
             writer,
@@ -100,14 +111,21 @@ impl Service {
             limiter,
             batcher,
             metrics,
+            clock,
+            schedule_wake: tokio::sync::Notify::new(),
         }))
     }
 
     /// The school's local date and time for `now`.
     pub fn local_today(&self) -> NaiveDate {
-        Utc::now()
+        self.now()
             .with_timezone(&self.config.time_zone)
             .date_naive()
+    }
+
+    /// The current instant of attendance time, to the microsecond.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Reads a local date and time in `TIME_ZONE` as a UTC instant. In the repeated hour of

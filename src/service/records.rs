@@ -13,7 +13,7 @@ use sea_orm::{
 
 use super::access::{self, Scope};
 use super::sql::{paginate_newest_first, paginate_with, write_transaction};
-use super::{Page, PageRequest, Service, now};
+use super::{Page, PageRequest, Service};
 use crate::auth::Principal;
 use crate::entities::{
     AttendanceStatus, ChangeKind, attendance_record, attendance_session, record_change, student,
@@ -267,7 +267,7 @@ impl Service {
         if record.status == status {
             return Ok(record);
         }
-        let at = now();
+        let at = self.now();
         let txn = self.writer.begin_with_options(write_transaction()).await?;
         // Conditional on the status we read, so two concurrent edits cannot both log the
         // same old status.
@@ -330,7 +330,7 @@ impl Service {
                 "the record changed meanwhile; reload and retry",
             ));
         }
-        audit_entry(&record, None, actor.user_id(), now(), reason)
+        audit_entry(&record, None, actor.user_id(), self.now(), reason)
             .insert(&txn)
             .await?;
         txn.commit().await?;

@@ -43,6 +43,21 @@ const AUDIT_BY_TEACHER: Dependent = dependent(
     "audit entry",
     "audit entries",
 );
+const CANCELLATIONS_BY_TEACHER: Dependent = dependent(
+    "class_cancellation x JOIN app_user u ON u.id = x.created_by WHERE u.teacher_id = $1",
+    "class cancellation",
+    "class cancellations",
+);
+const SLOTS_OF_COURSE: Dependent = dependent(
+    "schedule_slot x WHERE x.course_id = $1",
+    "schedule slot",
+    "schedule slots",
+);
+const SLOTS_ON_DEVICE: Dependent = dependent(
+    "schedule_slot x WHERE x.device_id = $1",
+    "schedule slot",
+    "schedule slots",
+);
 const SESSIONS_OF_COURSE: Dependent = dependent(
     "attendance_session x WHERE x.course_id = $1",
     "session",
@@ -82,14 +97,19 @@ impl Service {
         self.delete_unless_used(
             "teacher",
             id,
-            &[COURSES_OF_TEACHER, SESSIONS_OF_TEACHER, AUDIT_BY_TEACHER],
+            &[
+                COURSES_OF_TEACHER,
+                SESSIONS_OF_TEACHER,
+                AUDIT_BY_TEACHER,
+                CANCELLATIONS_BY_TEACHER,
+            ],
         )
         .await
     }
 
-    /// Deletes a course that never held a session.
+    /// Deletes a course that never held a session and has no timetable slot.
     pub async fn delete_course(&self, id: i32) -> AppResult<()> {
-        self.delete_unless_used("course", id, &[SESSIONS_OF_COURSE])
+        self.delete_unless_used("course", id, &[SESSIONS_OF_COURSE, SLOTS_OF_COURSE])
             .await
     }
 
@@ -105,10 +125,15 @@ impl Service {
             .await
     }
 
-    /// Deletes a device that never ran a session nor uploaded a line; its key stops working.
+    /// Deletes a device that never ran a session, uploaded a line or had a timetable slot;
+    /// its key stops working.
     pub async fn delete_device(&self, id: i32) -> AppResult<()> {
-        self.delete_unless_used("device", id, &[SESSIONS_ON_DEVICE, LINES_OF_DEVICE])
-            .await?;
+        self.delete_unless_used(
+            "device",
+            id,
+            &[SESSIONS_ON_DEVICE, LINES_OF_DEVICE, SLOTS_ON_DEVICE],
+        )
+        .await?;
         self.forget_device_keys();
         Ok(())
     }

@@ -11,7 +11,7 @@ use sea_orm::{
 
 use super::records::{STUDENT_COLUMNS, student_at, student_select};
 use super::sql::{statement, write_transaction};
-use super::{Service, code_text, now, required_text};
+use super::{Service, code_text, required_text};
 use crate::auth::Principal;
 use crate::entities::{course, student};
 use crate::error::{AppError, AppResult};
@@ -227,7 +227,7 @@ impl Service {
     ) -> AppResult<ImportReport> {
         let total = rows.len();
         let mut report = ImportReport::default();
-        let at = now();
+        let at = self.now();
         let txn = self.writer.begin_with_options(write_transaction()).await?;
         let mut done = 0;
         for chunk in rows.chunks(500) {

@@ -11,7 +11,7 @@ use sea_orm::{
 use super::access::{self, Scope};
 use super::scan::rule;
 use super::sql::{on_unique_violation, paginate, statement, write_transaction};
-use super::{Page, PageRequest, Service, now, retry_lock_conflicts};
+use super::{Page, PageRequest, Service, retry_lock_conflicts};
 use crate::auth::Principal;
 use crate::entities::{attendance_record, attendance_session, course, device, teacher};
 use crate::error::{AppError, AppResult, Reason, is_transient_conflict};
@@ -141,7 +141,7 @@ impl Service {
                 ));
             }
         };
-        let at = now();
+        let at = self.now();
         let starts_at = match input.start_time {
             Some(time) => self.local_to_utc(date, time)?,
             None => at,
@@ -248,7 +248,7 @@ impl Service {
     /// and a constant number of statements. The conditional update makes it happen once,
     /// however many closers race (handlers, auto-closers in several processes).
     async fn close(&self, session: attendance_session::Model) -> AppResult<Closed> {
-        let at = now();
+        let at = self.now();
         let marked = retry_lock_conflicts(
             &self.metrics,
             "session_close",
@@ -338,7 +338,7 @@ impl Service {
             .select_only()
             .column(attendance_session::Column::Id)
             .filter(attendance_session::Column::IsActive.eq(true))
-            .filter(attendance_session::Column::ClosesAt.lte(now()))
+            .filter(attendance_session::Column::ClosesAt.lte(self.now()))
             .into_tuple()
             .all(&self.db)
             .await?;

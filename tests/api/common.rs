@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use attendance::app::Application;
+pub use attendance::clock::Clock;
 use attendance::config::Config;
 use attendance::db::StatementCounter;
 use attendance::service::Service;
@@ -178,7 +179,22 @@ impl TestApp {
         change: impl FnOnce(&mut HashMap<String, String>),
     ) -> Self {
         let db = Arc::new(TestDb::create(backend).await);
-        let app = Self::start(backend, db, change).await;
+        let app = Self::start(backend, db, Clock::system(), change).await;
+        app.service
+            .create_admin(ADMIN_USER, ADMIN_PASSWORD)
+            .await
+            .expect("create admin");
+        app
+    }
+
+    /// A server over a fresh database whose attendance time is `clock` (tests move it).
+    pub async fn spawn_with_clock(
+        backend: Backend,
+        clock: Clock,
+        change: impl FnOnce(&mut HashMap<String, String>),
+    ) -> Self {
+        let db = Arc::new(TestDb::create(backend).await);
+        let app = Self::start(backend, db, clock, change).await;
         app.service
             .create_admin(ADMIN_USER, ADMIN_PASSWORD)
             .await
@@ -188,18 +204,22 @@ impl TestApp {
 
     /// Another server process-alike over the same database.
     pub async fn spawn_sibling(&self, change: impl FnOnce(&mut HashMap<String, String>)) -> Self {
-        Self::start(self.backend, self.db.clone(), change).await
+        let clock = self.service.clock.clone();
+        Self::start(self.backend, self.db.clone(), clock, change).await
     }
 
     async fn start(
         backend: Backend,
         db: Arc<TestDb>,
+        clock: Clock,
         change: impl FnOnce(&mut HashMap<String, String>),
     ) -> Self {
         let mut env = test_env(&db.url);
         change(&mut env);
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
-        let app = Application::build(config).await.expect("build app");
+        let app = Application::build_with_clock(config, axum::Router::new(), clock)
+            .await
+            .expect("build app");
         let address = format!("http://127.0.0.1:{}", app.port());
         let service = app.service().clone();
         let statements = app.statements();
@@ -221,6 +241,15 @@ impl TestApp {
             shutdown: Some(tx),
             server: Some(server),
         }
+    }
+
+    /// Stops this server, runs `while_down`, and starts a new one over the same database
+    /// and clock: a restart.
+    pub async fn restart(self, while_down: impl FnOnce()) -> Self {
+        let (backend, db, clock) = (self.backend, self.db.clone(), self.service.clock.clone());
+        self.stop().await;
+        while_down();
+        Self::start(backend, db, clock, |_| {}).await
     }
 
     /// Stops the server and waits for it to finish.
@@ -305,8 +334,20 @@ impl TestApp {
     /// Uploads a roster CSV to `importStudents` as a GraphQL multipart request.
     pub async fn upload_roster(&self, token: Option<&str>, csv: &str) -> Value {
         const IMPORT: &str = "mutation($f: Upload!) { importStudents(file: $f) { applied created updated unchanged errors { line reason } } }";
+        self.gql_upload(token, IMPORT, json!({"f": null}), csv)
+            .await
+    }
+
+    /// Sends `document` as a GraphQL multipart request with `csv` as variable `f`.
+    pub async fn gql_upload(
+        &self,
+        token: Option<&str>,
+        document: &str,
+        variables: Value,
+        csv: &str,
+    ) -> Value {
         let boundary = "XyZzYboundary";
-        let operations = json!({"query": IMPORT, "variables": {"f": null}}).to_string();
+        let operations = json!({"query": document, "variables": variables}).to_string();
         let body = format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{operations}\r\n\
              --{boundary}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{{\"0\": [\"variables.f\"]}}\r\n\

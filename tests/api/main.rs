@@ -24,6 +24,7 @@ mod roster;
 mod scaleout;
 mod schema;
 mod time;
+mod timetable;
 
 /// Stands in the test list when PostgreSQL is not configured, so the report says so.
 #[cfg(not(pg_tests))]

@@ -78,6 +78,19 @@ fn table(s: &School) -> Vec<(&'static str, String, [bool; 4])> {
         ("changePassword", "mutation { changePassword(currentPassword: \"not-the-password\", newPassword: \"matrix-pass-2\") }".into(), PEOPLE),
         ("setPassword", "mutation { setPassword(userId: \"999999\", newPassword: \"matrix-pass-2\") }".into(), ADMIN_ONLY),
         ("createAdmin", "mutation { createAdmin(input: {username: \"matrix-admin\", password: \"matrix-pass-1\"}) { id } }".into(), ADMIN_ONLY),
+        ("terms", "{ terms { id } }".into(), PEOPLE),
+        ("scheduleSlots", "{ scheduleSlots { id } }".into(), PEOPLE),
+        ("timetable", "{ timetable(from: \"2027-03-01\", to: \"2027-03-07\") { date } }".into(), PEOPLE),
+        ("attendanceNotTaken", "{ attendanceNotTaken(from: \"2027-03-01\", to: \"2027-03-07\") { date } }".into(), PEOPLE),
+        ("createTerm", "mutation { createTerm(input: {name: \"Matrix\", startsOn: \"2027-03-01\", endsOn: \"2027-06-30\"}) { id } }".into(), ADMIN_ONLY),
+        ("updateTerm", "mutation { updateTerm(id: \"999999\", input: {name: \"M\"}) { id } }".into(), ADMIN_ONLY),
+        ("addHoliday", "mutation { addHoliday(input: {termId: \"999999\", startsOn: \"2027-03-03\", name: \"M\"}) { id } }".into(), ADMIN_ONLY),
+        ("removeHoliday", "mutation { removeHoliday(id: \"999999\") }".into(), ADMIN_ONLY),
+        ("createScheduleSlot", "mutation { createScheduleSlot(input: {courseId: \"999999\", termId: \"999999\", deviceId: \"DEV-X\", weekday: MONDAY, startTime: \"08:00:00\", endTime: \"09:00:00\"}) { id } }".into(), ADMIN_ONLY),
+        ("updateScheduleSlot", "mutation { updateScheduleSlot(id: \"999999\", input: {weekday: TUESDAY}) { id } }".into(), ADMIN_ONLY),
+        ("deleteScheduleSlot", "mutation { deleteScheduleSlot(id: \"999999\") }".into(), ADMIN_ONLY),
+        ("cancelClass", "mutation { cancelClass(slotId: \"999999\", date: \"2027-03-01\") { status } }".into(), PEOPLE),
+        ("importTimetable", "(multipart upload)".into(), ADMIN_ONLY),
         ("terminals", "{ terminals { id } }".into(), ADMIN_ONLY),
         ("terminal", "{ terminal(id: \"999999\") { id } }".into(), ADMIN_ONLY),
         ("terminalCommands", "{ terminalCommands(terminalId: \"999999\") { totalCount } }".into(), ADMIN_ONLY),
@@ -162,6 +175,14 @@ async fn every_operation_obeys_the_role_table(backend: Backend) {
                 // Uploads only arrive as multipart requests.
                 app.upload_roster(callers[role].as_deref(), "MATRIX1,M,M,A\n")
                     .await
+            } else if *op == "importTimetable" {
+                app.gql_upload(
+                    callers[role].as_deref(),
+                    "mutation($f: Upload!) { importTimetable(term: \"none\", file: $f) { applied } }",
+                    json!({"f": null}),
+                    "SE101,DEV-01,MONDAY,08:00,09:00\n",
+                )
+                .await
             } else {
                 app.gql(callers[role].as_deref(), document, variables).await
             };

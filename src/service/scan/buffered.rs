@@ -17,7 +17,7 @@ use crate::error::{AppError, AppResult, Reason};
 use crate::events::{EventKind, SessionEvent};
 use crate::service::records::audit_entry;
 use crate::service::sql::{statement, write_transaction};
-use crate::service::{Service, local_to_utc_in, now};
+use crate::service::{Service, local_to_utc_in};
 
 /// The device's sessions per date, read once per batch.
 type SessionsByDate = std::collections::HashMap<NaiveDate, Vec<attendance_session::Model>>;
@@ -137,7 +137,7 @@ impl Service {
         let (device_id, _) = device.device().ok_or(AppError::Forbidden)?;
         let zone = zone.unwrap_or(self.config.time_zone);
         let scanned_at = local_to_utc_in(zone, request.date, request.time)?;
-        let at = now();
+        let at = self.now();
         self.last_seen.touch(device_id, at);
         let horizon = Duration::hours(self.config.offline_horizon_hours as i64);
         if at - scanned_at > horizon {
@@ -288,7 +288,7 @@ impl Service {
         device_id: i32,
     ) -> AppResult<Option<attendance_record::Model>> {
         let backend = self.db.get_database_backend();
-        let at = now();
+        let at = self.now();
         // A savepoint inside the batch's transaction.
         let txn = conn.begin().await?;
         let corrected = attendance_record::Entity::find()

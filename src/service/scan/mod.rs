@@ -238,7 +238,7 @@ impl Service {
         self.last_seen.touch(device_id, now());
         // One retry covers a session replaced between the insert and its diagnosis.
         for _ in 0..2 {
-            let at = now();
+            let at = self.now();
             let found = match (&self.batcher, &request.student) {
                 (Some(batcher), StudentRef::Id(student_id)) => {
                     batcher

@@ -1,0 +1,228 @@
+//! Classes that open and close themselves. Each run closes the sessions whose end has
+//! passed, then opens every class whose opening time has come and whose end has not:
+//! a server that was down opens the classes still running when it returns, and a class
+//! that ended meanwhile stays MISSED. The database decides what happens once: a session's
+//! (slot, date) is unique, so of several processes one opens each class, and a class that
+//! finds its device busy is noted once, for `attendanceNotTaken` and the metric.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use futures_util::StreamExt;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, Set,
+};
+
+use super::occurrences::{Occurrence, OccurrenceStatus};
+use super::{TimetableFilter, next_due};
+use crate::entities::{attendance_session, class_not_opened, course, device};
+use crate::error::{AppResult, is_unique_violation};
+use crate::service::Service;
+
+/// What one run of the scheduler did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScheduleRun {
+    /// Sessions it closed.
+    pub closed: usize,
+    /// Classes whose session it opened.
+    pub opened: usize,
+    /// Classes it found unable to open (device busy or revoked), noted by this run.
+    pub not_opened: usize,
+    /// When the next class opens or session closes, if known.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// Why a class did not open.
+const DEVICE_BUSY: &str = "device_busy";
+const DEVICE_REVOKED: &str = "device_revoked";
+
+impl Service {
+    /// Closes due sessions and opens due classes, once, at the clock's now.
+    pub async fn run_schedule(&self) -> AppResult<ScheduleRun> {
+        let closed = self.close_due_sessions().await?;
+        let now = self.now();
+        let today = self.local_today();
+        // A class early after midnight opens the evening before.
+        let tomorrow = today + Duration::days(1);
+        let calendar = self
+            .calendar(today, tomorrow, &TimetableFilter::default())
+            .await?;
+        let classes = calendar.occurrences(
+            self.config.time_zone,
+            self.config.schedule_open_early,
+            today,
+            tomorrow,
+            now,
+        );
+        let due: Vec<Occurrence> = classes
+            .iter()
+            .filter(|o| o.status == OccurrenceStatus::Scheduled)
+            .filter(|o| o.opens_at <= now && now < o.ends_at)
+            .cloned()
+            .collect();
+        let mut run = ScheduleRun {
+            closed,
+            ..Default::default()
+        };
+        if !due.is_empty() {
+            let teachers: HashMap<i32, i32> = course::Entity::find()
+                .select_only()
+                .column(course::Column::Id)
+                .column(course::Column::TeacherId)
+                .filter(course::Column::Id.is_in(due.iter().map(|o| o.slot.course_id)))
+                .into_tuple::<(i32, i32)>()
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .collect();
+            let active_devices: HashMap<i32, bool> = device::Entity::find()
+                .select_only()
+                .column(device::Column::Id)
+                .column(device::Column::IsActive)
+                .filter(device::Column::Id.is_in(due.iter().map(|o| o.slot.device_id)))
+                .into_tuple::<(i32, bool)>()
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .collect();
+            // Classes open independently; on PostgreSQL a few at a time.
+            let parallel = if self.db.get_database_backend() == DbBackend::Postgres {
+                4
+            } else {
+                1
+            };
+            let openings = due.into_iter().map(|class| {
+                let teacher = teachers.get(&class.slot.course_id).copied();
+                let active = active_devices.get(&class.slot.device_id).copied();
+                let service = self.clone();
+                async move { service.open_class(&class, teacher, active, now).await }
+            });
+            let outcomes: Vec<AppResult<Opening>> = futures_util::stream::iter(openings)
+                .buffer_unordered(parallel)
+                .collect()
+                .await;
+            for outcome in outcomes {
+                match outcome? {
+                    Opening::Opened => run.opened += 1,
+                    Opening::NotOpened => run.not_opened += 1,
+                    Opening::Nothing => {}
+                }
+            }
+        }
+        let earliest_close: Option<DateTime<Utc>> = attendance_session::Entity::find()
+            .select_only()
+            .column_as(attendance_session::Column::ClosesAt.min(), "closes_at")
+            .filter(attendance_session::Column::IsActive.eq(true))
+            .into_tuple::<Option<DateTime<Utc>>>()
+            .one(&self.db)
+            .await?
+            .flatten();
+        run.next_due = next_due(&classes, earliest_close, now);
+        if run.opened + run.not_opened + run.closed > 0 {
+            tracing::info!(
+                opened = run.opened,
+                not_opened = run.not_opened,
+                closed = run.closed,
+                "timetable run"
+            );
+        }
+        Ok(run)
+    }
+
+    /// Opens one due class's session, unless another process did, its device is bound to
+    /// another active session, or its device is revoked.
+    async fn open_class(
+        &self,
+        class: &Occurrence,
+        teacher: Option<i32>,
+        device_active: Option<bool>,
+        now: DateTime<Utc>,
+    ) -> AppResult<Opening> {
+        let Some(teacher) = teacher else {
+            return Ok(Opening::Nothing);
+        };
+        if device_active != Some(true) {
+            return self.note_not_opened(class, DEVICE_REVOKED, now).await;
+        }
+        let inserted = attendance_session::ActiveModel {
+            course_id: Set(class.slot.course_id),
+            date: Set(class.date),
+            created_by: Set(teacher),
+            created_at: Set(now),
+            device_id: Set(class.slot.device_id),
+            is_active: Set(true),
+            starts_at: Set(class.starts_at),
+            grace_minutes: Set(self.config.late_grace_minutes as i32),
+            closes_at: Set(class.ends_at),
+            closed_at: Set(None),
+            slot_id: Set(Some(class.slot.id)),
+            ..Default::default()
+        }
+        .insert(&self.writer)
+        .await;
+        match inserted {
+            Ok(session) => {
+                self.metrics.class_opened();
+                self.events.publish(crate::events::SessionEvent {
+                    session_id: session.id,
+                    kind: crate::events::EventKind::Scan,
+                    record_id: None,
+                });
+                Ok(Opening::Opened)
+            }
+            Err(err) if is_unique_violation(&err) => {
+                let opened_elsewhere = attendance_session::Entity::find()
+                    .filter(attendance_session::Column::SlotId.eq(class.slot.id))
+                    .filter(attendance_session::Column::Date.eq(class.date))
+                    .one(&self.db)
+                    .await?
+                    .is_some();
+                if opened_elsewhere {
+                    Ok(Opening::Nothing)
+                } else {
+                    self.note_not_opened(class, DEVICE_BUSY, now).await
+                }
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Notes once, across processes, that a class could not open.
+    async fn note_not_opened(
+        &self,
+        class: &Occurrence,
+        reason: &'static str,
+        now: DateTime<Utc>,
+    ) -> AppResult<Opening> {
+        let noted = class_not_opened::ActiveModel {
+            slot_id: Set(class.slot.id),
+            date: Set(class.date),
+            reason: Set(reason.to_owned()),
+            at: Set(now),
+            ..Default::default()
+        }
+        .insert(&self.writer)
+        .await;
+        match noted {
+            Ok(_) => {
+                self.metrics.class_not_opened(reason);
+                tracing::warn!(
+                    slot_id = class.slot.id,
+                    date = %class.date,
+                    reason,
+                    "a timetable class could not open"
+                );
+                Ok(Opening::NotOpened)
+            }
+            Err(err) if is_unique_violation(&err) => Ok(Opening::Nothing),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+/// What trying to open one class came to.
+enum Opening {
+    Opened,
+    NotOpened,
+    Nothing,
+}
