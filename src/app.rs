@@ -54,6 +54,8 @@ pub struct Application {
     service: Service,
     statements: StatementCounter,
     stop: watch::Sender<bool>,
+    /// When the timetable is next due, as the start-up run found it.
+    next_due: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Application {
@@ -84,6 +86,15 @@ impl Application {
             .map_err(|e| StartupError::Migrate(e.to_string()))?;
         let statements = pools.statements.clone();
         let service = Service::with_clock(pools, config.clone(), clock);
+        // Catch up before serving: classes still running open, sessions past their end
+        // close, so a restarted server answers with the timetable already in place.
+        let next_due = match service.run_schedule().await {
+            Ok(run) => run.next_due,
+            Err(e) => {
+                tracing::warn!(error = %e, "the start-up timetable run failed; will retry");
+                None
+            }
+        };
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| StartupError::Bind(config.bind, e))?;
@@ -101,6 +112,7 @@ impl Application {
             service,
             statements,
             stop,
+            next_due,
         })
     }
 
@@ -126,7 +138,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let stopping = self.stop.subscribe();
-        let jobs = spawn_background_jobs(self.service.clone(), stopping.clone());
+        let jobs = spawn_background_jobs(self.service.clone(), stopping.clone(), self.next_due);
         self.service
             .events
             .spawn_bridge(self.service.db.clone(), stopping.clone());
@@ -164,28 +176,33 @@ impl Application {
 /// How often terminals' pending lines are looked for.
 const TERMINAL_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Runs the timetable: closes due sessions and opens due classes, then sleeps until the
-/// next one is due (so both happen within moments of their time, not at the next sweep),
-/// at most `AUTO_CLOSE_INTERVAL_SECONDS`, so what other processes changed is seen too. It
-/// wakes early when this process changes the timetable, or when a test moves the clock.
-async fn run_scheduler(service: Service, mut stop: watch::Receiver<bool>) {
+/// Runs the timetable after the start-up run: sleeps until the next class opens or session
+/// closes (so both happen within moments of their time, not at the next sweep), at most
+/// `AUTO_CLOSE_INTERVAL_SECONDS` so that what other processes changed is seen too, then
+/// closes due sessions and opens due classes. It wakes early when this process changes the
+/// timetable, or when a test moves the clock.
+async fn run_scheduler(
+    service: Service,
+    mut stop: watch::Receiver<bool>,
+    mut next_due: Option<chrono::DateTime<chrono::Utc>>,
+) {
     let cap = service.config.auto_close_interval;
+    let mut moves = service.clock.watch();
     loop {
-        let wait = match service.run_schedule().await {
-            Ok(run) => run
-                .next_due
-                .map_or(cap, |at| service.clock.until(at).min(cap)),
-            Err(e) => {
-                tracing::warn!(error = %e, "the timetable run failed; will retry");
-                cap
-            }
-        };
+        let wait = next_due.map_or(cap, |at| service.clock.until(at).min(cap));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = service.clock.moved() => {}
+            _ = moves.moved() => {}
             _ = service.schedule_wake.notified() => {}
             _ = stop.changed() => break,
         }
+        next_due = match service.run_schedule().await {
+            Ok(run) => run.next_due,
+            Err(e) => {
+                tracing::warn!(error = %e, "the timetable run failed; will retry");
+                None
+            }
+        };
     }
 }
 
@@ -194,8 +211,9 @@ async fn run_scheduler(service: Service, mut stop: watch::Receiver<bool>) {
 fn spawn_background_jobs(
     service: Service,
     mut stop: watch::Receiver<bool>,
+    next_due: Option<chrono::DateTime<chrono::Utc>>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run_scheduler(service.clone(), stop.clone()));
+    tokio::spawn(run_scheduler(service.clone(), stop.clone(), next_due));
     tokio::spawn(async move {
         let mut seen_tick = tokio::time::interval(Duration::from_secs(5));
         // Terminals' pending lines are judged right after the upload that stored them; this

@@ -49,19 +49,14 @@ impl Clock {
         self.set(self.now() + by);
     }
 
-    /// Waits until a manual clock is moved; never returns for the system clock, whose
-    /// passing time is waited for with timers.
-    pub async fn moved(&self) {
-        match &self.0 {
-            None => std::future::pending().await,
-            Some(manual) => {
-                let mut changes = manual.subscribe();
-                changes.mark_unchanged();
-                if changes.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
+    /// A watch on this clock's moves, for a loop that sleeps on it: a move made while the
+    /// loop was busy is still reported at its next wait.
+    pub fn watch(&self) -> ClockWatch {
+        ClockWatch(self.0.as_ref().map(|manual| {
+            let mut changes = manual.subscribe();
+            changes.mark_unchanged();
+            changes
+        }))
     }
 
     /// How long until `at` by this clock; zero when it has passed. A manual clock never
@@ -69,6 +64,23 @@ impl Clock {
     /// again.
     pub fn until(&self, at: DateTime<Utc>) -> std::time::Duration {
         (at - self.now()).to_std().unwrap_or_default()
+    }
+}
+
+/// Reports the moves of a manual clock (see [`Clock::watch`]).
+pub struct ClockWatch(Option<watch::Receiver<DateTime<Utc>>>);
+
+impl ClockWatch {
+    /// Waits until the clock has moved since the last wait; never returns for the system
+    /// clock, whose passing time is waited for with timers.
+    pub async fn moved(&mut self) {
+        let moved = match &mut self.0 {
+            Some(changes) => changes.changed().await.is_ok(),
+            None => false,
+        };
+        if !moved {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -87,18 +99,22 @@ mod tests {
             .with_timezone(&Utc);
         let clock = Clock::manual(start);
         assert_eq!(clock.now(), start);
-        let waiter = {
-            let clock = clock.clone();
-            tokio::spawn(async move { clock.moved().await })
-        };
+        let mut watch = clock.watch();
+        let waiter = tokio::spawn(async move { watch.moved().await });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         clock.advance(Duration::minutes(5));
         waiter.await.unwrap();
-        assert_eq!(clock.now(), start + Duration::minutes(5));
+        // A move made while nobody waited is reported at the next wait.
+        let mut watch = clock.watch();
+        clock.advance(Duration::minutes(1));
+        tokio::time::timeout(std::time::Duration::from_secs(5), watch.moved())
+            .await
+            .expect("the earlier move is reported");
+        assert_eq!(clock.now(), start + Duration::minutes(6));
         assert_eq!(clock.until(start), std::time::Duration::ZERO);
         assert_eq!(
-            clock.until(start + Duration::minutes(6)),
+            clock.until(start + Duration::minutes(7)),
             std::time::Duration::from_secs(60)
         );
     }
