@@ -13,6 +13,7 @@ mod m20261129_000005_login_throttle;
 mod m20261129_000006_terminal_lease;
 mod m20261130_000007_history_kept;
 mod m20261130_000008_timetable;
+mod m20261130_000009_excuses;
 
 /// Every migration of the schema, in the order they apply.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000006_terminal_lease::Migration),
             Box::new(m20261130_000007_history_kept::Migration),
             Box::new(m20261130_000008_timetable::Migration),
+            Box::new(m20261130_000009_excuses::Migration),
         ]
     }
 }

@@ -8,6 +8,7 @@ pub mod course;
 pub mod course_section;
 pub mod dep_batch;
 pub mod device;
+pub mod excuse;
 pub mod holiday;
 pub mod login_throttle;
 pub mod record_change;
@@ -60,6 +61,9 @@ pub enum RecordSource {
     /// Written by closing the session.
     #[sea_orm(string_value = "auto_absent")]
     AutoAbsent,
+    /// Written by a close for a student an excuse covered: permission instead of absent.
+    #[sea_orm(string_value = "excuse")]
+    Excuse,
 }
 
 impl RecordSource {
@@ -68,6 +72,7 @@ impl RecordSource {
         match self {
             Self::Scan => "scan",
             Self::AutoAbsent => "auto_absent",
+            Self::Excuse => "excuse",
         }
     }
 }
@@ -82,6 +87,24 @@ pub enum ChangeKind {
     /// An admin deleted the record; the entry keeps its last status.
     #[sea_orm(string_value = "delete")]
     Delete,
+    /// An excuse set the status (the entry names it).
+    #[sea_orm(string_value = "excuse")]
+    Excuse,
+    /// A revoked excuse turned back the status it had set.
+    #[sea_orm(string_value = "excuse_revoked")]
+    ExcuseRevoked,
+}
+
+impl ChangeKind {
+    /// The stored value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Edit => "edit",
+            Self::Delete => "delete",
+            Self::Excuse => "excuse",
+            Self::ExcuseRevoked => "excuse_revoked",
+        }
+    }
 }
 
 /// The role of an account that logs in with a password.

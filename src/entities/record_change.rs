@@ -21,6 +21,8 @@ pub struct Model {
     pub changed_by: Option<i32>,
     pub changed_at: DateTimeUtc,
     pub reason: Option<String>,
+    /// The excuse that made (or, revoked, unmade) the change.
+    pub excuse_id: Option<i32>,
 }
 
 /// Relations are queried explicitly in `service`; none are declared.

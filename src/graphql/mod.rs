@@ -1,6 +1,7 @@
 //! The GraphQL API: schema, guards, loaders, objects, and the roots merged from one object
 //! per domain.
 
+pub mod excuses;
 pub mod execute;
 pub mod guard;
 pub mod http;
@@ -28,6 +29,7 @@ use crate::service::Service;
 pub struct QueryRoot(
     query::CoreQuery,
     lifecycle::LifecycleQuery,
+    excuses::ExcuseQuery,
     roster::RosterQuery,
     terminals::TerminalQuery,
     timetable::TimetableQuery,
@@ -39,6 +41,7 @@ pub struct QueryRoot(
 pub struct MutationRoot(
     mutation::CoreMutation,
     lifecycle::LifecycleMutation,
+    excuses::ExcuseMutation,
     roster::RosterMutation,
     terminals::TerminalMutation,
     timetable::TimetableMutation,

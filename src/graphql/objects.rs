@@ -680,6 +680,10 @@ pub enum RecordChangeKind {
     Edit,
     /// An admin deleted the record; `oldStatus` is its last status.
     Delete,
+    /// An excuse set the status (`excuseId` names it).
+    Excuse,
+    /// A revoked excuse turned back the status it had set.
+    ExcuseRevoked,
 }
 
 impl IntoValue for RecordChangeKind {
@@ -730,6 +734,10 @@ impl RecordChange {
     async fn reason(&self) -> Option<&str> {
         self.0.reason.as_deref()
     }
+    /// The excuse behind an `EXCUSE` or `EXCUSE_REVOKED` entry.
+    async fn excuse_id(&self) -> Option<ID> {
+        self.0.excuse_id.map(Into::into)
+    }
     /// The record's session.
     async fn session(&self, ctx: &Context<'_>) -> async_graphql::Result<AttendanceSession> {
         loader(ctx)
@@ -759,5 +767,6 @@ plain_fields! {
         "newStatus" => this.0.new_status.map(Status::from),
         "changedAt" => this.0.changed_at,
         "reason" => this.0.reason.as_deref(),
+        "excuseId" => this.0.excuse_id.map(id),
     }
 }

@@ -173,6 +173,7 @@ samples! {
             changed_by: Some(1),
             changed_at: at(10),
             reason: Some("doctor".into()),
+            excuse_id: Some(4),
         });
     slow_tally, fast_tally, slow_tallies, fast_tallies: StudentAttendance =
         StudentAttendance::from(tally(1, Some(0.75)));

@@ -4,6 +4,7 @@ pub mod access;
 pub mod accounts;
 pub mod auth;
 pub mod directory;
+pub mod excuses;
 pub mod limiter;
 pub mod records;
 pub mod removal;

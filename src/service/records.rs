@@ -288,6 +288,13 @@ impl Service {
         audit_entry(&record, Some(status), actor.user_id(), at, reason)
             .insert(&txn)
             .await?;
+        // A person's decision from now on: no excuse may turn it back.
+        txn.execute_raw(super::sql::statement(
+            txn.get_database_backend(),
+            "DELETE FROM record_excuse WHERE record_id = $1",
+            vec![record.id.into()],
+        ))
+        .await?;
         txn.commit().await?;
         self.events.publish(SessionEvent {
             session_id: record.session_id,
@@ -373,6 +380,11 @@ pub struct ChangeFilter {
     /// Only entries of this student.
     pub student_id: Option<i32>,
 }
+
+/// The audit trail's columns, in the order the set-based statements (excuses, the close)
+/// write them.
+pub(crate) const AUDIT_COLUMNS: &str = "record_id, session_id, student_id, kind, old_status, \
+     new_status, changed_by, changed_at, reason, excuse_id";
 
 /// The audit entry for changing `record` to `new_status`, or for deleting it (`None`), by
 /// account `by` (`None`: the server itself). Every entry is written through here and never

@@ -48,6 +48,16 @@ const CANCELLATIONS_BY_TEACHER: Dependent = dependent(
     "class cancellation",
     "class cancellations",
 );
+const EXCUSES_OF_STUDENT: Dependent =
+    dependent("excuse x WHERE x.student_id = $1", "excuse", "excuses");
+const EXCUSES_OF_COURSE: Dependent =
+    dependent("excuse x WHERE x.course_id = $1", "excuse", "excuses");
+const EXCUSES_BY_TEACHER: Dependent = dependent(
+    "excuse x JOIN app_user u ON u.id = x.created_by OR u.id = x.revoked_by \
+     WHERE u.teacher_id = $1",
+    "excuse",
+    "excuses",
+);
 const SLOTS_OF_COURSE: Dependent = dependent(
     "schedule_slot x WHERE x.course_id = $1",
     "schedule slot",
@@ -87,8 +97,12 @@ impl Service {
     /// Deletes a student nothing refers to; one with records or audit entries is `IN_USE`
     /// (set them inactive instead).
     pub async fn delete_student(&self, id: i32) -> AppResult<()> {
-        self.delete_unless_used("student", id, &[RECORDS_OF_STUDENT, AUDIT_OF_STUDENT])
-            .await
+        self.delete_unless_used(
+            "student",
+            id,
+            &[RECORDS_OF_STUDENT, AUDIT_OF_STUDENT, EXCUSES_OF_STUDENT],
+        )
+        .await
     }
 
     /// Deletes a teacher, and their login, when they teach no course, ran no session and
@@ -102,6 +116,7 @@ impl Service {
                 SESSIONS_OF_TEACHER,
                 AUDIT_BY_TEACHER,
                 CANCELLATIONS_BY_TEACHER,
+                EXCUSES_BY_TEACHER,
             ],
         )
         .await
@@ -109,8 +124,12 @@ impl Service {
 
     /// Deletes a course that never held a session and has no timetable slot.
     pub async fn delete_course(&self, id: i32) -> AppResult<()> {
-        self.delete_unless_used("course", id, &[SESSIONS_OF_COURSE, SLOTS_OF_COURSE])
-            .await
+        self.delete_unless_used(
+            "course",
+            id,
+            &[SESSIONS_OF_COURSE, SLOTS_OF_COURSE, EXCUSES_OF_COURSE],
+        )
+        .await
     }
 
     /// Deletes a section with no students and no courses.

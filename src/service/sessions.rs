@@ -3,6 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
+use futures_util::StreamExt;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement, TransactionTrait,
@@ -60,8 +61,9 @@ pub struct Closed {
     pub newly_closed: bool,
 }
 
-/// Marks absent every enrolled, active student of the course with no record, in one statement
-/// ($1 session, $2 now, $3 course, $4 the enrolment cut-off). Student order matches the
+/// Marks absent every enrolled, active student of the course with no record, in one
+/// statement ($1 session, $2 now, $3 course, $4 the enrolment cut-off, $5 the session's
+/// date); a student an excuse covers gets permission instead. Student order matches the
 /// scan batch's, so racing inserts cannot deadlock.
 fn mark_absent_sql() -> String {
     format!(
@@ -69,13 +71,45 @@ fn mark_absent_sql() -> String {
          SELECT {values} \
          FROM course_section cs \
          JOIN student st ON st.section_id = cs.section_id AND {active} \
+         LEFT JOIN {excuses} ON x.student_id = st.id \
          WHERE cs.course_id = $3 AND st.enrolled_at <= $4 \
          AND NOT EXISTS (SELECT 1 FROM attendance_record r WHERE r.session_id = $1 AND r.student_id = st.id) \
          ORDER BY st.id \
          ON CONFLICT (session_id, student_id) DO NOTHING",
         columns = rule::RECORD_COLUMNS,
-        values = rule::absence_values(),
+        values = rule::absence_values("x.excuse_id"),
         active = rule::STUDENT_ACTIVE,
+        excuses = rule::excuses_covering("$5", "$3"),
+    )
+}
+
+/// After [`mark_absent_sql`], links the records an excuse made permission to that excuse
+/// ($1 session, $2 date, $3 course): driven by the few excuses, not the roster.
+fn link_excused_sql() -> String {
+    format!(
+        "INSERT INTO record_excuse (record_id, excuse_id) \
+         SELECT r.id, x.excuse_id FROM {excuses} \
+         JOIN attendance_record r ON r.session_id = $1 AND r.student_id = x.student_id \
+         WHERE r.source = '{excused}' \
+         ON CONFLICT (record_id) DO NOTHING",
+        excuses = rule::excuses_covering("$2", "$3"),
+        excused = crate::entities::RecordSource::Excuse.as_str(),
+    )
+}
+
+/// The audit entries of the statuses a close's excuses set ($1 session, $2 now), naming
+/// each excuse.
+fn audit_excused_sql() -> String {
+    format!(
+        "INSERT INTO record_change ({columns}) \
+         SELECT r.id, r.session_id, r.student_id, '{kind}', '{absent}', r.status, NULL, $2, \
+         NULL, l.excuse_id FROM record_excuse l \
+         JOIN attendance_record r ON r.id = l.record_id \
+         WHERE r.session_id = $1 AND r.source = '{excused}'",
+        columns = super::records::AUDIT_COLUMNS,
+        kind = crate::entities::ChangeKind::Excuse.as_str(),
+        absent = crate::entities::AttendanceStatus::Absent.as_str(),
+        excused = crate::entities::RecordSource::Excuse.as_str(),
     )
 }
 
@@ -316,11 +350,36 @@ impl Service {
                     // Enrolled by the later of the class's start and the session's opening:
                     // students who join after that are not marked absent.
                     session.starts_at.max(session.created_at).into(),
+                    session.date.into(),
                 ],
             ))
             .await?;
+        let linked = txn
+            .execute_raw(statement(
+                backend,
+                &link_excused_sql(),
+                vec![
+                    session.id.into(),
+                    session.date.into(),
+                    session.course_id.into(),
+                ],
+            ))
+            .await?;
+        if linked.rows_affected() > 0 {
+            txn.execute_raw(statement(
+                backend,
+                &audit_excused_sql(),
+                vec![session.id.into(), at.into()],
+            ))
+            .await?;
+        }
         txn.commit().await?;
-        Ok(Some(marked.rows_affected()))
+        // Excused students were given permission, not marked absent.
+        Ok(Some(
+            marked
+                .rows_affected()
+                .saturating_sub(linked.rows_affected()),
+        ))
     }
 
     /// How many sessions are active now.
@@ -342,9 +401,24 @@ impl Service {
             .into_tuple()
             .all(&self.db)
             .await?;
+        // Each close is its own transaction; on PostgreSQL a few run at once, so the end of
+        // a period (hundreds of classes ending at one minute) is not closed one by one.
+        let parallel = if self.writer.get_database_backend() == sea_orm::DbBackend::Postgres {
+            4
+        } else {
+            1
+        };
+        let closes = due.into_iter().map(|id| {
+            let service = self.clone();
+            async move { service.close_session_as_system(id).await }
+        });
+        let results: Vec<AppResult<Closed>> = futures_util::stream::iter(closes)
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
         let mut closed = 0;
-        for id in due {
-            if self.close_session_as_system(id).await?.newly_closed {
+        for result in results {
+            if result?.newly_closed {
                 closed += 1;
             }
         }

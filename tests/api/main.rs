@@ -9,6 +9,7 @@ mod authz;
 mod cli;
 mod directory;
 mod dotenv;
+mod excuses;
 mod faults;
 mod flow;
 mod hardening;

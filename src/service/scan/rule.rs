@@ -98,12 +98,27 @@ pub(crate) fn automatic_absence(record: &str) -> String {
     )
 }
 
-/// The values of an automatic absence for the close ($1 session, $2 now), in the columns
-/// of [`RECORD_COLUMNS`].
-pub(crate) fn absence_values() -> String {
+/// The values of the record the close writes for a student nobody scanned ($1 session,
+/// $2 now), in the columns of [`RECORD_COLUMNS`]: an automatic absence, or permission when
+/// `excuse` (an excuse id, NULL when none) covers them.
+pub(crate) fn absence_values(excuse: &str) -> String {
     format!(
-        "$1, st.id, '{}', $2, NULL, NULL, '{}'",
-        AttendanceStatus::Absent.as_str(),
-        RecordSource::AutoAbsent.as_str()
+        "$1, st.id, CASE WHEN {excuse} IS NULL THEN '{absent}' ELSE '{permission}' END, $2, \
+         NULL, NULL, CASE WHEN {excuse} IS NULL THEN '{auto}' ELSE '{excused}' END",
+        absent = AttendanceStatus::Absent.as_str(),
+        permission = AttendanceStatus::Permission.as_str(),
+        auto = RecordSource::AutoAbsent.as_str(),
+        excused = RecordSource::Excuse.as_str(),
+    )
+}
+
+/// THE excuse rule, as a derived table `x (student_id, excuse_id)`: the live excuses that
+/// cover date `day` for course `course` (their own course, or every course), one per
+/// student (the oldest).
+pub(crate) fn excuses_covering(day: &str, course: &str) -> String {
+    format!(
+        "(SELECT e.student_id AS student_id, MIN(e.id) AS excuse_id FROM excuse e \
+          WHERE e.revoked_at IS NULL AND e.from_date <= {day} AND e.to_date >= {day} \
+          AND (e.course_id IS NULL OR e.course_id = {course}) GROUP BY e.student_id) x"
     )
 }

@@ -1,0 +1,458 @@
+//! Excused absences known in advance (SPEC 8.3), and a student's whole picture.
+//!
+//! An excuse covers a student from one date to another, in one course or all of theirs.
+//! The close gives a covered student with no record `PERMISSION` instead of `ABSENT` (see
+//! `sessions::mark_absent_sql`). Creating an excuse turns the automatic absences already in
+//! its range into permission at once; revoking it turns back exactly what it set. Which
+//! records an excuse set is kept in `record_excuse`, and a person's edit removes the link,
+//! so their decision is never overwritten. Every change is an audit entry naming the
+//! excuse, and each kind of change is one statement, whatever the number of records.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    FromQueryResult, QueryFilter, QueryTrait, Set, TransactionTrait,
+};
+
+use super::access::{self, Scope};
+use super::records::AUDIT_COLUMNS;
+use super::sql::{paginate_newest_first, statement, write_transaction};
+use super::{Page, PageRequest, Service, required_text};
+use crate::auth::Principal;
+use crate::entities::{AttendanceStatus, ChangeKind, RecordSource, course, excuse, student, term};
+use crate::error::{AppError, AppResult};
+use crate::events::{EventKind, SessionEvent};
+
+/// The longest excuse when no term is defined.
+const MAX_DAYS_WITHOUT_TERM: i64 = 366;
+
+/// A new excuse.
+#[derive(Clone, Debug)]
+pub struct NewExcuse {
+    /// The student excused.
+    pub student_id: i32,
+    /// Only this course; every course of the student when `None` (admins only).
+    pub course_id: Option<i32>,
+    /// First day covered.
+    pub from: NaiveDate,
+    /// Last day covered.
+    pub to: NaiveDate,
+    /// Why, such as "doctor's note".
+    pub reason: String,
+}
+
+/// Excuse list filters.
+#[derive(Clone, Debug, Default)]
+pub struct ExcuseFilter {
+    /// Only this student's.
+    pub student_id: Option<i32>,
+    /// Only excuses covering a day on or after this one.
+    pub from: Option<NaiveDate>,
+    /// Only excuses covering a day on or before this one.
+    pub to: Option<NaiveDate>,
+}
+
+/// A student's figures in one course.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CourseAttendance {
+    /// The course.
+    pub course: course::Model,
+    /// Present records (on time or late).
+    pub present: i64,
+    /// Of those, late.
+    pub late: i64,
+    /// Absent records.
+    pub absent: i64,
+    /// Permission records (excused).
+    pub permission: i64,
+    /// present / (present + absent + permission); `None` without records.
+    pub rate: Option<f64>,
+}
+
+#[derive(FromQueryResult)]
+struct Tally {
+    course_id: i32,
+    present: i64,
+    late: i64,
+    absent: i64,
+    permission: i64,
+}
+
+#[derive(FromQueryResult)]
+struct Touched {
+    session_id: i32,
+}
+
+impl Service {
+    /// Creates an excuse and turns the automatic absences already in its range (and course)
+    /// into permission, in one transaction. Admins for any course or all; teachers only for
+    /// a course they teach (`courseId` required).
+    pub async fn create_excuse(
+        &self,
+        actor: &Principal,
+        input: NewExcuse,
+    ) -> AppResult<excuse::Model> {
+        let user_id = actor.user_id().ok_or(AppError::Forbidden)?;
+        match (access::scope(actor)?, input.course_id) {
+            (Scope::All, _) => {}
+            (Scope::Teacher(_), None) => return Err(AppError::Forbidden),
+            (Scope::Teacher(_), Some(course_id)) => {
+                let course = self
+                    .course(course_id)
+                    .await?
+                    .ok_or_else(|| AppError::invalid("courseId", "no course has this id"))?;
+                if !access::owns(actor, course.teacher_id) {
+                    return Err(AppError::Forbidden);
+                }
+            }
+        }
+        let reason = required_text("reason", &input.reason, 500)?;
+        self.check_excuse_dates(input.from, input.to).await?;
+        if student::Entity::find_by_id(input.student_id)
+            .one(&self.db)
+            .await?
+            .is_none()
+        {
+            return Err(AppError::invalid("studentId", "no student has this id"));
+        }
+        if let Some(course_id) = input.course_id
+            && self.course(course_id).await?.is_none()
+        {
+            return Err(AppError::invalid("courseId", "no course has this id"));
+        }
+        let at = self.now();
+        let txn = self.writer.begin_with_options(write_transaction()).await?;
+        let excuse = excuse::ActiveModel {
+            student_id: Set(input.student_id),
+            course_id: Set(input.course_id),
+            from_date: Set(input.from),
+            to_date: Set(input.to),
+            reason: Set(reason),
+            created_by: Set(user_id),
+            created_at: Set(at),
+            revoked_at: Set(None),
+            revoked_by: Set(None),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        let backend = txn.get_database_backend();
+        // The automatic absences in range that no person has edited and no other excuse
+        // holds: audited first, then linked, then changed, each in one statement.
+        txn.execute_raw(statement(
+            backend,
+            &format!(
+                "INSERT INTO record_change ({columns}) \
+                 SELECT r.id, r.session_id, r.student_id, '{kind}', '{absent}', '{permission}', \
+                 $1, $2, NULL, $3 FROM attendance_record r \
+                 JOIN attendance_session s ON s.id = r.session_id \
+                 WHERE r.student_id = $4 AND s.date >= $5 AND s.date <= $6 \
+                 AND ($7 IS NULL OR s.course_id = $7) \
+                 AND r.status = '{absent}' AND r.source = '{auto}' \
+                 AND NOT EXISTS (SELECT 1 FROM record_excuse l WHERE l.record_id = r.id) \
+                 AND NOT EXISTS (SELECT 1 FROM record_change c WHERE c.record_id = r.id \
+                   AND c.kind = '{edit}')",
+                columns = AUDIT_COLUMNS,
+                kind = ChangeKind::Excuse.as_str(),
+                absent = AttendanceStatus::Absent.as_str(),
+                permission = AttendanceStatus::Permission.as_str(),
+                auto = RecordSource::AutoAbsent.as_str(),
+                edit = ChangeKind::Edit.as_str(),
+            ),
+            vec![
+                user_id.into(),
+                at.into(),
+                excuse.id.into(),
+                input.student_id.into(),
+                input.from.into(),
+                input.to.into(),
+                input.course_id.into(),
+            ],
+        ))
+        .await?;
+        txn.execute_raw(statement(
+            backend,
+            "INSERT INTO record_excuse (record_id, excuse_id) \
+             SELECT record_id, excuse_id FROM record_change WHERE excuse_id = $1",
+            vec![excuse.id.into()],
+        ))
+        .await?;
+        txn.execute_raw(statement(
+            backend,
+            &format!(
+                "UPDATE attendance_record SET status = '{permission}', timestamp = $1 \
+                 WHERE id IN (SELECT record_id FROM record_excuse WHERE excuse_id = $2)",
+                permission = AttendanceStatus::Permission.as_str(),
+            ),
+            vec![at.into(), excuse.id.into()],
+        ))
+        .await?;
+        let touched = touched_sessions(&txn, excuse.id, ChangeKind::Excuse).await?;
+        txn.commit().await?;
+        self.publish_edits(touched);
+        Ok(excuse)
+    }
+
+    /// Revokes an excuse and turns back what it set, except records a person edited since
+    /// (their decision stands). Admins, or the teacher of the excuse's course. Revoking
+    /// twice is harmless.
+    pub async fn revoke_excuse(&self, actor: &Principal, id: i32) -> AppResult<excuse::Model> {
+        let user_id = actor.user_id().ok_or(AppError::Forbidden)?;
+        let existing = self
+            .visible_excuse(actor, id)
+            .await?
+            .ok_or(AppError::NotFound("excuse"))?;
+        if access::scope(actor)? != Scope::All {
+            let course_id = existing.course_id.ok_or(AppError::Forbidden)?;
+            let course = self.course(course_id).await?.ok_or(AppError::Forbidden)?;
+            if !access::owns(actor, course.teacher_id) {
+                return Err(AppError::Forbidden);
+            }
+        }
+        if existing.revoked_at.is_some() {
+            return Ok(existing);
+        }
+        let at = self.now();
+        let txn = self.writer.begin_with_options(write_transaction()).await?;
+        let revoked = excuse::Entity::update_many()
+            .col_expr(excuse::Column::RevokedAt, Expr::value(at))
+            .col_expr(excuse::Column::RevokedBy, Expr::value(user_id))
+            .filter(excuse::Column::Id.eq(id))
+            .filter(excuse::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?;
+        if revoked.rows_affected == 0 {
+            txn.rollback().await?;
+            return self
+                .visible_excuse(actor, id)
+                .await?
+                .ok_or(AppError::NotFound("excuse"));
+        }
+        let backend = txn.get_database_backend();
+        txn.execute_raw(statement(
+            backend,
+            &format!(
+                "INSERT INTO record_change ({columns}) \
+                 SELECT r.id, r.session_id, r.student_id, '{kind}', r.status, '{absent}', \
+                 $1, $2, NULL, $3 FROM record_excuse l \
+                 JOIN attendance_record r ON r.id = l.record_id WHERE l.excuse_id = $3",
+                columns = AUDIT_COLUMNS,
+                kind = ChangeKind::ExcuseRevoked.as_str(),
+                absent = AttendanceStatus::Absent.as_str(),
+            ),
+            vec![user_id.into(), at.into(), id.into()],
+        ))
+        .await?;
+        txn.execute_raw(statement(
+            backend,
+            &format!(
+                "UPDATE attendance_record SET status = '{absent}', source = '{auto}', \
+                 timestamp = $1 \
+                 WHERE id IN (SELECT record_id FROM record_excuse WHERE excuse_id = $2)",
+                absent = AttendanceStatus::Absent.as_str(),
+                auto = RecordSource::AutoAbsent.as_str(),
+            ),
+            vec![at.into(), id.into()],
+        ))
+        .await?;
+        txn.execute_raw(statement(
+            backend,
+            "DELETE FROM record_excuse WHERE excuse_id = $1",
+            vec![id.into()],
+        ))
+        .await?;
+        let touched = touched_sessions(&txn, id, ChangeKind::ExcuseRevoked).await?;
+        txn.commit().await?;
+        self.publish_edits(touched);
+        Ok(excuse::Model {
+            revoked_at: Some(at),
+            revoked_by: Some(user_id),
+            ..existing
+        })
+    }
+
+    /// One page of excuses, newest first: admins all; teachers those of the courses they
+    /// teach and those covering every course.
+    pub async fn excuses(
+        &self,
+        actor: &Principal,
+        filter: &ExcuseFilter,
+        page: PageRequest,
+    ) -> AppResult<Page<excuse::Model>> {
+        use excuse::Column;
+        let mut query = excuse::Entity::find()
+            .apply_if(filter.student_id, |q, id| {
+                q.filter(Column::StudentId.eq(id))
+            })
+            .apply_if(filter.from, |q, from| q.filter(Column::ToDate.gte(from)))
+            .apply_if(filter.to, |q, to| q.filter(Column::FromDate.lte(to)));
+        if let Scope::Teacher(teacher_id) = access::scope(actor)? {
+            query = query.filter(own_or_school_wide(teacher_id));
+        }
+        paginate_newest_first(&self.db, query, Column::Id, page).await
+    }
+
+    /// One excuse visible to `actor`.
+    pub async fn visible_excuse(
+        &self,
+        actor: &Principal,
+        id: i32,
+    ) -> AppResult<Option<excuse::Model>> {
+        let mut query = excuse::Entity::find_by_id(id);
+        if let Scope::Teacher(teacher_id) = access::scope(actor)? {
+            query = query.filter(own_or_school_wide(teacher_id));
+        }
+        Ok(query.one(&self.db).await?)
+    }
+
+    /// A student's figures in each of their courses between `from` and `to` (session dates,
+    /// both included): the courses of their section and any with records of theirs;
+    /// teachers see only the courses they teach. Three statements, whatever the range.
+    pub async fn student_report(
+        &self,
+        actor: &Principal,
+        student_id: i32,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> AppResult<Vec<CourseAttendance>> {
+        let scope = access::scope(actor)?;
+        let student = self
+            .student(student_id)
+            .await?
+            .ok_or(AppError::NotFound("student"))?;
+        let backend = self.db.get_database_backend();
+        let tallies = Tally::find_by_statement(statement(
+            backend,
+            &format!(
+                "SELECT s.course_id AS course_id, \
+                 COALESCE(SUM(CASE WHEN r.status = '{present}' THEN 1 ELSE 0 END), 0) AS present, \
+                 COALESCE(SUM(CASE WHEN r.status = '{present}' AND r.late_minutes > 0 THEN 1 ELSE 0 END), 0) AS late, \
+                 COALESCE(SUM(CASE WHEN r.status = '{absent}' THEN 1 ELSE 0 END), 0) AS absent, \
+                 COALESCE(SUM(CASE WHEN r.status = '{permission}' THEN 1 ELSE 0 END), 0) AS permission \
+                 FROM attendance_record r JOIN attendance_session s ON s.id = r.session_id \
+                 WHERE r.student_id = $1 AND ($2 IS NULL OR s.date >= $2) \
+                 AND ($3 IS NULL OR s.date <= $3) GROUP BY s.course_id",
+                present = AttendanceStatus::Present.as_str(),
+                absent = AttendanceStatus::Absent.as_str(),
+                permission = AttendanceStatus::Permission.as_str(),
+            ),
+            vec![student_id.into(), from.into(), to.into()],
+        ))
+        .all(&self.db)
+        .await?;
+        let mut by_course: BTreeMap<i32, Tally> =
+            tallies.into_iter().map(|t| (t.course_id, t)).collect();
+        let courses = course::Entity::find()
+            .filter(
+                course::Column::Id
+                    .in_subquery(
+                        Query::select()
+                            .column(crate::entities::course_section::Column::CourseId)
+                            .from(crate::entities::course_section::Entity)
+                            .and_where(
+                                Expr::col(crate::entities::course_section::Column::SectionId)
+                                    .eq(student.section_id),
+                            )
+                            .to_owned(),
+                    )
+                    .or(course::Column::Id.is_in(by_course.keys().copied())),
+            )
+            .apply_if(
+                match scope {
+                    Scope::Teacher(teacher_id) => Some(teacher_id),
+                    Scope::All => None,
+                },
+                |q, teacher_id| q.filter(course::Column::TeacherId.eq(teacher_id)),
+            )
+            .all(&self.db)
+            .await?;
+        let mut report: Vec<CourseAttendance> = courses
+            .into_iter()
+            .map(|course| {
+                let tally = by_course.remove(&course.id);
+                let (present, late, absent, permission) = tally.map_or((0, 0, 0, 0), |t| {
+                    (t.present, t.late, t.absent, t.permission)
+                });
+                let total = present + absent + permission;
+                CourseAttendance {
+                    course,
+                    present,
+                    late,
+                    absent,
+                    permission,
+                    rate: (total > 0).then(|| present as f64 / total as f64),
+                }
+            })
+            .collect();
+        report.sort_by(|a, b| a.course.code.cmp(&b.course.code));
+        Ok(report)
+    }
+
+    /// Excuses may not run backwards, nor longer than the longest term (or a year).
+    async fn check_excuse_dates(&self, from: NaiveDate, to: NaiveDate) -> AppResult<()> {
+        if to < from {
+            return Err(AppError::invalid("to", "must not be before `from`"));
+        }
+        let longest = term::Entity::find()
+            .all(&self.db)
+            .await?
+            .iter()
+            .map(|t| (t.ends_on - t.starts_on).num_days() + 1)
+            .max()
+            .unwrap_or(MAX_DAYS_WITHOUT_TERM);
+        if (to - from).num_days() + 1 > longest {
+            return Err(AppError::invalid(
+                "to",
+                format!("an excuse may cover at most {longest} days (the longest term)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Tells live subscribers of each touched session that records changed.
+    fn publish_edits(&self, sessions: Vec<i32>) {
+        for session_id in sessions {
+            self.events.publish(SessionEvent {
+                session_id,
+                kind: EventKind::Edit,
+                record_id: None,
+            });
+        }
+    }
+}
+
+/// The excuses a teacher sees: their courses', and those covering every course.
+fn own_or_school_wide(teacher_id: i32) -> sea_orm::Condition {
+    sea_orm::Condition::any()
+        .add(excuse::Column::CourseId.is_null())
+        .add(
+            excuse::Column::CourseId.in_subquery(
+                Query::select()
+                    .column(course::Column::Id)
+                    .from(course::Entity)
+                    .and_where(Expr::col(course::Column::TeacherId).eq(teacher_id))
+                    .to_owned(),
+            ),
+        )
+}
+
+/// The sessions whose records an excuse's change of `kind` touched (for live events).
+async fn touched_sessions(
+    txn: &DatabaseTransaction,
+    excuse_id: i32,
+    kind: ChangeKind,
+) -> AppResult<Vec<i32>> {
+    Ok(Touched::find_by_statement(statement(
+        txn.get_database_backend(),
+        "SELECT DISTINCT session_id FROM record_change WHERE excuse_id = $1 AND kind = $2",
+        vec![excuse_id.into(), kind.as_str().into()],
+    ))
+    .all(txn)
+    .await?
+    .into_iter()
+    .map(|t| t.session_id)
+    .collect())
+}
