@@ -62,24 +62,43 @@ pub struct Closed {
 }
 
 /// Marks absent every enrolled, active student of the course with no record, in one
-/// statement ($1 session, $2 now, $3 course, $4 the enrolment cut-off, $5 the session's
-/// date); a student an excuse covers gets permission instead. Student order matches the
+/// statement ($1 session, $2 now, $3 course, $4 the enrolment cut-off, and with excuses $5
+/// the session's date). `with_excuses` (when an excuse covers the session's date and course) joins the
+/// excuses, and a student one covers gets permission instead. Student order matches the
 /// scan batch's, so racing inserts cannot deadlock.
-fn mark_absent_sql() -> String {
+fn mark_absent_sql(with_excuses: bool) -> String {
+    let (join, values) = if with_excuses {
+        (
+            format!(
+                "LEFT JOIN {} ON x.student_id = st.id",
+                rule::excuses_covering("$5", "$3")
+            ),
+            rule::absence_values(Some("x.excuse_id")),
+        )
+    } else {
+        // The usual case needs no join: the statement is the one before excuses existed.
+        (String::new(), rule::absence_values(None))
+    };
     format!(
         "INSERT INTO attendance_record ({columns}) \
          SELECT {values} \
          FROM course_section cs \
          JOIN student st ON st.section_id = cs.section_id AND {active} \
-         LEFT JOIN {excuses} ON x.student_id = st.id \
+         {join} \
          WHERE cs.course_id = $3 AND st.enrolled_at <= $4 \
          AND NOT EXISTS (SELECT 1 FROM attendance_record r WHERE r.session_id = $1 AND r.student_id = st.id) \
          ORDER BY st.id \
          ON CONFLICT (session_id, student_id) DO NOTHING",
         columns = rule::RECORD_COLUMNS,
-        values = rule::absence_values("x.excuse_id"),
         active = rule::STUDENT_ACTIVE,
-        excuses = rule::excuses_covering("$5", "$3"),
+    )
+}
+
+/// Whether any excuse covers a session's date ($1) and course ($2): one row, 0 or 1.
+fn any_excuse_sql() -> String {
+    format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM excuse e WHERE {} LIMIT 1) t",
+        rule::excuse_covers("$1", "$2")
     )
 }
 
@@ -339,33 +358,47 @@ impl Service {
             txn.commit().await?;
             return Ok(None);
         }
+        let excused: i64 = txn
+            .query_one_raw(statement(
+                backend,
+                &any_excuse_sql(),
+                vec![session.date.into(), session.course_id.into()],
+            ))
+            .await?
+            .map(|row| row.try_get_by_index(0))
+            .transpose()?
+            .unwrap_or(0);
         let marked = txn
             .execute_raw(statement(
                 backend,
-                &mark_absent_sql(),
-                vec![
+                &mark_absent_sql(excused > 0),
+                [
                     session.id.into(),
                     at.into(),
                     session.course_id.into(),
                     // Enrolled by the later of the class's start and the session's opening:
                     // students who join after that are not marked absent.
                     session.starts_at.max(session.created_at).into(),
-                    session.date.into(),
-                ],
+                ]
+                .into_iter()
+                .chain((excused > 0).then(|| session.date.into()))
+                .collect(),
             ))
             .await?;
-        let linked = txn
-            .execute_raw(statement(
-                backend,
-                &link_excused_sql(),
-                vec![
-                    session.id.into(),
-                    session.date.into(),
-                    session.course_id.into(),
-                ],
-            ))
-            .await?;
-        if linked.rows_affected() > 0 {
+        let mut linked = 0;
+        if excused > 0 {
+            linked = txn
+                .execute_raw(statement(
+                    backend,
+                    &link_excused_sql(),
+                    vec![
+                        session.id.into(),
+                        session.date.into(),
+                        session.course_id.into(),
+                    ],
+                ))
+                .await?
+                .rows_affected();
             txn.execute_raw(statement(
                 backend,
                 &audit_excused_sql(),
@@ -375,11 +408,7 @@ impl Service {
         }
         txn.commit().await?;
         // Excused students were given permission, not marked absent.
-        Ok(Some(
-            marked
-                .rows_affected()
-                .saturating_sub(linked.rows_affected()),
-        ))
+        Ok(Some(marked.rows_affected().saturating_sub(linked)))
     }
 
     /// How many sessions are active now.

@@ -99,26 +99,40 @@ pub(crate) fn automatic_absence(record: &str) -> String {
 }
 
 /// The values of the record the close writes for a student nobody scanned ($1 session,
-/// $2 now), in the columns of [`RECORD_COLUMNS`]: an automatic absence, or permission when
-/// `excuse` (an excuse id, NULL when none) covers them.
-pub(crate) fn absence_values(excuse: &str) -> String {
+/// $2 now), in the columns of [`RECORD_COLUMNS`]: an automatic absence, or, when `excuse`
+/// names an excuse id column (NULL when none covers the student), permission for those an
+/// excuse covers.
+pub(crate) fn absence_values(excuse: Option<&str>) -> String {
+    let (absent, auto) = (
+        AttendanceStatus::Absent.as_str(),
+        RecordSource::AutoAbsent.as_str(),
+    );
+    match excuse {
+        None => format!("$1, st.id, '{absent}', $2, NULL, NULL, '{auto}'"),
+        Some(excuse) => format!(
+            "$1, st.id, CASE WHEN {excuse} IS NULL THEN '{absent}' ELSE '{permission}' END, $2, \
+             NULL, NULL, CASE WHEN {excuse} IS NULL THEN '{auto}' ELSE '{excused}' END",
+            permission = AttendanceStatus::Permission.as_str(),
+            excused = RecordSource::Excuse.as_str(),
+        ),
+    }
+}
+
+/// THE excuse rule: excuse `e` holds and covers date `day` for course `course` (its own
+/// course, or every course).
+pub(crate) fn excuse_covers(day: &str, course: &str) -> String {
     format!(
-        "$1, st.id, CASE WHEN {excuse} IS NULL THEN '{absent}' ELSE '{permission}' END, $2, \
-         NULL, NULL, CASE WHEN {excuse} IS NULL THEN '{auto}' ELSE '{excused}' END",
-        absent = AttendanceStatus::Absent.as_str(),
-        permission = AttendanceStatus::Permission.as_str(),
-        auto = RecordSource::AutoAbsent.as_str(),
-        excused = RecordSource::Excuse.as_str(),
+        "e.revoked_at IS NULL AND e.from_date <= {day} AND e.to_date >= {day} \
+         AND (e.course_id IS NULL OR e.course_id = {course})"
     )
 }
 
-/// THE excuse rule, as a derived table `x (student_id, excuse_id)`: the live excuses that
-/// cover date `day` for course `course` (their own course, or every course), one per
-/// student (the oldest).
+/// The excuses covering `day` for `course` as a derived table `x (student_id, excuse_id)`,
+/// one per student (the oldest).
 pub(crate) fn excuses_covering(day: &str, course: &str) -> String {
     format!(
         "(SELECT e.student_id AS student_id, MIN(e.id) AS excuse_id FROM excuse e \
-          WHERE e.revoked_at IS NULL AND e.from_date <= {day} AND e.to_date >= {day} \
-          AND (e.course_id IS NULL OR e.course_id = {course}) GROUP BY e.student_id) x"
+          WHERE {} GROUP BY e.student_id) x",
+        excuse_covers(day, course)
     )
 }
