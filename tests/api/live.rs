@@ -14,6 +14,7 @@ both_databases!(
     a_missing_or_bad_token_closes_the_socket_without_events,
     only_the_sessions_teacher_and_admins_may_subscribe,
     a_lagging_subscriber_is_told_to_resynchronise,
+    an_excuse_and_its_revocation_reach_subscribers_as_edits,
 );
 
 const UPDATES: &str = "subscription($id: ID!) { attendanceUpdates(sessionId: $id) { kind sessionId record { status student { studentCode } } counts { present absent permission notYetScanned } } }";
@@ -94,6 +95,46 @@ async fn a_subscriber_sees_scans_edits_and_the_close_with_counts(backend: Backen
     assert_eq!(
         update["counts"],
         json!({"present": 0, "absent": 3, "permission": 1, "notYetScanned": 0})
+    );
+}
+
+async fn an_excuse_and_its_revocation_reach_subscribers_as_edits(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(2).await;
+    let session = app.open_session(&school).await;
+    app.gql_ok(
+        Some(&school.teacher),
+        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
+        json!({"id": session}),
+    )
+    .await;
+    let (mut socket, _) = subscribe(&app.address, &school.teacher, &session).await;
+    let today = app.today();
+    let created = app
+        .gql_ok(
+            Some(&school.teacher),
+            "mutation($i: CreateExcuseInput!) { createExcuse(input: $i) { id } }",
+            json!({"i": {"studentId": school.students[0], "from": today, "to": today,
+                         "reason": "doctor", "courseId": school.course_id}}),
+        )
+        .await;
+    let excused = next_update(&mut socket).await;
+    let update = &excused["data"]["attendanceUpdates"];
+    assert_eq!(update["kind"], "EDIT");
+    assert_eq!(
+        update["counts"],
+        json!({"present": 0, "absent": 3, "permission": 1, "notYetScanned": 0})
+    );
+    app.gql_ok(
+        Some(&school.teacher),
+        "mutation($id: ID!) { revokeExcuse(id: $id) { id } }",
+        json!({"id": created["createExcuse"]["id"]}),
+    )
+    .await;
+    let revoked = next_update(&mut socket).await;
+    assert_eq!(
+        revoked["data"]["attendanceUpdates"]["counts"],
+        json!({"present": 0, "absent": 4, "permission": 0, "notYetScanned": 0})
     );
 }
 
