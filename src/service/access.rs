@@ -62,6 +62,16 @@ pub fn of_sessions_run_by(session: impl ColumnTrait, teacher_id: i32) -> SimpleE
     )
 }
 
+/// The ids of the courses `teacher_id` teaches, as a subquery: what a teacher's lists of
+/// slots, classes and excuses are narrowed to.
+pub fn courses_taught_by(teacher_id: i32) -> sea_orm::sea_query::SelectStatement {
+    Query::select()
+        .column(course::Column::Id)
+        .from(course::Entity)
+        .and_where(Expr::col(course::Column::TeacherId).eq(teacher_id))
+        .to_owned()
+}
+
 /// A course is its teacher's (and admins'): to report on, open sessions for.
 pub fn require_course(actor: &Principal, course: &course::Model) -> AppResult<()> {
     if owns(actor, course.teacher_id) {

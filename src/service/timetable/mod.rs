@@ -21,8 +21,7 @@ use super::sql::{conflict_on, write_transaction};
 use super::{Service, required_text};
 use crate::auth::Principal;
 use crate::entities::{
-    attendance_record, attendance_session, class_cancellation, course, device, holiday,
-    schedule_slot, term,
+    attendance_record, attendance_session, class_cancellation, device, holiday, schedule_slot, term,
 };
 use crate::error::{AppError, AppResult, Reason};
 
@@ -44,17 +43,6 @@ pub struct SlotFields {
     pub start_time: Option<NaiveTime>,
     /// Local end time, after the start.
     pub end_time: Option<NaiveTime>,
-}
-
-/// A slot's identity before it is written: what the overlap rule looks up.
-#[derive(Clone, Copy, Debug)]
-struct SlotKey {
-    course_id: i32,
-    term_id: i32,
-    device_id: i32,
-    weekday: i16,
-    start_time: NaiveTime,
-    end_time: NaiveTime,
 }
 
 /// What the overlap rule compares of a slot: its device, its course's teacher, its term's
@@ -281,9 +269,11 @@ impl Service {
         Ok(())
     }
 
-    /// The slots not deleted, optionally of one term, course or device code.
-    pub async fn schedule_slots(
+    /// The live slots `actor` may see, optionally of one term or course: admins all,
+    /// teachers their own courses'.
+    pub async fn visible_schedule_slots(
         &self,
+        actor: &Principal,
         term_id: Option<i32>,
         course_id: Option<i32>,
     ) -> AppResult<Vec<schedule_slot::Model>> {
@@ -295,38 +285,16 @@ impl Service {
         if let Some(id) = course_id {
             query = query.filter(Column::CourseId.eq(id));
         }
+        if let Scope::Teacher(teacher_id) = access::scope(actor)? {
+            query =
+                query.filter(Column::CourseId.in_subquery(access::courses_taught_by(teacher_id)));
+        }
         Ok(query
             .order_by_asc(Column::Weekday)
             .order_by_asc(Column::StartTime)
             .order_by_asc(Column::Id)
             .all(&self.db)
             .await?)
-    }
-
-    /// The live slots `actor` may see: admins all, teachers their own courses'.
-    pub async fn visible_schedule_slots(
-        &self,
-        actor: &Principal,
-        term_id: Option<i32>,
-        course_id: Option<i32>,
-    ) -> AppResult<Vec<schedule_slot::Model>> {
-        let slots = self.schedule_slots(term_id, course_id).await?;
-        let Scope::Teacher(teacher_id) = access::scope(actor)? else {
-            return Ok(slots);
-        };
-        let own: HashSet<i32> = course::Entity::find()
-            .select_only()
-            .column(course::Column::Id)
-            .filter(course::Column::TeacherId.eq(teacher_id))
-            .into_tuple::<i32>()
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .collect();
-        Ok(slots
-            .into_iter()
-            .filter(|s| own.contains(&s.course_id))
-            .collect())
     }
 
     /// One slot by id (deleted ones too: their held classes still name them).
@@ -342,9 +310,9 @@ impl Service {
         fields: SlotFields,
     ) -> AppResult<schedule_slot::Model> {
         access::require_admin(actor)?;
-        let (slot, key) = self.checked_slot(None, fields).await?;
+        let (slot, facts) = self.checked_slot(None, fields).await?;
         let txn = self.writer.begin_with_options(write_transaction()).await?;
-        self.refuse_overlap(&txn, None, &key).await?;
+        self.refuse_overlap(&txn, &facts).await?;
         let created = slot.insert(&txn).await?;
         txn.commit().await?;
         self.timetable_changed();
@@ -365,9 +333,9 @@ impl Service {
             .await?
             .filter(|s| s.deleted_at.is_none())
             .ok_or(AppError::NotFound("schedule slot"))?;
-        let (slot, key) = self.checked_slot(Some(existing), fields).await?;
+        let (slot, facts) = self.checked_slot(Some(existing), fields).await?;
         let txn = self.writer.begin_with_options(write_transaction()).await?;
-        self.refuse_overlap(&txn, Some(id), &key).await?;
+        self.refuse_overlap(&txn, &facts).await?;
         let updated = slot.update(&txn).await?;
         txn.commit().await?;
         self.timetable_changed();
@@ -396,7 +364,7 @@ impl Service {
         &self,
         existing: Option<schedule_slot::Model>,
         fields: SlotFields,
-    ) -> AppResult<(schedule_slot::ActiveModel, SlotKey)> {
+    ) -> AppResult<(schedule_slot::ActiveModel, SlotFacts)> {
         let required = |name: &str| AppError::invalid(name, "is required");
         let course_id = fields
             .course_id
@@ -424,16 +392,14 @@ impl Service {
         if end_time <= start_time {
             return Err(AppError::invalid("endTime", "must be after the start time"));
         }
-        if self.course(course_id).await?.is_none() {
-            return Err(AppError::invalid("courseId", "no course has this id"));
-        }
-        if term::Entity::find_by_id(term_id)
+        let course = self
+            .course(course_id)
+            .await?
+            .ok_or_else(|| AppError::invalid("courseId", "no course has this id"))?;
+        let term = term::Entity::find_by_id(term_id)
             .one(&self.db)
             .await?
-            .is_none()
-        {
-            return Err(AppError::invalid("termId", "no term has this id"));
-        }
+            .ok_or_else(|| AppError::invalid("termId", "no term has this id"))?;
         let device_id = match (&fields.device_code, &existing) {
             (Some(code), _) => {
                 device::Entity::find()
@@ -446,6 +412,7 @@ impl Service {
             (None, Some(slot)) => slot.device_id,
             (None, None) => return Err(required("deviceId")),
         };
+        let own_id = existing.as_ref().map(|s| s.id);
         let mut row: schedule_slot::ActiveModel = match existing {
             Some(slot) => slot.into(),
             None => schedule_slot::ActiveModel {
@@ -460,15 +427,18 @@ impl Service {
         row.weekday = Set(weekday);
         row.start_time = Set(start_time);
         row.end_time = Set(end_time);
-        let key = SlotKey {
-            course_id,
-            term_id,
+        let facts = SlotFacts {
+            id: own_id,
+            course_code: course.code,
+            teacher_id: course.teacher_id,
             device_id,
+            term_starts: term.starts_on,
+            term_ends: term.ends_on,
             weekday,
             start_time,
             end_time,
         };
-        Ok((row, key))
+        Ok((row, facts))
     }
 
     /// Refuses `slot` when it clashes with another live slot ([`clash`]). Inside the write
@@ -477,10 +447,8 @@ impl Service {
     async fn refuse_overlap(
         &self,
         txn: &sea_orm::DatabaseTransaction,
-        own_id: Option<i32>,
-        slot: &SlotKey,
+        facts: &SlotFacts,
     ) -> AppResult<()> {
-        let facts = self.slot_facts_of(txn, own_id, slot).await?;
         let backend = txn.get_database_backend();
         if backend == DbBackend::Postgres {
             for (table, id) in [("device", facts.device_id), ("teacher", facts.teacher_id)] {
@@ -493,38 +461,10 @@ impl Service {
             }
         }
         let others = live_slot_facts(txn, Some(facts.weekday)).await?;
-        match others.iter().find_map(|other| clash(&facts, other)) {
+        match others.iter().find_map(|other| clash(facts, other)) {
             Some(conflict) => Err(conflict),
             None => Ok(()),
         }
-    }
-
-    /// What the overlap rule needs to know of `slot`.
-    async fn slot_facts_of(
-        &self,
-        db: &impl ConnectionTrait,
-        own_id: Option<i32>,
-        slot: &SlotKey,
-    ) -> AppResult<SlotFacts> {
-        let course = course::Entity::find_by_id(slot.course_id)
-            .one(db)
-            .await?
-            .ok_or_else(|| AppError::invalid("courseId", "no course has this id"))?;
-        let term = term::Entity::find_by_id(slot.term_id)
-            .one(db)
-            .await?
-            .ok_or_else(|| AppError::invalid("termId", "no term has this id"))?;
-        Ok(SlotFacts {
-            id: own_id,
-            course_code: course.code,
-            teacher_id: course.teacher_id,
-            device_id: slot.device_id,
-            term_starts: term.starts_on,
-            term_ends: term.ends_on,
-            weekday: slot.weekday,
-            start_time: slot.start_time,
-            end_time: slot.end_time,
-        })
     }
 
     /// Cancels one class of a slot (admins, or the course's teacher); repeating it is
@@ -551,22 +491,21 @@ impl Service {
             Some(r) => Some(required_text("reason", r, 500)?),
             None => None,
         };
-        let find = |calendar: &Calendar| {
-            calendar
-                .occurrences(
-                    self.config.time_zone,
-                    self.config.schedule_open_early,
-                    date,
-                    date,
-                    self.now(),
-                )
-                .into_iter()
-                .find(|o| o.slot.id == slot_id)
+        let filter = TimetableFilter {
+            course_id: Some(slot.course_id),
+            ..Default::default()
         };
-        let calendar = self
-            .calendar(date, date, &TimetableFilter::default())
-            .await?;
-        let occurrence = find(&calendar)
+        let calendar = self.calendar(date, date, &filter).await?;
+        let mut occurrence = calendar
+            .occurrences(
+                self.config.time_zone,
+                self.config.schedule_open_early,
+                date,
+                date,
+                self.now(),
+            )
+            .into_iter()
+            .find(|o| o.slot.id == slot_id)
             .ok_or_else(|| AppError::invalid("date", "the slot has no class on this date"))?;
         if occurrence.session.is_some() {
             return Err(AppError::rejected(
@@ -575,7 +514,7 @@ impl Service {
             ));
         }
         if occurrence.cancellation.is_none() {
-            class_cancellation::ActiveModel {
+            let inserted = class_cancellation::ActiveModel {
                 slot_id: Set(slot_id),
                 date: Set(date),
                 reason: Set(reason),
@@ -584,22 +523,25 @@ impl Service {
                 ..Default::default()
             }
             .insert(&self.writer)
-            .await
-            .map(|_| ())
-            .or_else(|err| {
-                // Someone cancelled it meanwhile: the same outcome.
-                if crate::error::is_unique_violation(&err) {
-                    Ok(())
-                } else {
-                    Err(err)
+            .await;
+            let cancellation = match inserted {
+                Ok(cancellation) => cancellation,
+                // Someone cancelled it meanwhile: the same outcome, with their reason.
+                Err(err) if crate::error::is_unique_violation(&err) => {
+                    class_cancellation::Entity::find()
+                        .filter(class_cancellation::Column::SlotId.eq(slot_id))
+                        .filter(class_cancellation::Column::Date.eq(date))
+                        .one(&self.db)
+                        .await?
+                        .ok_or(AppError::NotFound("class"))?
                 }
-            })?;
+                Err(err) => return Err(err.into()),
+            };
+            occurrence.cancellation = Some(cancellation);
+            occurrence.status = OccurrenceStatus::Cancelled;
             self.timetable_changed();
         }
-        let calendar = self
-            .calendar(date, date, &TimetableFilter::default())
-            .await?;
-        find(&calendar).ok_or(AppError::NotFound("class"))
+        Ok(occurrence)
     }
 
     /// Every class between `from` and `to` (local dates, both included), in time order:
@@ -698,15 +640,8 @@ impl Service {
             slots = slots.filter(Column::CourseId.eq(id));
         }
         if let Some(teacher_id) = filter.teacher_id {
-            slots = slots.filter(
-                Column::CourseId.in_subquery(
-                    Query::select()
-                        .column(course::Column::Id)
-                        .from(course::Entity)
-                        .and_where(Expr::col(course::Column::TeacherId).eq(teacher_id))
-                        .to_owned(),
-                ),
-            );
+            slots =
+                slots.filter(Column::CourseId.in_subquery(access::courses_taught_by(teacher_id)));
         }
         if let Some(code) = &filter.device_code {
             slots = slots.filter(

@@ -161,13 +161,8 @@ impl Service {
         .insert(&self.writer)
         .await;
         match inserted {
-            Ok(session) => {
+            Ok(_) => {
                 self.metrics.class_opened();
-                self.events.publish(crate::events::SessionEvent {
-                    session_id: session.id,
-                    kind: crate::events::EventKind::Scan,
-                    record_id: None,
-                });
                 Ok(Opening::Opened)
             }
             Err(err) if is_unique_violation(&err) => {
