@@ -61,6 +61,11 @@ pub struct Config {
     /// `SCHEDULE_OPEN_EARLY_MINUTES`: how long before its start a timetable class opens its
     /// session (default 10; 0 opens at the start).
     pub schedule_open_early: chrono::Duration,
+    /// `WEBHOOK_ALLOW_PRIVATE`: lets webhooks target private and loopback addresses (tests,
+    /// receivers inside the school's network). Off by default: such targets are refused.
+    pub webhook_allow_private: bool,
+    /// `WEBHOOK_TIMEOUT_SECONDS`: how long a receiver has to answer one delivery.
+    pub webhook_timeout: Duration,
     /// `OFFLINE_SCAN_HORIZON_HOURS`: buffered scans older than this are rejected (default 72).
     pub offline_horizon_hours: u32,
     /// `LOGIN_MAX_FAILURES`: failed logins per username before a lockout (default 5).
@@ -185,6 +190,14 @@ impl Config {
                 10,
                 0,
             )? as i64),
+            webhook_allow_private: match get("WEBHOOK_ALLOW_PRIVATE") {
+                None => false,
+                Some(v) => parse_bool(&v).ok_or_else(|| ConfigError {
+                    variable: "WEBHOOK_ALLOW_PRIVATE",
+                    message: format!("expected true or false, got {v:?}"),
+                })?,
+            },
+            webhook_timeout: Duration::from_secs(number("WEBHOOK_TIMEOUT_SECONDS", 10, 1)?),
             offline_horizon_hours: number("OFFLINE_SCAN_HORIZON_HOURS", 72, 1)? as u32,
             login_max_failures: number("LOGIN_MAX_FAILURES", 5, 1)? as u32,
             login_max_failures_per_address: number("LOGIN_MAX_FAILURES_PER_ADDRESS", 20, 1)? as u32,

@@ -61,6 +61,7 @@ struct Registry {
     lock_conflicts: BTreeMap<&'static str, u64>,
     classes_opened: u64,
     classes_not_opened: BTreeMap<&'static str, u64>,
+    webhook_deliveries: BTreeMap<&'static str, u64>,
 }
 
 /// The process's metrics.
@@ -78,7 +79,12 @@ pub struct Gauges {
     pub pool_idle: u32,
     /// The pool's maximum.
     pub pool_max: u32,
+    /// Seconds since the oldest pending webhook delivery was written (0 when none).
+    pub webhook_oldest_pending_seconds: f64,
 }
+
+/// The outcomes webhook attempts are counted under (always rendered, so a zero is visible).
+pub const WEBHOOK_OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
 
 impl Metrics {
     /// Counts an HTTP request on `route` (the matched path, never the raw URI).
@@ -155,6 +161,13 @@ impl Metrics {
     pub fn class_not_opened(&self, reason: &'static str) {
         if let Ok(mut r) = self.0.lock() {
             *r.classes_not_opened.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// Counts a webhook attempt by `outcome` (one of [`WEBHOOK_OUTCOMES`]).
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        if let Ok(mut r) = self.0.lock() {
+            *r.webhook_deliveries.entry(outcome).or_default() += 1;
         }
     }
 
@@ -265,6 +278,26 @@ impl Metrics {
         let _ = writeln!(
             out,
             "attendance_classes_not_opened_total{{reason=\"device_busy\"}} {busy}"
+        );
+        out.push_str("# HELP attendance_webhook_deliveries_total Webhook delivery attempts this process made, by outcome (retried: failed and scheduled again; failed: given up after 24 hours).\n");
+        out.push_str("# TYPE attendance_webhook_deliveries_total counter\n");
+        for outcome in WEBHOOK_OUTCOMES {
+            let n = r
+                .webhook_deliveries
+                .get(outcome)
+                .copied()
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "attendance_webhook_deliveries_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP attendance_webhook_oldest_pending_seconds Age of the oldest webhook delivery not yet delivered or given up, over all processes.\n");
+        out.push_str("# TYPE attendance_webhook_oldest_pending_seconds gauge\n");
+        let _ = writeln!(
+            out,
+            "attendance_webhook_oldest_pending_seconds {}",
+            gauges.webhook_oldest_pending_seconds
         );
         out.push_str("# HELP attendance_sessions_open Sessions currently active.\n");
         out.push_str("# TYPE attendance_sessions_open gauge\n");

@@ -14,6 +14,7 @@ mod m20261129_000006_terminal_lease;
 mod m20261130_000007_history_kept;
 mod m20261130_000008_timetable;
 mod m20261130_000009_excuses;
+mod m20261130_000010_warnings_webhooks;
 
 /// Every migration of the schema, in the order they apply.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000007_history_kept::Migration),
             Box::new(m20261130_000008_timetable::Migration),
             Box::new(m20261130_000009_excuses::Migration),
+            Box::new(m20261130_000010_warnings_webhooks::Migration),
         ]
     }
 }

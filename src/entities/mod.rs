@@ -2,6 +2,7 @@
 
 pub mod attendance_record;
 pub mod attendance_session;
+pub mod attendance_warning;
 pub mod class_cancellation;
 pub mod class_not_opened;
 pub mod course;
@@ -22,6 +23,10 @@ pub mod terminal_command;
 pub mod terminal_punch;
 pub mod terminal_stamp;
 pub mod user;
+pub mod warning_rule;
+pub mod webhook;
+pub mod webhook_attempt;
+pub mod webhook_delivery;
 
 use sea_orm::entity::prelude::*;
 

@@ -9,10 +9,11 @@ use super::loaders::*;
 use super::objects::{Course, Student, Viewer, loader};
 use super::query::{Conn, connection, optional_id, page_cost};
 use super::scalars::Date;
+use super::{dangling, service};
 use crate::entities::excuse;
-use crate::error::{AppError, GqlResultExt};
+use crate::error::GqlResultExt;
+use crate::service::PageRequest;
 use crate::service::excuses::{CourseAttendance, ExcuseFilter, NewExcuse};
-use crate::service::{PageRequest, Service};
 
 /// An absence excused in advance.
 pub struct Excuse(pub excuse::Model);
@@ -205,12 +206,4 @@ impl ExcuseMutation {
             .gql()
             .map(Excuse)
     }
-}
-
-fn service<'a>(ctx: &Context<'a>) -> &'a Service {
-    ctx.data_unchecked::<Service>()
-}
-
-fn dangling(what: &'static str) -> async_graphql::Error {
-    AppError::Internal(format!("dangling reference to a {what}")).into_graphql()
 }

@@ -9,6 +9,7 @@ use super::id_arg as id;
 use super::objects::*;
 use super::plain::Plain;
 use super::query::{Conn, connection, optional_id, page_cost};
+use super::service;
 use crate::auth::Role;
 use crate::error::GqlResultExt;
 use crate::service::directory::{CourseChanges, TeacherChanges};
@@ -382,8 +383,4 @@ impl LifecycleMutation {
             .gql()
             .map(Viewer)
     }
-}
-
-fn service<'a>(ctx: &Context<'a>) -> &'a Service {
-    ctx.data_unchecked::<Service>()
 }

@@ -18,6 +18,8 @@ pub mod scalars;
 pub mod subscription;
 pub mod terminals;
 pub mod timetable;
+pub mod warnings;
+pub mod webhooks;
 
 use async_graphql::{MergedObject, Schema};
 
@@ -33,6 +35,8 @@ pub struct QueryRoot(
     roster::RosterQuery,
     terminals::TerminalQuery,
     timetable::TimetableQuery,
+    warnings::WarningQuery,
+    webhooks::WebhookQuery,
 );
 
 /// Every change the API can make: one object per domain, merged.
@@ -45,10 +49,22 @@ pub struct MutationRoot(
     roster::RosterMutation,
     terminals::TerminalMutation,
     timetable::TimetableMutation,
+    warnings::WarningMutation,
+    webhooks::WebhookMutation,
 );
 
 /// The schema type served at `/graphql`.
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;
+
+/// The services, from a resolver's context (the schema always carries them).
+pub(crate) fn service<'a>(ctx: &async_graphql::Context<'a>) -> &'a Service {
+    ctx.data_unchecked::<Service>()
+}
+
+/// The error of a reference to a row that should exist and does not (an internal fault).
+pub(crate) fn dangling(what: &'static str) -> async_graphql::Error {
+    crate::error::AppError::Internal(format!("dangling reference to a {what}")).into_graphql()
+}
 
 /// Parses an `ID` argument that must be a row id, naming `field` when it is not.
 pub(crate) fn id_arg(field: &str, id: &async_graphql::ID) -> async_graphql::Result<i32> {

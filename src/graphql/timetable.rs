@@ -12,9 +12,9 @@ use super::objects::{AttendanceSession, Course, Device};
 use super::query::optional_id;
 use super::roster::ImportResult;
 use super::scalars::{Date, Time};
+use super::{dangling, service};
 use crate::entities::{holiday, schedule_slot, term};
 use crate::error::{AppError, GqlResultExt};
-use crate::service::Service;
 use crate::service::timetable::occurrences::Occurrence;
 use crate::service::timetable::{SlotFields, TimetableFilter};
 
@@ -523,12 +523,4 @@ impl TimetableMutation {
             .gql()
             .map(ImportResult::from)
     }
-}
-
-fn service<'a>(ctx: &Context<'a>) -> &'a Service {
-    ctx.data_unchecked::<Service>()
-}
-
-fn dangling(what: &'static str) -> async_graphql::Error {
-    AppError::Internal(format!("dangling reference to a {what}")).into_graphql()
 }

@@ -232,6 +232,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         pool_size,
         pool_idle,
         pool_max: service.config.database_max_connections,
+        webhook_oldest_pending_seconds: service.oldest_pending_delivery_age().await.unwrap_or(-1.0),
     };
     (
         [(

@@ -8,7 +8,7 @@
 //! so their decision is never overwritten. Every change is an audit entry naming the
 //! excuse, and each kind of change is one statement, whatever the number of records.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
@@ -18,6 +18,7 @@ use sea_orm::{
 };
 
 use super::access::{self, Scope};
+use super::consequences::{Change, follow};
 use super::records::AUDIT_COLUMNS;
 use super::sql::{paginate_newest_first, statement, write_transaction};
 use super::{Page, PageRequest, Service, required_text};
@@ -84,6 +85,7 @@ struct Tally {
 #[derive(FromQueryResult)]
 struct Touched {
     session_id: i32,
+    course_id: i32,
 }
 
 impl Service {
@@ -138,10 +140,11 @@ impl Service {
         let backend = txn.get_database_backend();
         // The automatic absences in range that no person has edited and no other excuse
         // holds: audited first, then linked, then changed, each in one statement.
-        txn.execute_raw(statement(
-            backend,
-            &format!(
-                "INSERT INTO record_change ({columns}) \
+        let records = txn
+            .execute_raw(statement(
+                backend,
+                &format!(
+                    "INSERT INTO record_change ({columns}) \
                  SELECT r.id, r.session_id, r.student_id, '{kind}', '{absent}', '{permission}', \
                  $1, $2, NULL, $3 FROM attendance_record r \
                  JOIN attendance_session s ON s.id = r.session_id \
@@ -151,24 +154,25 @@ impl Service {
                  AND NOT EXISTS (SELECT 1 FROM record_excuse l WHERE l.record_id = r.id) \
                  AND NOT EXISTS (SELECT 1 FROM record_change c WHERE c.record_id = r.id \
                    AND c.kind = '{edit}')",
-                columns = AUDIT_COLUMNS,
-                kind = ChangeKind::Excuse.as_str(),
-                absent = AttendanceStatus::Absent.as_str(),
-                permission = AttendanceStatus::Permission.as_str(),
-                auto = RecordSource::AutoAbsent.as_str(),
-                edit = ChangeKind::Edit.as_str(),
-            ),
-            vec![
-                user_id.into(),
-                at.into(),
-                excuse.id.into(),
-                input.student_id.into(),
-                input.from.into(),
-                input.to.into(),
-                input.course_id.into(),
-            ],
-        ))
-        .await?;
+                    columns = AUDIT_COLUMNS,
+                    kind = ChangeKind::Excuse.as_str(),
+                    absent = AttendanceStatus::Absent.as_str(),
+                    permission = AttendanceStatus::Permission.as_str(),
+                    auto = RecordSource::AutoAbsent.as_str(),
+                    edit = ChangeKind::Edit.as_str(),
+                ),
+                vec![
+                    user_id.into(),
+                    at.into(),
+                    excuse.id.into(),
+                    input.student_id.into(),
+                    input.from.into(),
+                    input.to.into(),
+                    input.course_id.into(),
+                ],
+            ))
+            .await?
+            .rows_affected();
         txn.execute_raw(statement(
             backend,
             "INSERT INTO record_excuse (record_id, excuse_id) \
@@ -186,8 +190,20 @@ impl Service {
             vec![at.into(), excuse.id.into()],
         ))
         .await?;
-        let touched = touched_sessions(&txn, excuse.id, ChangeKind::Excuse).await?;
+        let (touched, courses) = touched_sessions(&txn, excuse.id, ChangeKind::Excuse).await?;
+        let followed = follow(
+            &txn,
+            at,
+            Change::Excuse {
+                excuse: &excuse,
+                courses: &courses,
+                records,
+                revoked: false,
+            },
+        )
+        .await?;
         txn.commit().await?;
+        self.followed(followed);
         self.publish_edits(touched);
         Ok(excuse)
     }
@@ -260,14 +276,27 @@ impl Service {
             vec![id.into()],
         ))
         .await?;
-        let touched = touched_sessions(&txn, id, ChangeKind::ExcuseRevoked).await?;
-        txn.commit().await?;
-        self.publish_edits(touched);
-        Ok(excuse::Model {
+        let (touched, courses) = touched_sessions(&txn, id, ChangeKind::ExcuseRevoked).await?;
+        let revoked = excuse::Model {
             revoked_at: Some(at),
             revoked_by: Some(user_id),
             ..existing
-        })
+        };
+        let followed = follow(
+            &txn,
+            at,
+            Change::Excuse {
+                excuse: &revoked,
+                courses: &courses,
+                records: touched.len() as u64,
+                revoked: true,
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        self.followed(followed);
+        self.publish_edits(touched);
+        Ok(revoked)
     }
 
     /// One page of excuses, newest first: admins all; teachers those of the courses they
@@ -427,20 +456,25 @@ fn own_or_school_wide(teacher_id: i32) -> sea_orm::Condition {
         .add(excuse::Column::CourseId.in_subquery(access::courses_taught_by(teacher_id)))
 }
 
-/// The sessions whose records an excuse's change of `kind` touched (for live events).
+/// The sessions whose records an excuse's change of `kind` touched (for live events), and
+/// their courses (for the warning rules).
 async fn touched_sessions(
     txn: &DatabaseTransaction,
     excuse_id: i32,
     kind: ChangeKind,
-) -> AppResult<Vec<i32>> {
-    Ok(Touched::find_by_statement(statement(
+) -> AppResult<(Vec<i32>, Vec<i32>)> {
+    let touched = Touched::find_by_statement(statement(
         txn.get_database_backend(),
-        "SELECT DISTINCT session_id FROM record_change WHERE excuse_id = $1 AND kind = $2",
+        "SELECT DISTINCT c.session_id AS session_id, s.course_id AS course_id \
+         FROM record_change c JOIN attendance_session s ON s.id = c.session_id \
+         WHERE c.excuse_id = $1 AND c.kind = $2",
         vec![excuse_id.into(), kind.as_str().into()],
     ))
     .all(txn)
-    .await?
-    .into_iter()
-    .map(|t| t.session_id)
-    .collect())
+    .await?;
+    let courses: BTreeSet<i32> = touched.iter().map(|t| t.course_id).collect();
+    Ok((
+        touched.into_iter().map(|t| t.session_id).collect(),
+        courses.into_iter().collect(),
+    ))
 }

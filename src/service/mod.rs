@@ -3,6 +3,7 @@
 pub mod access;
 pub mod accounts;
 pub mod auth;
+pub(crate) mod consequences;
 pub mod directory;
 pub mod excuses;
 pub mod limiter;
@@ -14,6 +15,8 @@ pub mod sessions;
 pub(crate) mod sql;
 pub mod terminals;
 pub mod timetable;
+pub mod warnings;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -62,6 +65,10 @@ pub struct Shared {
     pub clock: Clock,
     /// Wakes the scheduler when this process changed the timetable.
     pub schedule_wake: tokio::sync::Notify,
+    /// Wakes the webhook worker when this process wrote deliveries.
+    pub webhook_wake: tokio::sync::Notify,
+    /// The client webhook deliveries are posted with.
+    pub webhook_client: reqwest::Client,
 }
 
 impl std::ops::Deref for Service {
@@ -101,6 +108,8 @@ impl Service {
             config.login_max_failures_per_address,
             config.login_lockout,
         );
+        let webhook_client =
+            webhooks::delivery::client(config.webhook_allow_private, config.webhook_timeout);
         Self(Arc::new(Shared {
             db,
             writer,
@@ -114,6 +123,8 @@ impl Service {
             metrics,
             clock,
             schedule_wake: tokio::sync::Notify::new(),
+            webhook_wake: tokio::sync::Notify::new(),
+            webhook_client,
         }))
     }
 

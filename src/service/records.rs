@@ -12,6 +12,7 @@ use sea_orm::{
 };
 
 use super::access::{self, Scope};
+use super::consequences::{Change, follow};
 use super::sql::{paginate_newest_first, paginate_with, write_transaction};
 use super::{Page, PageRequest, Service};
 use crate::auth::Principal;
@@ -260,7 +261,7 @@ impl Service {
         reason: Option<&str>,
     ) -> AppResult<attendance_record::Model> {
         let reason = audit_reason(reason)?;
-        let (record, _) = self
+        let (record, session) = self
             .record_for(actor, record_id)
             .await?
             .ok_or(AppError::NotFound("attendance record"))?;
@@ -285,7 +286,7 @@ impl Service {
                 "the record changed meanwhile; reload and retry",
             ));
         }
-        audit_entry(&record, Some(status), actor.user_id(), at, reason)
+        audit_entry(&record, Some(status), actor.user_id(), at, reason.clone())
             .insert(&txn)
             .await?;
         // A person's decision from now on: no excuse may turn it back.
@@ -295,7 +296,21 @@ impl Service {
             vec![record.id.into()],
         ))
         .await?;
+        let followed = follow(
+            &txn,
+            at,
+            Change::Record {
+                record: &record,
+                course_id: session.course_id,
+                kind: ChangeKind::Edit,
+                new_status: Some(status),
+                reason: reason.as_deref(),
+                changed_by: actor.user_id(),
+            },
+        )
+        .await?;
         txn.commit().await?;
+        self.followed(followed);
         self.events.publish(SessionEvent {
             session_id: record.session_id,
             kind: EventKind::Edit,
@@ -323,6 +338,12 @@ impl Service {
             .one(&self.db)
             .await?
             .ok_or(AppError::NotFound("attendance record"))?;
+        let course_id = attendance_session::Entity::find_by_id(record.session_id)
+            .one(&self.db)
+            .await?
+            .ok_or(AppError::NotFound("session"))?
+            .course_id;
+        let at = self.now();
         let txn = self.writer.begin_with_options(write_transaction()).await?;
         // Conditional on the status read, so the entry names the status that was deleted.
         let deleted = attendance_record::Entity::delete_many()
@@ -337,10 +358,24 @@ impl Service {
                 "the record changed meanwhile; reload and retry",
             ));
         }
-        audit_entry(&record, None, actor.user_id(), self.now(), reason)
+        audit_entry(&record, None, actor.user_id(), at, reason.clone())
             .insert(&txn)
             .await?;
+        let followed = follow(
+            &txn,
+            at,
+            Change::Record {
+                record: &record,
+                course_id,
+                kind: ChangeKind::Delete,
+                new_status: None,
+                reason: reason.as_deref(),
+                changed_by: actor.user_id(),
+            },
+        )
+        .await?;
         txn.commit().await?;
+        self.followed(followed);
         self.events.publish(SessionEvent {
             session_id: record.session_id,
             kind: EventKind::Edit,

@@ -58,6 +58,16 @@ const EXCUSES_BY_TEACHER: Dependent = dependent(
     "excuse",
     "excuses",
 );
+const WARNINGS_OF_STUDENT: Dependent = dependent(
+    "attendance_warning x WHERE x.student_id = $1",
+    "attendance warning",
+    "attendance warnings",
+);
+const WARNINGS_OF_COURSE: Dependent = dependent(
+    "attendance_warning x WHERE x.course_id = $1",
+    "attendance warning",
+    "attendance warnings",
+);
 const SLOTS_OF_COURSE: Dependent = dependent(
     "schedule_slot x WHERE x.course_id = $1",
     "schedule slot",
@@ -100,7 +110,12 @@ impl Service {
         self.delete_unless_used(
             "student",
             id,
-            &[RECORDS_OF_STUDENT, AUDIT_OF_STUDENT, EXCUSES_OF_STUDENT],
+            &[
+                RECORDS_OF_STUDENT,
+                AUDIT_OF_STUDENT,
+                EXCUSES_OF_STUDENT,
+                WARNINGS_OF_STUDENT,
+            ],
         )
         .await
     }
@@ -127,7 +142,12 @@ impl Service {
         self.delete_unless_used(
             "course",
             id,
-            &[SESSIONS_OF_COURSE, SLOTS_OF_COURSE, EXCUSES_OF_COURSE],
+            &[
+                SESSIONS_OF_COURSE,
+                SLOTS_OF_COURSE,
+                EXCUSES_OF_COURSE,
+                WARNINGS_OF_COURSE,
+            ],
         )
         .await
     }

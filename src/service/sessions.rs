@@ -10,6 +10,7 @@ use sea_orm::{
 };
 
 use super::access::{self, Scope};
+use super::consequences::{Change, Followed, follow};
 use super::scan::rule;
 use super::sql::{on_unique_violation, paginate, statement, write_transaction};
 use super::{Page, PageRequest, Service, retry_lock_conflicts};
@@ -309,7 +310,7 @@ impl Service {
             || self.close_once(&session, at),
         )
         .await?;
-        let Some(marked_absent) = marked else {
+        let Some((marked_absent, followed)) = marked else {
             let session = attendance_session::Entity::find_by_id(session.id)
                 .one(&self.db)
                 .await?
@@ -320,6 +321,7 @@ impl Service {
                 newly_closed: false,
             });
         };
+        self.followed(followed);
         self.events.publish(SessionEvent {
             session_id: session.id,
             kind: EventKind::Close,
@@ -337,13 +339,13 @@ impl Service {
         })
     }
 
-    /// One try at closing: how many students it marked absent, or `None` when another
-    /// closer got there first.
+    /// One try at closing: how many students it marked absent (and what the close set
+    /// off), or `None` when another closer got there first.
     async fn close_once(
         &self,
         session: &attendance_session::Model,
         at: DateTime<Utc>,
-    ) -> Result<Option<u64>, DbErr> {
+    ) -> Result<Option<(u64, Followed)>, DbErr> {
         let backend = self.db.get_database_backend();
         let txn = self.writer.begin_with_options(write_transaction()).await?;
         let deactivated = txn
@@ -406,9 +408,20 @@ impl Service {
             ))
             .await?;
         }
-        txn.commit().await?;
         // Excused students were given permission, not marked absent.
-        Ok(Some(marked.rows_affected().saturating_sub(linked)))
+        let marked_absent = marked.rows_affected().saturating_sub(linked);
+        let followed = follow(
+            &txn,
+            at,
+            Change::Closed {
+                session,
+                closed_at: at,
+                marked_absent,
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(Some((marked_absent, followed)))
     }
 
     /// How many sessions are active now.

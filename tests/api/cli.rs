@@ -61,7 +61,7 @@ async fn create_admin_takes_a_password_that_starts_with_a_hyphen() {
     let mut command = binary_in(&dir);
     command.env("BIND", format!("127.0.0.1:{port}"));
     let server = ServerProcess::start(command, port).await;
-    let body: serde_json::Value = reqwest::Client::new()
+    let body: serde_json::Value = crate::common::http_client()
         .post(format!("{}/graphql", server.address))
         .json(&json!({
             "query": "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { accessToken } }",

@@ -139,6 +139,17 @@ impl Drop for TestDb {
     }
 }
 
+/// Installs the rustls provider the server uses (ring); reqwest's clients need one.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An HTTP client for talking to test servers.
+pub fn http_client() -> reqwest::Client {
+    install_tls_provider();
+    reqwest::Client::new()
+}
+
 /// The environment every test server starts with; tests override single variables.
 pub fn test_env(database_url: &str) -> HashMap<String, String> {
     HashMap::from([
@@ -163,6 +174,8 @@ pub struct TestApp {
     pub service: Service,
     pub statements: StatementCounter,
     pub db: Arc<TestDb>,
+    /// The environment it started with (a restart keeps it).
+    env: HashMap<String, String>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -217,6 +230,7 @@ impl TestApp {
         let mut env = test_env(&db.url);
         change(&mut env);
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
+        let started_with = env.clone();
         let app = Application::build_with_clock(config, axum::Router::new(), clock)
             .await
             .expect("build app");
@@ -234,22 +248,24 @@ impl TestApp {
         Self {
             backend,
             address,
-            client: reqwest::Client::new(),
+            client: http_client(),
             service,
             statements,
             db,
+            env: started_with,
             shutdown: Some(tx),
             server: Some(server),
         }
     }
 
     /// Stops this server, runs `while_down`, and starts a new one over the same database
-    /// and clock: a restart.
+    /// clock and environment: a restart.
     pub async fn restart(self, while_down: impl FnOnce()) -> Self {
         let (backend, db, clock) = (self.backend, self.db.clone(), self.service.clock.clone());
+        let env = self.env.clone();
         self.stop().await;
         while_down();
-        Self::start(backend, db, clock, |_| {}).await
+        Self::start(backend, db, clock, move |e| *e = env).await
     }
 
     /// Stops the server and waits for it to finish.
@@ -429,7 +445,7 @@ impl Server {
         let server = Self {
             child,
             address: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
+            client: http_client(),
         };
         server.wait_ready(Duration::from_secs(30)).await;
         server
@@ -668,6 +684,18 @@ impl TestApp {
         data["createSession"]["id"].as_str().unwrap().to_owned()
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Today's date in the test server's zone (UTC).
     pub fn today(&self) -> String {
         self.service.local_today().to_string()
@@ -770,7 +798,7 @@ impl ServerProcess {
             lines,
             output: Vec::new(),
         };
-        let client = reqwest::Client::new();
+        let client = http_client();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             if let Ok(res) = client

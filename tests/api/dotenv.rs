@@ -51,7 +51,7 @@ async fn graphql(
     query: &str,
     variables: Value,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::common::http_client()
         .post(format!("{address}/graphql"))
         .json(&json!({"query": query, "variables": variables}));
     if let Some(token) = token {

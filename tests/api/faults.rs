@@ -92,6 +92,7 @@ async fn scan_load(
     let queue = Arc::new(Mutex::new(students));
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let seen = Arc::new(Mutex::new(Vec::new()));
+    crate::common::install_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()

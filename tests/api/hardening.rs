@@ -460,7 +460,7 @@ async fn a_panicking_handler_answers_500_internal_and_the_server_lives_on() {
         .unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());
     let server = tokio::spawn(app.run_until(std::future::pending()));
-    let client = reqwest::Client::new();
+    let client = crate::common::http_client();
     let res = client
         .get(format!("{address}/test/panic"))
         .send()
@@ -500,7 +500,7 @@ async fn a_request_past_the_timeout_is_cut_off() {
     let address = format!("http://127.0.0.1:{}", app.port());
     let server = tokio::spawn(app.run_until(std::future::pending()));
     let started = std::time::Instant::now();
-    let res = reqwest::Client::new()
+    let res = crate::common::http_client()
         .get(format!("{address}/test/slow"))
         .send()
         .await

@@ -251,7 +251,7 @@ impl Process {
             .spawn()
             .expect("start the second server");
         let address = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
+        let client = crate::common::http_client();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(res) = client.get(format!("{address}/ready")).send().await

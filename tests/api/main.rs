@@ -26,6 +26,8 @@ mod scaleout;
 mod schema;
 mod time;
 mod timetable;
+mod warnings;
+mod webhooks;
 
 /// Stands in the test list when PostgreSQL is not configured, so the report says so.
 #[cfg(not(pg_tests))]

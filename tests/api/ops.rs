@@ -175,7 +175,7 @@ async fn json_logs_carry_request_ids_and_never_secrets() {
         .spawn()
         .unwrap();
     let address = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = crate::common::http_client();
     let deadline = Instant::now() + Duration::from_secs(30);
     while client
         .get(format!("{address}/health"))

@@ -218,7 +218,7 @@ async fn one_upload_sent_through_two_processes_is_judged_once(backend: Backend) 
     let school = app.seed_school(20).await;
     let a = Server::start(&app.db.url, &[]).await;
     let b = Server::start(&app.db.url, &[]).await;
-    let client = reqwest::Client::new();
+    let client = crate::common::http_client();
     let handshake = client
         .get(format!("{}/iclock/cdata?SN={SN}&options=all", a.address))
         .send()
