@@ -51,14 +51,11 @@ DJANGO_TOKEN=$(curl -fs "$DJANGO/api/auth/login" -H 'content-type: application/j
   -d "{\"username\":\"$SEED_TEACHER_USERNAME\",\"password\":\"$SEED_TEACHER_PASSWORD\"}" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["access"])')
 
-# This server: a fresh database with one closed session of 500 records.
+# This server: for each binary a fresh database of its own (its own schema version), with
+# one closed session of 500 records.
 unset PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE
 export SECRET_KEY=page-bench-secret-key-0123456789 DEBUG=false RUST_LOG=warn
-export AUTO_CLOSE_INTERVAL_SECONDS=3600 BIND=127.0.0.1:$PORT DATABASE_URL=$PG_URL/attendance_page
-psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS attendance_page WITH (FORCE)" \
-  -c "CREATE DATABASE attendance_page" > /dev/null
-"${BINS[0]}" migrate > /dev/null
-"${BINS[0]}" create-admin --username admin --password page-admin-password > /dev/null
+export AUTO_CLOSE_INTERVAL_SECONDS=3600 BIND=127.0.0.1:$PORT
 start() {
   "$1" serve >> "$OUT/server.log" 2>&1 &
   SERVER_PID=$!
@@ -69,11 +66,22 @@ start() {
   echo "server did not become ready" >&2; exit 1
 }
 stop() { kill "$SERVER_PID" 2> /dev/null || true; wait "$SERVER_PID" 2> /dev/null || true; SERVER_PID=""; }
-start "${BINS[0]}"
-eval "$(python3 "$ROOT/bench/seed_reads.py" "$BASE" admin page-admin-password 500 1)"
-stop
-psql "$DATABASE_URL" -qc "VACUUM ANALYZE" > /dev/null # as the peer's seed does
-BODY='{"query":"query($id: ID!) { session(id: $id) { records { id status timestamp student { id studentCode firstName lastName } } } }","variables":{"id":"'$SESSION_ID'"}}'
+URLS=(); SESSIONS=(); TOKENS=()
+for i in "${!BINS[@]}"; do
+  export DATABASE_URL=$PG_URL/attendance_page_$i
+  psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS attendance_page_$i WITH (FORCE)" \
+    -c "CREATE DATABASE attendance_page_$i" > /dev/null
+  "${BINS[$i]}" migrate > /dev/null
+  "${BINS[$i]}" create-admin --username admin --password page-admin-password > /dev/null
+  start "${BINS[$i]}"
+  eval "$(python3 "$ROOT/bench/seed_reads.py" "$BASE" admin page-admin-password 500 1)"
+  stop
+  psql "$DATABASE_URL" -qc "VACUUM ANALYZE" > /dev/null # as the peer's seed does
+  URLS[$i]=$DATABASE_URL; SESSIONS[$i]=$SESSION_ID; TOKENS[$i]=$TOKEN
+done
+body() { # $1 = session id
+  echo '{"query":"query($id: ID!) { session(id: $id) { records { id status timestamp student { id studentCode firstName lastName } } } }","variables":{"id":"'"$1"'"}}'
+}
 
 ticks() { # total utime+stime of the given pids
   local sum=0 pid
@@ -99,9 +107,10 @@ for round in $(seq 1 "$ROUNDS"); do
   # shellcheck disable=SC2046
   run django "$DJANGO/api/attendance/session/$PAGE_SESSION_ID" "$DJANGO_TOKEN" "" $(gunicorn_pids)
   for i in "${!BINS[@]}"; do
-    start "${BINS[$i]}"
-    TOKEN=$TOKEN BODY=$BODY wrk -t2 -c8 -d2s -s "$LUA" "$BASE/graphql" > /dev/null 2>&1
-    run "rust-$i" "$BASE/graphql" "$TOKEN" "$BODY" "$SERVER_PID"
+    DATABASE_URL=${URLS[$i]} start "${BINS[$i]}"
+    BODY=$(body "${SESSIONS[$i]}")
+    TOKEN=${TOKENS[$i]} BODY=$BODY wrk -t2 -c8 -d2s -s "$LUA" "$BASE/graphql" > /dev/null 2>&1
+    run "rust-$i" "$BASE/graphql" "${TOKENS[$i]}" "$BODY" "$SERVER_PID"
     stop
   done
 done

@@ -64,7 +64,11 @@ async fn open(
     max_connections: u32,
     counter: &StatementCounter,
 ) -> Result<DatabaseConnection, ConnectError> {
-    let mut options = ConnectOptions::new(config.database_url.clone());
+    let url = loopback_without_tls(
+        &config.database_url,
+        std::env::var_os("PGSSLMODE").is_some(),
+    );
+    let mut options = ConnectOptions::new(url);
     options
         .max_connections(max_connections)
         .min_connections(1)
@@ -122,6 +126,74 @@ async fn enable_wal(url: &str) -> Result<(), ConnectError> {
         .map_err(|e| ConnectError(first_line(&e.to_string())))
 }
 
+/// PostgreSQL on this same host is reached without TLS unless the URL (`sslmode=`) or
+/// `PGSSLMODE` (`pgsslmode_set`) asks for it. sqlx's default, `prefer`, encrypts traffic
+/// that never leaves the machine: on a teacher's session page that encryption took a fifth
+/// of the server's throughput (bench/RESULTS.md). Any other host keeps the default.
+fn loopback_without_tls(url: &str, pgsslmode_set: bool) -> String {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let loopback = match parsed.host_str() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    };
+    let chosen = parsed
+        .query_pairs()
+        .any(|(key, _)| key == "sslmode" || key == "ssl-mode");
+    if pgsslmode_set || chosen || !loopback || !matches!(parsed.scheme(), "postgres" | "postgresql")
+    {
+        return url.to_owned();
+    }
+    let separator = if parsed.query().is_some() { '&' } else { '?' };
+    format!("{url}{separator}sslmode=disable")
+}
+
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_without_tls;
+
+    #[test]
+    fn postgres_on_this_host_goes_without_tls_unless_asked() {
+        for (url, expected) in [
+            (
+                "postgres://postgres@127.0.0.1:5432/db",
+                "postgres://postgres@127.0.0.1:5432/db?sslmode=disable",
+            ),
+            (
+                "postgresql://u:p%40ss@localhost/db?application_name=x",
+                "postgresql://u:p%40ss@localhost/db?application_name=x&sslmode=disable",
+            ),
+            (
+                "postgres://u@[::1]:5432/db",
+                "postgres://u@[::1]:5432/db?sslmode=disable",
+            ),
+            // The URL's own choice, another host, and SQLite stay as they are.
+            (
+                "postgres://u@127.0.0.1/db?sslmode=require",
+                "postgres://u@127.0.0.1/db?sslmode=require",
+            ),
+            (
+                "postgres://u@db.example.org/db",
+                "postgres://u@db.example.org/db",
+            ),
+            ("sqlite://attendance.db", "sqlite://attendance.db"),
+        ] {
+            assert_eq!(loopback_without_tls(url, false), expected, "{url}");
+        }
+        assert_eq!(
+            loopback_without_tls("postgres://u@127.0.0.1/db", true),
+            "postgres://u@127.0.0.1/db",
+            "PGSSLMODE decides"
+        );
+    }
 }
