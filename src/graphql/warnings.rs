@@ -199,15 +199,11 @@ impl WarningMutation {
 
     /// Removes a rule; the warnings it raised stay.
     #[graphql(guard = "RoleGuard::people()")]
-    async fn delete_warning_rule(
-        &self,
-        ctx: &Context<'_>,
-        id: ID,
-    ) -> async_graphql::Result<WarningRule> {
+    async fn delete_warning_rule(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         service(ctx)
             .delete_warning_rule(principal(ctx).gql()?, self::id("id", &id)?)
             .await
-            .gql()
-            .map(WarningRule)
+            .gql()?;
+        Ok(true)
     }
 }

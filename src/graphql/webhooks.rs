@@ -1,6 +1,6 @@
 //! Webhooks and their delivery log over GraphQL (SPEC 8.4); admins only.
 
-use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 
 use super::guard::{RoleGuard, principal};
@@ -42,6 +42,17 @@ pub enum WebhookDeliveryStatus {
 /// A receiver of signed event notifications.
 pub struct Webhook(pub webhook::Model);
 
+impl Webhook {
+    fn event_list(&self) -> Vec<WebhookEvent> {
+        self.0
+            .events
+            .split(',')
+            .filter_map(service_webhooks::WebhookEvent::parse)
+            .map(WebhookEvent::from)
+            .collect()
+    }
+}
+
 #[Object]
 impl Webhook {
     async fn id(&self) -> ID {
@@ -51,12 +62,7 @@ impl Webhook {
         &self.0.url
     }
     async fn events(&self) -> Vec<WebhookEvent> {
-        self.0
-            .events
-            .split(',')
-            .filter_map(service_webhooks::WebhookEvent::parse)
-            .map(WebhookEvent::from)
-            .collect()
+        self.event_list()
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -67,14 +73,37 @@ impl Webhook {
     }
 }
 
-/// A new webhook and its signing secret, shown this once.
-#[derive(SimpleObject)]
+/// A new webhook and its signing secret, shown this once. The webhook's fields are here
+/// too, so `createWebhook { id secret }` and `createWebhook { webhook { id } secret }` both
+/// read it.
 pub struct CreateWebhookPayload {
+    webhook: webhook::Model,
+    secret: String,
+}
+
+#[Object]
+impl CreateWebhookPayload {
     /// The webhook.
-    pub webhook: Webhook,
+    async fn webhook(&self) -> Webhook {
+        Webhook(self.webhook.clone())
+    }
     /// The Standard Webhooks secret (`whsec_` and base64): verify `webhook-signature` with
     /// it. It is never shown again.
-    pub secret: String,
+    async fn secret(&self) -> &str {
+        &self.secret
+    }
+    async fn id(&self) -> ID {
+        self.webhook.id.into()
+    }
+    async fn url(&self) -> &str {
+        &self.webhook.url
+    }
+    async fn events(&self) -> Vec<WebhookEvent> {
+        Webhook(self.webhook.clone()).event_list()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.webhook.created_at
+    }
 }
 
 /// One attempt at a delivery.
@@ -246,20 +275,20 @@ impl WebhookMutation {
             .await
             .gql()?;
         Ok(CreateWebhookPayload {
-            webhook: Webhook(hook),
+            webhook: hook,
             secret,
         })
     }
 
     /// Deletes a webhook: it receives nothing more, its pending deliveries are cancelled,
-    /// and its log stays readable.
+    /// and its log stays readable (`webhookDeliveries`).
     #[graphql(guard = "RoleGuard::admin()")]
-    async fn delete_webhook(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Webhook> {
+    async fn delete_webhook(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         service(ctx)
             .delete_webhook(principal(ctx).gql()?, self::id("id", &id)?)
             .await
-            .gql()
-            .map(Webhook)
+            .gql()?;
+        Ok(true)
     }
 
     /// Sends a delivery's event again, with the same `webhook-id`, as a new delivery.

@@ -244,20 +244,22 @@ impl Service {
                 .ok_or(AppError::NotFound("excuse"));
         }
         let backend = txn.get_database_backend();
-        txn.execute_raw(statement(
-            backend,
-            &format!(
-                "INSERT INTO record_change ({columns}) \
+        let records = txn
+            .execute_raw(statement(
+                backend,
+                &format!(
+                    "INSERT INTO record_change ({columns}) \
                  SELECT r.id, r.session_id, r.student_id, '{kind}', r.status, '{absent}', \
                  $1, $2, NULL, $3 FROM record_excuse l \
                  JOIN attendance_record r ON r.id = l.record_id WHERE l.excuse_id = $3",
-                columns = AUDIT_COLUMNS,
-                kind = ChangeKind::ExcuseRevoked.as_str(),
-                absent = AttendanceStatus::Absent.as_str(),
-            ),
-            vec![user_id.into(), at.into(), id.into()],
-        ))
-        .await?;
+                    columns = AUDIT_COLUMNS,
+                    kind = ChangeKind::ExcuseRevoked.as_str(),
+                    absent = AttendanceStatus::Absent.as_str(),
+                ),
+                vec![user_id.into(), at.into(), id.into()],
+            ))
+            .await?
+            .rows_affected();
         txn.execute_raw(statement(
             backend,
             &format!(
@@ -288,7 +290,7 @@ impl Service {
             Change::Excuse {
                 excuse: &revoked,
                 courses: &courses,
-                records: touched.len() as u64,
+                records,
                 revoked: true,
             },
         )

@@ -67,8 +67,9 @@ pub struct Shared {
     pub schedule_wake: tokio::sync::Notify,
     /// Wakes the webhook worker when this process wrote deliveries.
     pub webhook_wake: tokio::sync::Notify,
-    /// The client webhook deliveries are posted with.
-    pub webhook_client: reqwest::Client,
+    /// The client webhook deliveries are posted with, built at the first delivery (a
+    /// server without webhooks keeps its TLS roots and connection pool out of memory).
+    webhook_client: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl std::ops::Deref for Service {
@@ -108,8 +109,6 @@ impl Service {
             config.login_max_failures_per_address,
             config.login_lockout,
         );
-        let webhook_client =
-            webhooks::delivery::client(config.webhook_allow_private, config.webhook_timeout);
         Self(Arc::new(Shared {
             db,
             writer,
@@ -124,7 +123,7 @@ impl Service {
             clock,
             schedule_wake: tokio::sync::Notify::new(),
             webhook_wake: tokio::sync::Notify::new(),
-            webhook_client,
+            webhook_client: std::sync::OnceLock::new(),
         }))
     }
 
@@ -133,6 +132,16 @@ impl Service {
         self.now()
             .with_timezone(&self.config.time_zone)
             .date_naive()
+    }
+
+    /// The client webhook deliveries are posted with.
+    pub fn webhook_client(&self) -> &reqwest::Client {
+        self.webhook_client.get_or_init(|| {
+            webhooks::delivery::client(
+                self.config.webhook_allow_private,
+                self.config.webhook_timeout,
+            )
+        })
     }
 
     /// The current instant of attendance time, to the microsecond.

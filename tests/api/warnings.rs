@@ -243,7 +243,7 @@ async fn absences_in_a_row_follow_excuses_and_the_course_rule_wins(backend: Back
         .clone();
     app.gql_ok(
         Some(&school.teacher),
-        "mutation($id: ID!) { deleteWarningRule(id: $id) { id } }",
+        "mutation($id: ID!) { deleteWarningRule(id: $id) }",
         json!({"id": own_id}),
     )
     .await;

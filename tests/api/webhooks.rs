@@ -180,7 +180,7 @@ async fn register(app: &TestApp, admin: &str, receiver: &Receiver, events: &[&st
     let data = app
         .gql_ok(
             Some(admin),
-            "mutation($i: CreateWebhookInput!) { createWebhook(input: $i) { secret webhook { id url events } } }",
+            "mutation($i: CreateWebhookInput!) { createWebhook(input: $i) { id secret webhook { id url events } } }",
             json!({"i": {"url": receiver.url, "events": events}}),
         )
         .await;
@@ -188,6 +188,10 @@ async fn register(app: &TestApp, admin: &str, receiver: &Receiver, events: &[&st
     assert!(secret.starts_with("whsec_"), "{data}");
     receiver.set_secret(secret);
     assert_eq!(data["createWebhook"]["webhook"]["events"], json!(events));
+    assert_eq!(
+        data["createWebhook"]["id"],
+        data["createWebhook"]["webhook"]["id"]
+    );
     data["createWebhook"]["webhook"]["id"]
         .as_str()
         .unwrap()
@@ -541,7 +545,7 @@ async fn a_receiver_that_keeps_failing_is_given_up_after_a_day_and_can_be_redeli
     empty_close(&app, &school).await;
     app.gql_ok(
         Some(&school.admin),
-        "mutation($id: ID!) { deleteWebhook(id: $id) { deletedAt } }",
+        "mutation($id: ID!) { deleteWebhook(id: $id) }",
         json!({"id": hook}),
     )
     .await;

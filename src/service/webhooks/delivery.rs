@@ -312,7 +312,7 @@ impl Service {
             &delivery.payload,
         );
         let sent = self
-            .webhook_client
+            .webhook_client()
             .post(url)
             .header("content-type", "application/json")
             .header("webhook-id", &delivery.event_id)
