@@ -6,7 +6,12 @@
 # 500-record session page under c=8.
 #
 # Usage: bench/run.sh            (env: BACKENDS="postgres sqlite", SCAN_S, DUP_S, WARM_S,
-#                                 PORT, HARNESS, PG_URL, SKIP_BUILD=1, PAGE_S)
+#                                 PORT, HARNESS, PG_URL, SKIP_BUILD=1, PAGE_S, WEBHOOK_BACKLOG)
+#
+# WEBHOOK_BACKLOG=N starts bench/slow_receiver.py (5 s per call) and gives the server a
+# webhook to it with N pending deliveries, so that its worker posts to a slow receiver for
+# the whole run: the scan figures side by side with a run without it show what deliveries
+# cost the scan path.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -55,12 +60,30 @@ INSERT INTO attendance_session (id, course_id, date, created_by, created_at, dev
 SQL
 }
 
+RECEIVER_PID=""
+SERVER_PID=""
+if [ -n "${WEBHOOK_BACKLOG:-}" ]; then
+  RECEIVER_PORT=$((PORT + 7))
+  python3 "$ROOT/bench/slow_receiver.py" "$RECEIVER_PORT" 5 &
+  RECEIVER_PID=$!
+fi
+# The slow receiver's webhook and its backlog, due at once ($1 = now literal).
+backlog_sql() {
+  cat <<SQL
+INSERT INTO webhook (id, url, secret, events, created_at) VALUES (1, 'http://127.0.0.1:$RECEIVER_PORT/hook',
+  'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', ',SESSION_CLOSED,RECORD_CHANGED,WARNING_RAISED,EXCUSE_CREATED,', $1);
+WITH RECURSIVE n(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM n WHERE g < $WEBHOOK_BACKLOG)
+INSERT INTO webhook_delivery (webhook_id, event_id, event_type, payload, status, attempts, created_at, next_attempt_at)
+  SELECT 1, 'msg_backlog_' || g, 'SESSION_CLOSED', '{"type":"SESSION_CLOSED","data":{}}', 'pending', 0, $1, $1 FROM n;
+SQL
+}
+
 start_server() { # $1 = name, $2 = DATABASE_URL
   cp "$TARGET/release/attendance" "$OUT/attendance-$1"
   SECRET_KEY=bench-secret-key-0123456789 DEBUG=false DATABASE_URL=$2 \
     "$OUT/attendance-$1" create-admin --username admin --password "$ADMIN_PASSWORD" > /dev/null
   SECRET_KEY=bench-secret-key-0123456789 DEBUG=false DATABASE_URL=$2 BIND=127.0.0.1:$PORT \
-    AUTO_CLOSE_INTERVAL_SECONDS=3600 RUST_LOG=warn \
+    AUTO_CLOSE_INTERVAL_SECONDS=3600 RUST_LOG=warn WEBHOOK_ALLOW_PRIVATE=true \
     "$OUT/attendance-$1" serve > "$OUT/server-$1.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do
@@ -74,7 +97,7 @@ stop_server() {
   kill "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
 }
-trap 'stop_server' EXIT
+trap 'stop_server; [ -n "$RECEIVER_PID" ] && kill "$RECEIVER_PID" 2>/dev/null || true' EXIT
 
 gql() { # $1 = token, $2 = JSON body
   curl -fs "$BASE/graphql" -H 'content-type: application/json' -H "authorization: Bearer $1" -d "$2"
@@ -119,6 +142,7 @@ run_backend() { # $1 = postgres | sqlite
             SELECT setval(pg_get_serial_sequence('attendance_session', 'id'), 4);
             SELECT setval(pg_get_serial_sequence('device', 'id'), 4);
             ANALYZE;"
+      if [ -n "${WEBHOOK_BACKLOG:-}" ]; then backlog_sql "now()"; fi
     } | psql "$url" -q -v ON_ERROR_STOP=1 > /dev/null
     echo "seed         : $STUDENTS students in $(python3 -c "import time; print('%.1f' % (time.time() - $t0))") s (SQL)" | tee -a "$OUT/summary.txt"
     count_cmd="psql '$url' -Atc 'select count(*) from attendance_record where session_id = 1'"
@@ -144,12 +168,19 @@ db.commit()
 db.execute("ANALYZE")
 db.close()
 PY
+    if [ -n "${WEBHOOK_BACKLOG:-}" ]; then
+      python3 -c "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.executescript(sys.argv[2]); db.commit()" \
+        "$OUT/bench.db" "$(backlog_sql "strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now')")"
+    fi
     echo "seed         : $STUDENTS students in $(python3 -c "import time; print('%.1f' % (time.time() - $t0))") s (SQL)" | tee -a "$OUT/summary.txt"
     count_cmd="python3 -c \"import sqlite3; print(sqlite3.connect('$OUT/bench.db').execute('select count(*) from attendance_record where session_id = 1').fetchone()[0])\""
   fi
 
   start_server "$backend" "$url"
   sleep 2
+  if [ -n "${WEBHOOK_BACKLOG:-}" ]; then
+    echo "webhooks     : $WEBHOOK_BACKLOG deliveries pending to a receiver that takes 5 s per call" | tee -a "$OUT/summary.txt"
+  fi
   echo "idle RSS     : $(( $(rss_kib) / 1024 )) MiB (after start-up and /ready)" | tee -a "$OUT/summary.txt"
 
   curl -fs "$BASE/metrics" > "$OUT/metrics-before.txt"
@@ -222,6 +253,9 @@ PY
   fi
   closed=$(time_close "$token" 3)
   echo "close        : ${closed% *} s for ${closed#* } absentees (50,000 scanned, the rest marked absent)" | tee -a "$OUT/summary.txt"
+  if [ -n "${WEBHOOK_BACKLOG:-}" ]; then
+    echo "webhooks     : $(curl -fs "$BASE/metrics" | grep '^attendance_webhook_deliveries_total' | tr '\n' ' ')" | tee -a "$OUT/summary.txt"
+  fi
   stop_server
 }
 
