@@ -9,7 +9,7 @@ use super::loaders::*;
 use super::objects::{Course, Student, Viewer, loader};
 use super::query::{Conn, connection, optional_id, page_cost};
 use super::scalars::Date;
-use super::{dangling, service};
+use super::{required, service};
 use crate::entities::excuse;
 use crate::error::GqlResultExt;
 use crate::service::PageRequest;
@@ -24,11 +24,9 @@ impl Excuse {
         self.0.id.into()
     }
     async fn student(&self, ctx: &Context<'_>) -> async_graphql::Result<Student> {
-        loader(ctx)
-            .load_one(StudentById(self.0.student_id))
-            .await?
+        required(ctx, StudentById(self.0.student_id), "student")
+            .await
             .map(Student)
-            .ok_or_else(|| dangling("student"))
     }
     /// The course it covers; null for every course of the student.
     async fn course(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Course>> {

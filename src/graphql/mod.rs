@@ -21,6 +21,7 @@ pub mod timetable;
 pub mod warnings;
 pub mod webhooks;
 
+use async_graphql::dataloader::Loader;
 use async_graphql::{MergedObject, Schema};
 
 use crate::service::Service;
@@ -61,9 +62,20 @@ pub(crate) fn service<'a>(ctx: &async_graphql::Context<'a>) -> &'a Service {
     ctx.data_unchecked::<Service>()
 }
 
-/// The error of a reference to a row that should exist and does not (an internal fault).
-pub(crate) fn dangling(what: &'static str) -> async_graphql::Error {
-    crate::error::AppError::Internal(format!("dangling reference to a {what}")).into_graphql()
+/// The row `key` names, through the request's loader; it must exist (a foreign key points
+/// at it), so a missing one is an internal fault naming `what`.
+pub(crate) async fn required<K>(
+    ctx: &async_graphql::Context<'_>,
+    key: K,
+    what: &'static str,
+) -> async_graphql::Result<<loaders::Db as Loader<K>>::Value>
+where
+    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
+    loaders::Db: Loader<K, Error = async_graphql::Error>,
+{
+    objects::loader(ctx).load_one(key).await?.ok_or_else(|| {
+        crate::error::AppError::Internal(format!("dangling reference to a {what}")).into_graphql()
+    })
 }
 
 /// Parses an `ID` argument that must be a row id, naming `field` when it is not.

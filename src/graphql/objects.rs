@@ -10,10 +10,11 @@ use chrono::{DateTime, Utc};
 use super::guard::{RoleGuard, principal};
 use super::loaders::*;
 use super::plain::{Field, IntoValue, PlainList, id};
+use super::required;
 use super::scalars::Date;
 use crate::entities::{self, attendance_record, attendance_session, course, dep_batch, device};
 use crate::entities::{record_change, section, student, teacher, user};
-use crate::error::{AppError, GqlResultExt};
+use crate::error::GqlResultExt;
 use crate::plain_fields;
 use crate::service::access;
 use crate::service::sessions::SessionCounts;
@@ -26,10 +27,6 @@ pub const SMALL_LIST_WEIGHT: usize = 5;
 
 pub(crate) fn loader<'a>(ctx: &'a Context<'_>) -> &'a DataLoader<Db> {
     ctx.data_unchecked::<DataLoader<Db>>()
-}
-
-fn missing(what: &'static str) -> async_graphql::Error {
-    AppError::Internal(format!("dangling reference to a {what}")).into_graphql()
 }
 
 /// A student's status in a session.
@@ -117,11 +114,9 @@ impl Section {
         &self.0.name
     }
     async fn dep_batch(&self, ctx: &Context<'_>) -> async_graphql::Result<DepBatch> {
-        loader(ctx)
-            .load_one(DepBatchById(self.0.dep_batch_id))
-            .await?
+        required(ctx, DepBatchById(self.0.dep_batch_id), "dep-batch")
+            .await
             .map(DepBatch)
-            .ok_or_else(|| missing("dep-batch"))
     }
     /// The students of this section.
     #[graphql(complexity = "LIST_WEIGHT * child_complexity + 1")]
@@ -160,11 +155,9 @@ impl Student {
         self.0.section_id.into()
     }
     async fn section(&self, ctx: &Context<'_>) -> async_graphql::Result<Section> {
-        loader(ctx)
-            .load_one(SectionById(self.0.section_id))
-            .await?
+        required(ctx, SectionById(self.0.section_id), "section")
+            .await
             .map(Section)
-            .ok_or_else(|| missing("section"))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -264,11 +257,9 @@ impl Course {
         self.0.teacher_id.into()
     }
     async fn teacher(&self, ctx: &Context<'_>) -> async_graphql::Result<Teacher> {
-        loader(ctx)
-            .load_one(TeacherById(self.0.teacher_id))
-            .await?
+        required(ctx, TeacherById(self.0.teacher_id), "teacher")
+            .await
             .map(Teacher)
-            .ok_or_else(|| missing("teacher"))
     }
     /// The sections the course is taught to.
     #[graphql(complexity = "SMALL_LIST_WEIGHT * child_complexity + 1")]
@@ -463,33 +454,27 @@ impl AttendanceSession {
         self.0.course_id.into()
     }
     async fn course(&self, ctx: &Context<'_>) -> async_graphql::Result<Course> {
-        loader(ctx)
-            .load_one(CourseById(self.0.course_id))
-            .await?
+        required(ctx, CourseById(self.0.course_id), "course")
+            .await
             .map(Course)
-            .ok_or_else(|| missing("course"))
     }
     async fn date(&self) -> Date {
         Date(self.0.date)
     }
     /// The teacher who opened the session.
     async fn created_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Teacher> {
-        loader(ctx)
-            .load_one(TeacherById(self.0.created_by))
-            .await?
+        required(ctx, TeacherById(self.0.created_by), "teacher")
+            .await
             .map(Teacher)
-            .ok_or_else(|| missing("teacher"))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
     /// The code of the bound device.
     async fn device_id(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
-        loader(ctx)
-            .load_one(DeviceById(self.0.device_id))
-            .await?
+        required(ctx, DeviceById(self.0.device_id), "device")
+            .await
             .map(|d| d.device_id)
-            .ok_or_else(|| missing("device"))
     }
     /// The bound device (admins only).
     #[graphql(guard = "RoleGuard::admin()")]
@@ -740,19 +725,15 @@ impl RecordChange {
     }
     /// The record's session.
     async fn session(&self, ctx: &Context<'_>) -> async_graphql::Result<AttendanceSession> {
-        loader(ctx)
-            .load_one(SessionById(self.0.session_id))
-            .await?
+        required(ctx, SessionById(self.0.session_id), "session")
+            .await
             .map(AttendanceSession)
-            .ok_or_else(|| missing("session"))
     }
     /// The record's student.
     async fn student(&self, ctx: &Context<'_>) -> async_graphql::Result<Student> {
-        loader(ctx)
-            .load_one(StudentById(self.0.student_id))
-            .await?
+        required(ctx, StudentById(self.0.student_id), "student")
+            .await
             .map(Student)
-            .ok_or_else(|| missing("student"))
     }
 }
 

@@ -12,7 +12,7 @@ use super::objects::{AttendanceSession, Course, Device};
 use super::query::optional_id;
 use super::roster::ImportResult;
 use super::scalars::{Date, Time};
-use super::{dangling, service};
+use super::{required, service};
 use crate::entities::{holiday, schedule_slot, term};
 use crate::error::{AppError, GqlResultExt};
 use crate::service::timetable::occurrences::Occurrence;
@@ -129,25 +129,19 @@ impl ScheduleSlot {
         self.0.id.into()
     }
     async fn course(&self, ctx: &Context<'_>) -> async_graphql::Result<Course> {
-        loader(ctx)
-            .load_one(CourseById(self.0.course_id))
-            .await?
+        required(ctx, CourseById(self.0.course_id), "course")
+            .await
             .map(Course)
-            .ok_or_else(|| dangling("course"))
     }
     async fn term(&self, ctx: &Context<'_>) -> async_graphql::Result<Term> {
-        loader(ctx)
-            .load_one(TermById(self.0.term_id))
-            .await?
+        required(ctx, TermById(self.0.term_id), "term")
+            .await
             .map(Term)
-            .ok_or_else(|| dangling("term"))
     }
     async fn device(&self, ctx: &Context<'_>) -> async_graphql::Result<Device> {
-        loader(ctx)
-            .load_one(DeviceById(self.0.device_id))
-            .await?
+        required(ctx, DeviceById(self.0.device_id), "device")
+            .await
             .map(Device)
-            .ok_or_else(|| dangling("device"))
     }
     async fn weekday(&self) -> Weekday {
         Weekday::from_iso(self.0.weekday)

@@ -8,7 +8,7 @@ use super::id_arg as id;
 use super::loaders::*;
 use super::objects::{Course, Student, loader};
 use super::query::{Conn, connection, optional_id, page_cost};
-use super::{dangling, service};
+use super::{required, service};
 use crate::entities::{attendance_warning, warning_rule};
 use crate::error::GqlResultExt;
 use crate::service::PageRequest;
@@ -68,18 +68,14 @@ impl AttendanceWarning {
         self.0.id.into()
     }
     async fn student(&self, ctx: &Context<'_>) -> async_graphql::Result<Student> {
-        loader(ctx)
-            .load_one(StudentById(self.0.student_id))
-            .await?
+        required(ctx, StudentById(self.0.student_id), "student")
+            .await
             .map(Student)
-            .ok_or_else(|| dangling("student"))
     }
     async fn course(&self, ctx: &Context<'_>) -> async_graphql::Result<Course> {
-        loader(ctx)
-            .load_one(CourseById(self.0.course_id))
-            .await?
+        required(ctx, CourseById(self.0.course_id), "course")
+            .await
             .map(Course)
-            .ok_or_else(|| dangling("course"))
     }
     async fn kind(&self) -> WarningKind {
         if self.0.kind == crate::service::warnings::WarningKind::LowRate.as_str() {

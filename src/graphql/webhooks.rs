@@ -44,10 +44,7 @@ pub struct Webhook(pub webhook::Model);
 
 impl Webhook {
     fn event_list(&self) -> Vec<WebhookEvent> {
-        self.0
-            .events
-            .split(',')
-            .filter_map(service_webhooks::WebhookEvent::parse)
+        service_webhooks::events_in(&self.0.events)
             .map(WebhookEvent::from)
             .collect()
     }

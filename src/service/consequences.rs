@@ -9,7 +9,7 @@ use sea_orm::{ConnectionTrait, DbErr};
 use serde_json::json;
 
 use super::Service;
-use super::sql::statement;
+use super::sessions::status_counts;
 use super::warnings::{self, Touched};
 use super::webhooks::{self, Event, WebhookEvent};
 use crate::entities::{
@@ -86,7 +86,10 @@ pub(crate) async fn follow(
             closed_at,
             marked_absent,
         } if subscribed.wants(WebhookEvent::SessionClosed) => {
-            let counts = status_counts(txn, session.id).await?;
+            let counts = status_counts(txn, &[session.id])
+                .await?
+                .remove(&session.id)
+                .unwrap_or_default();
             events.push(Event {
                 kind: WebhookEvent::SessionClosed,
                 data: json!({
@@ -96,9 +99,9 @@ pub(crate) async fn follow(
                     "date": session.date.to_string(),
                     "closedAt": closed_at,
                     "markedAbsent": marked_absent,
-                    "present": counts[0],
-                    "absent": counts[1],
-                    "permission": counts[2],
+                    "present": counts.present,
+                    "absent": counts.absent,
+                    "permission": counts.permission,
                 }),
             });
         }
@@ -171,33 +174,6 @@ pub(crate) async fn follow(
         webhooks::write_events(txn, at, &events).await?
     };
     Ok(Followed { deliveries })
-}
-
-/// Present, absent and permission records of a session.
-async fn status_counts(txn: &impl ConnectionTrait, session_id: i32) -> Result<[i64; 3], DbErr> {
-    let rows = txn
-        .query_all_raw(statement(
-            txn.get_database_backend(),
-            "SELECT status, COUNT(*) FROM attendance_record WHERE session_id = $1 GROUP BY status",
-            vec![session_id.into()],
-        ))
-        .await?;
-    let mut counts = [0; 3];
-    for row in rows {
-        let status: String = row.try_get_by_index(0)?;
-        let n: i64 = row.try_get_by_index(1)?;
-        let slot = [
-            AttendanceStatus::Present,
-            AttendanceStatus::Absent,
-            AttendanceStatus::Permission,
-        ]
-        .iter()
-        .position(|s| s.as_str() == status);
-        if let Some(slot) = slot {
-            counts[slot] = n;
-        }
-    }
-    Ok(counts)
 }
 
 impl Service {

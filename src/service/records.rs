@@ -323,15 +323,11 @@ impl Service {
     ) -> AppResult<attendance_record::Model> {
         access::require_admin(actor)?;
         let reason = audit_reason(reason)?;
-        let record = attendance_record::Entity::find_by_id(id)
-            .one(&self.db)
+        let (record, session) = self
+            .record_for(actor, id)
             .await?
             .ok_or(AppError::NotFound("attendance record"))?;
-        let course_id = attendance_session::Entity::find_by_id(record.session_id)
-            .one(&self.db)
-            .await?
-            .ok_or(AppError::NotFound("session"))?
-            .course_id;
+        let course_id = session.course_id;
         let at = self.now();
         let txn = self.writer.begin_with_options(write_transaction()).await?;
         // Conditional on the status read, so the entry names the status that was deleted.

@@ -501,6 +501,44 @@ struct Enrolled {
     n: i64,
 }
 
+/// The present, absent and permission records of each session, in one statement (sessions
+/// without records count zeros); `not_yet_scanned` is left at 0.
+pub(crate) async fn status_counts(
+    db: &impl ConnectionTrait,
+    session_ids: &[i32],
+) -> Result<HashMap<i32, SessionCounts>, DbErr> {
+    let mut counts: HashMap<i32, SessionCounts> = session_ids
+        .iter()
+        .map(|id| (*id, SessionCounts::default()))
+        .collect();
+    if session_ids.is_empty() {
+        return Ok(counts);
+    }
+    let ids: Vec<String> = session_ids.iter().map(i32::to_string).collect();
+    // Ids are integers from the database, so inlining them is safe and keeps one statement.
+    let by_status = StatusCount::find_by_statement(Statement::from_string(
+        db.get_database_backend(),
+        format!(
+            "SELECT session_id, status, COUNT(*) AS n FROM attendance_record \
+             WHERE session_id IN ({}) GROUP BY session_id, status",
+            ids.join(",")
+        ),
+    ))
+    .all(db)
+    .await?;
+    for row in by_status {
+        if let Some(c) = counts.get_mut(&row.session_id) {
+            match row.status.as_str() {
+                "present" => c.present = row.n,
+                "absent" => c.absent = row.n,
+                "permission" => c.permission = row.n,
+                _ => {}
+            }
+        }
+    }
+    Ok(counts)
+}
+
 impl Service {
     /// Counts for many sessions in two statements, whatever their number.
     pub async fn session_counts(
@@ -511,20 +549,11 @@ impl Service {
             return Ok(HashMap::new());
         }
         let backend = self.db.get_database_backend();
-        let ids: Vec<String> = sessions.iter().map(|s| s.id.to_string()).collect();
+        let ids: Vec<i32> = sessions.iter().map(|s| s.id).collect();
         let courses: BTreeSet<i32> = sessions.iter().map(|s| s.course_id).collect();
         let courses: Vec<String> = courses.iter().map(i32::to_string).collect();
+        let mut counts = status_counts(&self.db, &ids).await?;
         // Ids are integers from the database, so inlining them is safe and keeps one statement.
-        let by_status = StatusCount::find_by_statement(Statement::from_string(
-            backend,
-            format!(
-                "SELECT session_id, status, COUNT(*) AS n FROM attendance_record \
-                 WHERE session_id IN ({}) GROUP BY session_id, status",
-                ids.join(",")
-            ),
-        ))
-        .all(&self.db)
-        .await?;
         let enrolled = Enrolled::find_by_statement(Statement::from_string(
             backend,
             format!(
@@ -539,20 +568,6 @@ impl Service {
         .await?;
         let enrolled: HashMap<i32, i64> =
             enrolled.into_iter().map(|e| (e.course_id, e.n)).collect();
-        let mut counts: HashMap<i32, SessionCounts> = sessions
-            .iter()
-            .map(|s| (s.id, SessionCounts::default()))
-            .collect();
-        for row in by_status {
-            if let Some(c) = counts.get_mut(&row.session_id) {
-                match row.status.as_str() {
-                    "present" => c.present = row.n,
-                    "absent" => c.absent = row.n,
-                    "permission" => c.permission = row.n,
-                    _ => {}
-                }
-            }
-        }
         for session in sessions {
             if let Some(c) = counts.get_mut(&session.id) {
                 let recorded = c.present + c.absent + c.permission;

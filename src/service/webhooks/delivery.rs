@@ -11,7 +11,7 @@ use futures_util::StreamExt as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
-    QueryFilter, Set, TransactionTrait,
+    QueryFilter, QuerySelect, Set, TransactionTrait,
 };
 use sha2::Sha256;
 
@@ -109,8 +109,6 @@ pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
 /// What one pass of the worker did.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DeliveryRun {
-    /// Deliveries attempted.
-    pub attempted: usize,
     /// Whether a full batch was claimed (more may be due at once).
     pub more: bool,
     /// When the next pending delivery is due, as far as this process can tell.
@@ -145,14 +143,12 @@ impl Service {
         let due = self.next_delivery_due().await?;
         if due.is_none_or(|at| at > self.now()) {
             return Ok(DeliveryRun {
-                attempted: 0,
                 more: false,
                 next_due: due,
             });
         }
         let claimed = self.claim_due().await?;
-        let attempted = claimed.len();
-        let more = attempted as u64 == CLAIM_BATCH;
+        let more = claimed.len() as u64 == CLAIM_BATCH;
         let service = self.clone();
         futures_util::stream::iter(claimed)
             .for_each_concurrent(CLAIM_BATCH as usize, |claimed| {
@@ -166,7 +162,6 @@ impl Service {
             })
             .await;
         Ok(DeliveryRun {
-            attempted,
             more,
             next_due: self.next_delivery_due().await?,
         })
@@ -443,20 +438,20 @@ impl Service {
         .await?;
         txn.commit().await?;
         let label = match status {
-            DELIVERED => "delivered",
-            FAILED => "failed",
-            _ => "retried",
-        };
-        self.metrics.webhook_delivery(label);
-        match status {
-            DELIVERED => tracing::debug!(delivery_id = delivery.id, "webhook delivered"),
+            DELIVERED => {
+                tracing::debug!(delivery_id = delivery.id, "webhook delivered");
+                "delivered"
+            }
             FAILED => {
-                tracing::warn!(delivery_id = delivery.id, error = ?outcome.error, "webhook delivery failed for 24 hours; given up")
+                tracing::warn!(delivery_id = delivery.id, error = ?outcome.error, "webhook delivery failed for 24 hours; given up");
+                "failed"
             }
             _ => {
-                tracing::info!(delivery_id = delivery.id, error = ?outcome.error, wait_ms = ?wait, "webhook delivery failed; will retry")
+                tracing::info!(delivery_id = delivery.id, error = ?outcome.error, wait_ms = ?wait, "webhook delivery failed; will retry");
+                "retried"
             }
-        }
+        };
+        self.metrics.webhook_delivery(label);
         Ok(())
     }
 
@@ -474,8 +469,6 @@ impl Service {
         }))
     }
 }
-
-use sea_orm::QuerySelect as _;
 
 /// The columns of a `webhook_delivery::Model`, for RETURNING.
 const DELIVERY_COLUMNS: &str = "id, webhook_id, event_id, event_type, payload, status, attempts, \

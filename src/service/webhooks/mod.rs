@@ -5,13 +5,13 @@
 pub mod delivery;
 pub mod target;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    Set, TransactionTrait,
+    QuerySelect, Set, TransactionTrait,
 };
 use serde_json::Value as Json;
 
@@ -71,16 +71,13 @@ pub struct Event {
 
 /// The events some live webhook subscribes to, read inside a change's transaction (so a
 /// webhook created by another process is seen by the next change, not a cached copy).
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Subscribed([bool; 4]);
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Subscribed(HashSet<WebhookEvent>);
 
 impl Subscribed {
     /// Whether any webhook wants `kind`.
-    pub(crate) fn wants(self, kind: WebhookEvent) -> bool {
-        self.0[WebhookEvent::ALL
-            .iter()
-            .position(|e| *e == kind)
-            .unwrap_or(0)]
+    pub(crate) fn wants(&self, kind: WebhookEvent) -> bool {
+        self.0.contains(&kind)
     }
 }
 
@@ -93,15 +90,28 @@ pub(crate) async fn subscribed(db: &impl ConnectionTrait) -> Result<Subscribed, 
         .into_tuple()
         .all(db)
         .await?;
-    let mut wanted = Subscribed::default();
-    for (i, kind) in WebhookEvent::ALL.into_iter().enumerate() {
-        let name = format!(",{},", kind.as_str());
-        wanted.0[i] = lists.iter().any(|events| events.contains(&name));
-    }
-    Ok(wanted)
+    Ok(Subscribed(
+        lists.iter().flat_map(|list| events_in(list)).collect(),
+    ))
 }
 
-use sea_orm::QuerySelect as _;
+/// The stored form of a webhook's events: comma-surrounded (`,SESSION_CLOSED,WARNING_RAISED,`),
+/// so that `events LIKE '%,NAME,%'` selects the subscribers of one event in SQL.
+fn events_column(events: &[WebhookEvent]) -> String {
+    let mut column = String::from(",");
+    for kind in WebhookEvent::ALL {
+        if events.contains(&kind) {
+            column.push_str(kind.as_str());
+            column.push(',');
+        }
+    }
+    column
+}
+
+/// The events of a stored `webhook.events` value, in the API's order.
+pub fn events_in(column: &str) -> impl Iterator<Item = WebhookEvent> + '_ {
+    column.split(',').filter_map(WebhookEvent::parse)
+}
 
 /// Events written per statement (three parameters each).
 const EVENTS_PER_STATEMENT: usize = 500;
@@ -188,18 +198,11 @@ impl Service {
             return Err(AppError::invalid("events", "name at least one event"));
         }
         target::check_target(&url, self.config.webhook_allow_private).await?;
-        let mut list = String::from(",");
-        for kind in WebhookEvent::ALL {
-            if events.contains(&kind) {
-                list.push_str(kind.as_str());
-                list.push(',');
-            }
-        }
         let secret = new_secret();
         let hook = webhook::ActiveModel {
             url: Set(url.to_string()),
             secret: Set(secret.clone()),
-            events: Set(list),
+            events: Set(events_column(events)),
             created_at: Set(self.now()),
             deleted_at: Set(None),
             ..Default::default()
