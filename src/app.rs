@@ -247,9 +247,13 @@ fn spawn_background_jobs(
     mut stop: watch::Receiver<bool>,
     next_due: Option<chrono::DateTime<chrono::Utc>>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run_scheduler(service.clone(), stop.clone(), next_due));
-    tokio::spawn(run_webhooks(service.clone(), stop.clone()));
-    tokio::spawn(async move {
+    tokio::spawn(db::background(run_scheduler(
+        service.clone(),
+        stop.clone(),
+        next_due,
+    )));
+    tokio::spawn(db::background(run_webhooks(service.clone(), stop.clone())));
+    tokio::spawn(db::background(async move {
         let mut seen_tick = tokio::time::interval(Duration::from_secs(5));
         // Terminals' pending lines are judged right after the upload that stored them; this
         // sweep (at start, then now and then) picks up those a stopped process left behind.
@@ -268,18 +272,18 @@ fn spawn_background_jobs(
                     }
                     // Spawned, so a long drain never delays closing sessions.
                     let drainer = service.clone();
-                    tokio::spawn(async move {
+                    tokio::spawn(db::background(async move {
                         match drainer.drain_terminals().await {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(lines = n, "judged pending terminal lines"),
                             Err(e) => tracing::warn!(error = %e, "judging pending terminal lines failed; will retry"),
                         }
-                    });
+                    }));
                 }
                 _ = stop.changed() => break,
             }
         }
-    })
+    }))
 }
 
 /// The whole HTTP surface, plus `extra` routes behind the same middleware.
