@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
@@ -19,6 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use super::execute::{GraphqlExecutor, Route, with_codes};
 use super::guard::{Auth, ClientAddress};
 use super::loaders::{connection_loader, drive, request_loader};
+use super::plain::RawLists;
 use crate::auth::extract::MaybeBearer;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -39,7 +40,7 @@ async fn graphql(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     bearer: MaybeBearer,
     req: GraphQLRequest,
-) -> GraphQLResponse {
+) -> Response {
     let auth = match &bearer {
         MaybeBearer::Absent => Auth::Anonymous,
         MaybeBearer::Unreadable => Auth::Invalid,
@@ -52,22 +53,53 @@ async fn graphql(
     let (loader, tasks) = request_loader(state.service.clone());
     let operation = req.0.operation_name.clone();
     let started = std::time::Instant::now();
-    let response = match executor.prepare(req.into_inner(), &auth) {
-        Route::Run(request, schema) => {
-            let request = request
+    let (response, raw) = match executor.prepare(req.into_inner(), &auth) {
+        Route::Run(mut request, schema) => {
+            let raw = request.parsed_query().ok().and_then(RawLists::for_document);
+            let mut request = request
                 .data(auth)
                 .data(loader)
                 .data(ClientAddress(peer.ip()));
-            with_codes(drive(tasks, schema.execute(request)).await)
+            if let Some(raw) = &raw {
+                request = request.data(raw.clone());
+            }
+            (with_codes(drive(tasks, schema.execute(request)).await), raw)
         }
-        Route::Refused(refused) => refused,
+        Route::Refused(refused) => (refused, None),
     };
     state.service.metrics.graphql(
         operation.as_deref().unwrap_or("anonymous"),
         !response.errors.is_empty(),
         started.elapsed(),
     );
-    response.into()
+    match raw {
+        Some(raw) => answer(&response, &raw),
+        None => GraphQLResponse::from(response).into_response(),
+    }
+}
+
+/// What `GraphQLResponse` answers, with the plain lists' JSON written in place.
+fn answer(response: &async_graphql::Response, raw: &RawLists) -> Response {
+    let body = match raw.write_response(response) {
+        Ok(body) => body,
+        Err(e) => {
+            return AppError::Internal(format!("writing a GraphQL answer: {e}")).into_response();
+        }
+    };
+    let mut answer = Response::new(Body::from(body));
+    let headers = answer.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/graphql-response+json"),
+    );
+    if response.is_ok()
+        && let Some(cache_control) = response.cache_control.value()
+        && let Ok(value) = HeaderValue::from_str(&cache_control)
+    {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    headers.extend(response.http_headers.clone());
+    answer
 }
 
 /// `GET /graphql/ws`: subscriptions over graphql-transport-ws (and the older graphql-ws).

@@ -10,16 +10,24 @@
 //! fields) go through the object's async resolvers, concurrently as before. The wrappers
 //! register as the type they wrap, so the schema does not change.
 //!
+//! Over HTTP a plain list goes one step further: when every selected field of its items is
+//! plain, its JSON is written straight from the rows and spliced into the answer
+//! ([`RawLists`]), so no value tree is built for it at all.
+//!
 //! Plain fields are not seen by extensions' `resolve` hooks; the schema installs none.
 
 use std::borrow::Cow;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_graphql::futures_util::future::{BoxFuture, join_all};
 use async_graphql::indexmap::IndexMap;
-use async_graphql::parser::types::{Field as FieldNode, Selection};
+
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, Field as FieldNode, Selection, SelectionSet,
+};
 use async_graphql::registry::Registry;
 use async_graphql::{
-    Context, ContextSelectionSet, Name, OutputType, Positioned, ScalarType, ServerError,
+    Context, ContextSelectionSet, Name, OutputType, Positioned, Response, ScalarType, ServerError,
     ServerResult, Value,
 };
 use chrono::{DateTime, Utc};
@@ -40,6 +48,9 @@ pub trait PlainObject: Send + Sync {
     fn object_type_name(&self) -> Cow<'static, str>;
     /// How the field named `name` resolves.
     fn plain(&self, name: &str) -> Field<'_>;
+    /// Appends the JSON of the field named `name` to `out` when it is plain data (answering
+    /// [`Field::Value`] with `Value::Null`), or says what else it is.
+    fn write_plain(&self, name: &str, out: &mut Vec<u8>) -> serde_json::Result<Field<'_>>;
     /// Resolves a non-plain field through the object's derived resolver.
     fn resolve_async<'a>(
         &'a self,
@@ -48,10 +59,16 @@ pub trait PlainObject: Send + Sync {
 }
 
 /// The conversion of a plain field's Rust value to its GraphQL value, the same one the
-/// derived resolver makes.
-pub trait IntoValue {
+/// derived resolver makes, and to the JSON text that value serializes to.
+pub trait IntoValue: Sized {
     /// The GraphQL value.
     fn into_value(self) -> Value;
+
+    /// Appends the JSON of [`into_value`](IntoValue::into_value) to `out`; the common types
+    /// write it without building the value.
+    fn write_json(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, &self.into_value())
+    }
 }
 
 macro_rules! scalar_into_value {
@@ -63,34 +80,105 @@ macro_rules! scalar_into_value {
         }
     )*};
 }
-scalar_into_value!(
-    async_graphql::ID,
-    String,
-    i32,
-    bool,
-    f64,
-    super::scalars::Date
-);
+scalar_into_value!(f64, super::scalars::Date);
+
+impl IntoValue for async_graphql::ID {
+    fn into_value(self) -> Value {
+        Value::String(self.0)
+    }
+
+    fn write_json(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, self.as_str())
+    }
+}
+
+impl IntoValue for String {
+    fn into_value(self) -> Value {
+        Value::String(self)
+    }
+
+    fn write_json(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, &self)
+    }
+}
+
+impl IntoValue for i32 {
+    fn into_value(self) -> Value {
+        Value::Number(self.into())
+    }
+
+    fn write_json(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(itoa::Buffer::new().format(self).as_bytes());
+        Ok(())
+    }
+}
+
+impl IntoValue for bool {
+    fn into_value(self) -> Value {
+        Value::Boolean(self)
+    }
+
+    fn write_json(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(if self { b"true" } else { b"false" });
+        Ok(())
+    }
+}
 
 impl IntoValue for DateTime<Utc> {
     fn into_value(self) -> Value {
         Value::String(rfc3339(&self))
     }
+
+    fn write_json(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match whole_second_rfc3339(&self) {
+            Some(text) => {
+                out.push(b'"');
+                out.extend_from_slice(&text);
+                out.push(b'"');
+                Ok(())
+            }
+            None => serde_json::to_writer(out, &self.to_rfc3339()),
+        }
+    }
 }
 
-/// A row id as an `ID`, formatted without the `fmt` machinery (a page of records has
-/// three per row).
-pub fn id(n: i32) -> async_graphql::ID {
-    async_graphql::ID(itoa::Buffer::new().format(n).to_owned())
+/// A row id, answered as an `ID`: formatted without the `fmt` machinery (a page of records
+/// has three per row), and written to JSON without a string of its own.
+pub struct RowId(pub i32);
+
+/// The row id `n` as an `ID`.
+pub fn id(n: i32) -> RowId {
+    RowId(n)
+}
+
+impl IntoValue for RowId {
+    fn into_value(self) -> Value {
+        Value::String(itoa::Buffer::new().format(self.0).to_owned())
+    }
+
+    fn write_json(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.push(b'"');
+        out.extend_from_slice(itoa::Buffer::new().format(self.0).as_bytes());
+        out.push(b'"');
+        Ok(())
+    }
 }
 
 /// The text of `to_rfc3339()` (what the derived resolver answers), written directly for the
 /// common case of a whole second in years 0 to 9999, such as a scan time.
 pub fn rfc3339(at: &DateTime<Utc>) -> String {
+    match whole_second_rfc3339(at) {
+        Some(text) => text.iter().map(|&b| b as char).collect(),
+        None => at.to_rfc3339(),
+    }
+}
+
+/// `to_rfc3339()`'s ASCII text for a whole second in years 0 to 9999; `None` otherwise.
+fn whole_second_rfc3339(at: &DateTime<Utc>) -> Option<[u8; 25]> {
     use chrono::{Datelike, Timelike};
     let year = at.year();
     if at.nanosecond() != 0 || !(0..=9999).contains(&year) {
-        return at.to_rfc3339();
+        return None;
     }
     let mut out = [0u8; 25];
     let mut put = |at: usize, value: u32, width: usize| {
@@ -110,12 +198,16 @@ pub fn rfc3339(at: &DateTime<Utc>) -> String {
         out[i] = c;
     }
     out[19..].copy_from_slice(b"+00:00");
-    out.iter().map(|&b| b as char).collect()
+    Some(out)
 }
 
 impl IntoValue for &str {
     fn into_value(self) -> Value {
         Value::String(self.to_owned())
+    }
+
+    fn write_json(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, self)
     }
 }
 
@@ -123,11 +215,25 @@ impl IntoValue for &String {
     fn into_value(self) -> Value {
         Value::String(self.clone())
     }
+
+    fn write_json(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, self.as_str())
+    }
 }
 
 impl<T: IntoValue> IntoValue for Option<T> {
     fn into_value(self) -> Value {
         self.map_or(Value::Null, IntoValue::into_value)
+    }
+
+    fn write_json(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match self {
+            Some(value) => value.write_json(out),
+            None => {
+                out.extend_from_slice(b"null");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -174,6 +280,26 @@ macro_rules! plain_fields {
                         ),
                     )*
                     other => $crate::plain_fields!(@extra other $($extra_name $extra)?),
+                }
+            }
+
+            fn write_plain(
+                &self,
+                name: &str,
+                out: &mut ::std::vec::Vec<u8>,
+            ) -> serde_json::Result<$crate::graphql::plain::Field<'_>> {
+                let $this = self;
+                match name {
+                    $(
+                        $name => {
+                            $crate::graphql::plain::IntoValue::write_json($value, out)?;
+                            Ok($crate::graphql::plain::Field::Value(async_graphql::Value::Null))
+                        }
+                    )*
+                    other => $crate::graphql::plain::write_field(
+                        $crate::plain_fields!(@extra other $($extra_name $extra)?),
+                        out,
+                    ),
                 }
             }
 
@@ -242,13 +368,18 @@ impl<T: OutputType + PlainObject> OutputType for PlainList<T> {
         ctx: &ContextSelectionSet<'_>,
         _field: &Positioned<FieldNode>,
     ) -> ServerResult<Value> {
-        let mut values = Vec::with_capacity(self.0.len());
-        let mut waiting = Vec::new();
         // Every item is a `T`, so fragments select the same fields on each: expand them once.
         let mut fields = Vec::new();
         if let Some(first) = self.0.first() {
             selected(first, ctx, &mut fields)?;
         }
+        if let Some(raw) = ctx.data_opt::<Arc<RawLists>>()
+            && let Some(json) = write_list(&self.0, ctx, &fields)?
+        {
+            return Ok(raw.stash(json));
+        }
+        let mut values = Vec::with_capacity(self.0.len());
+        let mut waiting = Vec::new();
         for (idx, item) in self.0.iter().enumerate() {
             let ctx_item = ctx.with_index(idx);
             let mut out = IndexMap::with_capacity(fields.len());
@@ -274,6 +405,289 @@ impl<T: OutputType + PlainObject> OutputType for PlainList<T> {
         }
         Ok(Value::List(values))
     }
+}
+
+/// A [`Field`] an `extra` block answered, with a plain value written to `out`.
+pub fn write_field<'a>(field: Field<'a>, out: &mut Vec<u8>) -> serde_json::Result<Field<'a>> {
+    match field {
+        Field::Value(value) => {
+            serde_json::to_writer(out, &value)?;
+            Ok(Field::Value(Value::Null))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Plain lists' JSON, written straight from their rows for one HTTP request: the list's
+/// value in the answer is a marker string, and [`RawLists::write_response`] writes the
+/// stashed JSON in its place. A page of 500 records then builds no value tree (4,500
+/// values, 1,000 maps) only to serialize and drop it (`bench/RESULTS.md`).
+///
+/// The engine merges the values of a field selected twice under one response key; a marker
+/// cannot be merged, so [`RawLists::for_document`] enables this only for documents that
+/// repeat no key.
+pub struct RawLists {
+    /// The markers' prefix, random per request, so that no stored text can pass for one.
+    prefix: String,
+    parts: Mutex<Vec<Vec<u8>>>,
+}
+
+impl RawLists {
+    /// For a request running `document`, unless one of its selections repeats a response
+    /// key (directly or through fragments).
+    pub fn for_document(document: &ExecutableDocument) -> Option<Arc<Self>> {
+        let operations: Vec<_> = match &document.operations {
+            DocumentOperations::Single(op) => vec![op],
+            DocumentOperations::Multiple(ops) => ops.values().collect(),
+        };
+        for op in operations {
+            if repeats_a_key(&op.node.selection_set.node, document, 0) {
+                return None;
+            }
+        }
+        let nonce: [u8; 16] = rand::random();
+        let mut prefix = String::from("\u{0}raw-json-");
+        for byte in nonce {
+            prefix.push_str(&format!("{byte:02x}"));
+        }
+        prefix.push('-');
+        Some(Arc::new(Self {
+            prefix,
+            parts: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Keeps a list's JSON; answers the marker that stands for it.
+    fn stash(&self, json: Vec<u8>) -> Value {
+        let mut parts = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
+        let marker = format!("{}{}", self.prefix, parts.len());
+        parts.push(json);
+        Value::String(marker)
+    }
+
+    /// The JSON of `response`, exactly as serde writes it, with every stashed list in place
+    /// of its marker.
+    pub fn write_response(&self, response: &Response) -> serde_json::Result<Vec<u8>> {
+        let parts = std::mem::take(&mut *self.parts.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + 512);
+        out.extend_from_slice(b"{\"data\":");
+        self.write_value(&response.data, &parts, &mut out)?;
+        if !response.extensions.is_empty() {
+            out.extend_from_slice(b",\"extensions\":");
+            serde_json::to_writer(&mut out, &response.extensions)?;
+        }
+        if !response.errors.is_empty() {
+            out.extend_from_slice(b",\"errors\":");
+            serde_json::to_writer(&mut out, &response.errors)?;
+        }
+        out.push(b'}');
+        Ok(out)
+    }
+
+    fn write_value(
+        &self,
+        value: &Value,
+        parts: &[Vec<u8>],
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
+        match value {
+            Value::Object(fields) => {
+                out.push(b'{');
+                for (n, (key, value)) in fields.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, key.as_str())?;
+                    out.push(b':');
+                    self.write_value(value, parts, out)?;
+                }
+                out.push(b'}');
+            }
+            Value::List(items) => {
+                out.push(b'[');
+                for (n, item) in items.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    self.write_value(item, parts, out)?;
+                }
+                out.push(b']');
+            }
+            Value::String(text) => match self.part(text, parts) {
+                Some(json) => out.extend_from_slice(json),
+                None => serde_json::to_writer(out, text)?,
+            },
+            other => serde_json::to_writer(out, other)?,
+        }
+        Ok(())
+    }
+
+    fn part<'p>(&self, text: &str, parts: &'p [Vec<u8>]) -> Option<&'p Vec<u8>> {
+        let index: usize = text.strip_prefix(self.prefix.as_str())?.parse().ok()?;
+        parts.get(index)
+    }
+}
+
+/// Whether a selection set (with its fragments' fields counted in, whatever their type
+/// condition) or one below it repeats a response key. Too deep counts as repeating.
+fn repeats_a_key(set: &SelectionSet, document: &ExecutableDocument, depth: usize) -> bool {
+    let mut keys = Vec::new();
+    let mut nested = Vec::new();
+    if flatten(set, document, depth, &mut keys, &mut nested) {
+        return true;
+    }
+    for (n, key) in keys.iter().enumerate() {
+        if keys[..n].contains(key) {
+            return true;
+        }
+    }
+    nested
+        .into_iter()
+        .any(|set| repeats_a_key(set, document, depth + 1))
+}
+
+/// Collects the response keys and sub-selections of `set` through fragments; true when the
+/// nesting is deeper than any real document (a fragment cycle the validation will refuse).
+fn flatten<'a>(
+    set: &'a SelectionSet,
+    document: &'a ExecutableDocument,
+    depth: usize,
+    keys: &mut Vec<&'a str>,
+    nested: &mut Vec<&'a SelectionSet>,
+) -> bool {
+    if depth > 64 {
+        return true;
+    }
+    for item in &set.items {
+        let inner = match &item.node {
+            Selection::Field(field) => {
+                keys.push(field.node.response_key().node.as_str());
+                if !field.node.selection_set.node.items.is_empty() {
+                    nested.push(&field.node.selection_set.node);
+                }
+                continue;
+            }
+            Selection::InlineFragment(fragment) => &fragment.node.selection_set.node,
+            Selection::FragmentSpread(spread) => {
+                match document.fragments.get(&spread.node.fragment_name.node) {
+                    Some(fragment) => &fragment.node.selection_set.node,
+                    None => continue,
+                }
+            }
+        };
+        if flatten(inner, document, depth + 1, keys, nested) {
+            return true;
+        }
+    }
+    false
+}
+
+/// One selected field, planned once for a whole list.
+struct Step<'a> {
+    key: &'a str,
+    field: &'a Positioned<FieldNode>,
+    /// The selection of a nested plain object, planned on the first item's.
+    nested: Option<Vec<Step<'a>>>,
+}
+
+/// The plan for writing an object's `fields`, from `object` (a list's first item); `None`
+/// when one of them is not plain.
+fn plan<'a>(
+    object: &dyn PlainObject,
+    ctx: &ContextSelectionSet<'a>,
+    fields: &[&'a Positioned<FieldNode>],
+) -> ServerResult<Option<Vec<Step<'a>>>> {
+    let mut steps = Vec::with_capacity(fields.len());
+    for &field in fields {
+        let nested = match classify(object, field) {
+            Field::Value(_) => None,
+            Field::Object(inner) => {
+                // Only the fragments and the registry are read here, so the context
+                // need not carry the field's path.
+                let ctx_inner = ctx.with_selection_set(&field.node.selection_set);
+                let mut inner_fields = Vec::new();
+                selected(inner, &ctx_inner, &mut inner_fields)?;
+                match plan(inner, &ctx_inner, &inner_fields)? {
+                    Some(steps) => Some(steps),
+                    None => return Ok(None),
+                }
+            }
+            Field::Async => return Ok(None),
+        };
+        steps.push(Step {
+            key: field.node.response_key().node.as_str(),
+            field,
+            nested,
+        });
+    }
+    Ok(Some(steps))
+}
+
+/// The JSON of a list of plain objects, or `None` when an item has a field that is not
+/// plain (the list then resolves the usual way).
+fn write_list<T: PlainObject>(
+    items: &[T],
+    ctx: &ContextSelectionSet<'_>,
+    fields: &[&Positioned<FieldNode>],
+) -> ServerResult<Option<Vec<u8>>> {
+    let Some(first) = items.first() else {
+        return Ok(Some(b"[]".to_vec()));
+    };
+    let Some(steps) = plan(first, ctx, fields)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(items.len() * 160 + 2);
+    out.push(b'[');
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        match write_object(item, &steps, &mut out) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(error) => return Err(ServerError::new(error.to_string(), None)),
+        }
+    }
+    out.push(b']');
+    Ok(Some(out))
+}
+
+/// Writes `object` by `steps`; false when a field the plan found plain is not on this
+/// object.
+fn write_object(
+    object: &dyn PlainObject,
+    steps: &[Step<'_>],
+    out: &mut Vec<u8>,
+) -> serde_json::Result<bool> {
+    // As async-graphql does: an object with no fields resolved is null.
+    if steps.is_empty() {
+        out.extend_from_slice(b"null");
+        return Ok(true);
+    }
+    out.push(b'{');
+    for (n, step) in steps.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, step.key)?;
+        out.push(b':');
+        let name = step.field.node.name.node.as_str();
+        if name == "__typename" {
+            serde_json::to_writer(&mut *out, object.object_type_name().as_ref())?;
+            continue;
+        }
+        match (object.write_plain(name, out)?, &step.nested) {
+            (Field::Value(_), None) => {}
+            (Field::Object(inner), Some(nested)) => {
+                if !write_object(inner, nested, out)? {
+                    return Ok(false);
+                }
+            }
+            _ => return Ok(false),
+        }
+    }
+    out.push(b'}');
+    Ok(true)
 }
 
 /// Resolves `object` against the selection set of `ctx`: in one synchronous pass when every

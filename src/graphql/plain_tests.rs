@@ -7,7 +7,7 @@ use serde_json::{Value as Json, json};
 
 use super::guard::Auth;
 use super::objects::*;
-use super::plain::{Plain, PlainList};
+use super::plain::{Plain, PlainList, RawLists};
 use super::roster::StudentAttendance;
 use crate::auth::{Principal, Role};
 use crate::entities::{self, AttendanceStatus};
@@ -201,6 +201,14 @@ fn schema_for(principal: Principal) -> Schema<Samples, EmptyMutation, EmptySubsc
 async fn run(query: &str) -> Json {
     let response = schema().execute(query).await;
     assert!(response.errors.is_empty(), "{query}: {:?}", response.errors);
+    // Over HTTP the plain lists are written straight to JSON: the text must be the same.
+    let expected = serde_json::to_string(&response).unwrap();
+    let mut request = async_graphql::Request::new(query);
+    if let Some(raw) = RawLists::for_document(request.parsed_query().unwrap()) {
+        let written = schema().execute(request.data(raw.clone())).await;
+        let text = String::from_utf8(raw.write_response(&written).unwrap()).unwrap();
+        assert_eq!(text, expected, "{query}");
+    }
     response.data.into_json().unwrap()
 }
 
@@ -374,7 +382,7 @@ async fn async_fields_in_a_plain_list_keep_their_guards_and_report_errors_where_
 
 #[test]
 fn dates_and_ids_are_written_exactly_as_the_derived_resolver_writes_them() {
-    use super::plain::{id, rfc3339};
+    use super::plain::{IntoValue, id, rfc3339};
     use chrono::DateTime;
     let mut at = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
     let step = chrono::Duration::seconds(7_919_861);
@@ -392,6 +400,66 @@ fn dates_and_ids_are_written_exactly_as_the_derived_resolver_writes_them() {
         assert_eq!(rfc3339(&edge), edge.to_rfc3339());
     }
     for n in [0, 7, -1, 42, i32::MAX, i32::MIN, 1_000_000] {
-        assert_eq!(id(n), async_graphql::ID::from(n));
+        let derived = async_graphql::ScalarType::to_value(&async_graphql::ID::from(n));
+        assert_eq!(id(n).into_value(), derived);
+        let mut written = Vec::new();
+        id(n).write_json(&mut written).unwrap();
+        assert_eq!(written, serde_json::to_vec(&derived).unwrap());
     }
+}
+
+#[tokio::test]
+async fn plain_lists_are_written_straight_to_json_unless_a_key_repeats() {
+    let query = r#"{ fastRecords { id status student { id firstName } } fastRecord { id } }"#;
+    let mut request = async_graphql::Request::new(query);
+    let raw = RawLists::for_document(request.parsed_query().unwrap()).expect("no key repeats");
+    let response = schema().execute(request.data(raw.clone())).await;
+    let data = response.data.clone().into_json().unwrap();
+    assert!(
+        data["fastRecords"].is_string(),
+        "the list is a marker until written: {data}"
+    );
+    let text = String::from_utf8(raw.write_response(&response).unwrap()).unwrap();
+    let written: Json = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        written["data"]["fastRecords"][0],
+        json!({"id": "7", "status": "PRESENT", "student": {"id": "107", "firstName": "Ana \"Q\""}})
+    );
+    assert_eq!(written["data"]["fastRecord"], json!({"id": "7"}));
+
+    for repeated in [
+        "{ fastRecords { id } fastRecords { status } }",
+        "{ fastRecords { id id } }",
+        "{ fastRecords { student { id } student { firstName } } }",
+        "{ fastRecords { id ... on AttendanceRecord { id } } }",
+        "{ fastRecords { ...F } fastRecords { id } } fragment F on AttendanceRecord { status }",
+        "{ a: fastRecords { id } a: fastRecords { status } }",
+    ] {
+        let mut request = async_graphql::Request::new(repeated);
+        assert!(
+            RawLists::for_document(request.parsed_query().unwrap()).is_none(),
+            "{repeated}"
+        );
+        // The engine merges them; the answer is the same as the derived resolvers'.
+        let slow = run(&repeated.replace("fastRecords", "slowRecords")).await;
+        assert_eq!(
+            run(repeated).await.to_string(),
+            slow.to_string().replace("slowRecords", "fastRecords"),
+            "{repeated}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn answers_with_errors_are_written_as_serde_writes_them() {
+    let query = "{ fastRecords { id } nope }";
+    let mut request = async_graphql::Request::new(query);
+    let raw = RawLists::for_document(request.parsed_query().unwrap()).unwrap();
+    let mut response = schema().execute(request.data(raw.clone())).await;
+    assert!(!response.errors.is_empty());
+    response
+        .extensions
+        .insert("cost".into(), async_graphql::Value::from(3));
+    let text = String::from_utf8(raw.write_response(&response).unwrap()).unwrap();
+    assert_eq!(text, serde_json::to_string(&response).unwrap());
 }

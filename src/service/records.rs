@@ -3,6 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
+use sea_orm::sqlx::Row as _;
+use sea_orm::sqlx::postgres::Postgres;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
@@ -71,13 +73,13 @@ pub(crate) const STUDENT_COLUMNS: [student::Column; 8] = {
 /// A record from `RECORD_COLUMNS` starting at column `at`.
 fn record_at(row: &QueryResult, at: usize) -> Result<attendance_record::Model, DbErr> {
     Ok(attendance_record::Model {
-        id: row.try_get_by_index(at)?,
-        session_id: row.try_get_by_index(at + 1)?,
-        student_id: row.try_get_by_index(at + 2)?,
+        id: column(row, at)?,
+        session_id: column(row, at + 1)?,
+        student_id: column(row, at + 2)?,
         status: row.try_get_by_index(at + 3)?,
-        timestamp: row.try_get_by_index(at + 4)?,
-        scanned_at: row.try_get_by_index(at + 5)?,
-        late_minutes: row.try_get_by_index(at + 6)?,
+        timestamp: column(row, at + 4)?,
+        scanned_at: column(row, at + 5)?,
+        late_minutes: column(row, at + 6)?,
         source: row.try_get_by_index(at + 7)?,
     })
 }
@@ -85,15 +87,34 @@ fn record_at(row: &QueryResult, at: usize) -> Result<attendance_record::Model, D
 /// A student from `STUDENT_COLUMNS` starting at column `at`.
 pub(crate) fn student_at(row: &QueryResult, at: usize) -> Result<student::Model, DbErr> {
     Ok(student::Model {
-        id: row.try_get_by_index(at)?,
-        student_code: row.try_get_by_index(at + 1)?,
-        first_name: row.try_get_by_index(at + 2)?,
-        last_name: row.try_get_by_index(at + 3)?,
-        section_id: row.try_get_by_index(at + 4)?,
-        created_at: row.try_get_by_index(at + 5)?,
-        enrolled_at: row.try_get_by_index(at + 6)?,
-        is_active: row.try_get_by_index(at + 7)?,
+        id: column(row, at)?,
+        student_code: column(row, at + 1)?,
+        first_name: column(row, at + 2)?,
+        last_name: column(row, at + 3)?,
+        section_id: column(row, at + 4)?,
+        created_at: column(row, at + 5)?,
+        enrolled_at: column(row, at + 6)?,
+        is_active: column(row, at + 7)?,
     })
+}
+
+/// The value at column `index`. On PostgreSQL it is decoded by sqlx without comparing the
+/// column's type with `T` first: these statements name their columns, whose types the
+/// migrations fix, and on a page of 500 rows the comparisons (8,000 of them, each building
+/// type names and OIDs) cost a tenth of the request. A value of the wrong size still fails
+/// to decode.
+fn column<T>(row: &QueryResult, index: usize) -> Result<T, DbErr>
+where
+    T: sea_orm::TryGetable
+        + sea_orm::sqlx::Type<Postgres>
+        + for<'r> sea_orm::sqlx::Decode<'r, Postgres>,
+{
+    match row.try_as_pg_row() {
+        Some(pg) => pg
+            .try_get_unchecked(index)
+            .map_err(|e| DbErr::Type(format!("column {index}: {e}"))),
+        None => row.try_get_by_index(index),
+    }
 }
 
 /// [`STUDENT_COLUMNS`] for a hand-written `SELECT`, qualified by `alias`.

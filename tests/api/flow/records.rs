@@ -13,6 +13,7 @@ both_databases!(
     reads_respect_ownership_and_filters,
     a_session_page_of_500_records_runs_constant_statements,
     record_and_session_pages_join_their_students_in_constant_statements,
+    the_http_page_answers_what_the_engine_answers,
 );
 
 const EDIT: &str = "mutation($id: ID!, $s: AttendanceStatus!, $r: String) { editStatus(recordId: $id, status: $s, reason: $r) { id status timestamp scannedAt changes { oldStatus newStatus reason changedBy { username } changedAt } } }";
@@ -322,7 +323,8 @@ async fn record_and_session_pages_join_their_students_in_constant_statements(bac
     );
 }
 
-async fn close_one(app: &TestApp, school: &School) {
+/// Opens a session, scans the first student and closes it; returns the session's id.
+async fn close_one(app: &TestApp, school: &School) -> String {
     let session = app.open_session(school).await;
     app.scan(
         &school.device_key,
@@ -333,6 +335,7 @@ async fn close_one(app: &TestApp, school: &School) {
     .await;
     app.gql_ok(Some(&school.teacher), CLOSE, json!({"id": session}))
         .await;
+    session
 }
 
 /// The statements one teacher's read runs, with its data.
@@ -346,4 +349,45 @@ async fn count(app: &TestApp, school: &School, query: &str) -> (u64, Value) {
         )
         .await;
     (app.statements.get() - before, data)
+}
+
+/// Over HTTP a page's plain lists are written straight to JSON; a document that repeats a
+/// response key takes the engine's own path instead. Both answer the same records.
+async fn the_http_page_answers_what_the_engine_answers(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(2).await;
+    let session = close_one(&app, &school).await;
+    let selection = "records { __typename id status timestamp scannedAt lateMinutes who: student { id studentCode firstName lastName } ...R }";
+    let fragment = "fragment R on AttendanceRecord { sessionId }";
+    let written = format!("query($id: ID!) {{ session(id: $id) {{ id {selection} }} }} {fragment}");
+    let merged =
+        format!("query($id: ID!) {{ session(id: $id) {{ id id {selection} }} }} {fragment}");
+    let answer = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .bearer_auth(&school.teacher)
+        .json(&json!({"query": written, "variables": {"id": session}}))
+        .send()
+        .await
+        .expect("graphql request");
+    assert_eq!(
+        answer.headers()["content-type"],
+        "application/graphql-response+json"
+    );
+    let written: Value = answer.json().await.expect("json");
+    let merged = app
+        .gql_ok(Some(&school.teacher), &merged, json!({"id": session}))
+        .await;
+    let records = &written["data"]["session"]["records"];
+    assert_eq!(records.as_array().map(Vec::len), Some(4), "{written}");
+    assert_eq!(records, &merged["session"]["records"]);
+    let scanned = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "PRESENT")
+        .expect("the scanned student");
+    assert_eq!(scanned["__typename"], "AttendanceRecord");
+    assert_eq!(scanned["sessionId"], json!(session));
+    assert_eq!(scanned["who"]["id"], json!(school.students[0]));
 }
