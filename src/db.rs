@@ -32,7 +32,7 @@ fn in_background() -> bool {
 }
 
 impl StatementCounter {
-    /// Counts one statement issued outside sea-orm (straight on the sqlx pool).
+    /// Counts one statement, unless a background job issued it.
     pub fn add_one(&self) {
         if !in_background() {
             self.0.fetch_add(1, Ordering::Relaxed);
@@ -112,13 +112,9 @@ async fn open(
     let mut db = Database::connect(options)
         .await
         .map_err(|e| ConnectError(first_line(&e.to_string())))?;
-    let count = counter.0.clone();
+    let counter = counter.clone();
     // sea-orm calls this inside the statement's own future, so the task-local is in scope.
-    db.set_metric_callback(move |_| {
-        if !in_background() {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
-    });
+    db.set_metric_callback(move |_| counter.add_one());
     Ok(db)
 }
 

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
+    DocumentOperations, ExecutableDocument, Field, OperationDefinition, OperationType, Selection,
+    SelectionSet,
 };
-use async_graphql::{Data, Request, Response, ServerError};
+use async_graphql::{Data, Positioned, Request, Response, ServerError};
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::guard::Auth;
@@ -144,15 +145,16 @@ fn refusal(message: &'static str) -> Response {
 /// its own, so a document may not smuggle data fields in with it (or the reverse), and
 /// `__schema` cannot be repeated under aliases: one copy is all any client needs.
 fn classify(document: &ExecutableDocument) -> DocumentKind {
-    let operations: Vec<_> = match &document.operations {
-        DocumentOperations::Single(op) => vec![op],
-        DocumentOperations::Multiple(ops) => ops.values().collect(),
-    };
     let mut any_data = false;
     let mut any_introspection = false;
-    for op in operations {
-        let mut roots = Vec::new();
-        root_fields(&op.node.selection_set.node, document, 0, &mut roots);
+    for op in operations(document) {
+        let mut fields = Vec::new();
+        // Cycles and deep nesting are cut off here and reported by the engine's validation.
+        fields_through_fragments(&op.node.selection_set.node, document, &mut fields);
+        let roots: Vec<&str> = fields
+            .iter()
+            .map(|field| field.node.name.node.as_str())
+            .collect();
         let schemas = roots.iter().filter(|name| **name == "__schema").count();
         if schemas > 1 {
             return DocumentKind::Refused("an operation may select __schema only once");
@@ -177,35 +179,51 @@ fn classify(document: &ExecutableDocument) -> DocumentKind {
     }
 }
 
-/// The names of the root fields of `set`, through fragments (cycles and deep nesting are
-/// cut off here and reported by the engine's own validation).
-fn root_fields<'a>(
+/// The operations of `document`.
+pub(super) fn operations(document: &ExecutableDocument) -> Vec<&Positioned<OperationDefinition>> {
+    match &document.operations {
+        DocumentOperations::Single(op) => vec![op],
+        DocumentOperations::Multiple(ops) => ops.values().collect(),
+    }
+}
+
+/// Adds the fields `set` selects to `out`, through its fragments whatever their type
+/// condition; false when fragments nest deeper than any real document (a cycle, which the
+/// engine's validation refuses), with the deeper fields left out.
+pub(super) fn fields_through_fragments<'a>(
     set: &'a SelectionSet,
     document: &'a ExecutableDocument,
-    depth: usize,
-    names: &mut Vec<&'a str>,
-) {
-    if depth > 8 {
-        return;
-    }
-    for item in &set.items {
-        match &item.node {
-            Selection::Field(field) => names.push(field.node.name.node.as_str()),
-            Selection::FragmentSpread(spread) => {
-                if let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node) {
-                    root_fields(
-                        &fragment.node.selection_set.node,
-                        document,
-                        depth + 1,
-                        names,
-                    );
-                }
-            }
-            Selection::InlineFragment(inline) => {
-                root_fields(&inline.node.selection_set.node, document, depth + 1, names);
-            }
+    out: &mut Vec<&'a Positioned<Field>>,
+) -> bool {
+    fn walk<'a>(
+        set: &'a SelectionSet,
+        document: &'a ExecutableDocument,
+        depth: usize,
+        out: &mut Vec<&'a Positioned<Field>>,
+    ) -> bool {
+        if depth > 8 {
+            return false;
         }
+        let mut whole = true;
+        for item in &set.items {
+            let inner = match &item.node {
+                Selection::Field(field) => {
+                    out.push(field);
+                    continue;
+                }
+                Selection::InlineFragment(inline) => &inline.node.selection_set.node,
+                Selection::FragmentSpread(spread) => {
+                    match document.fragments.get(&spread.node.fragment_name.node) {
+                        Some(fragment) => &fragment.node.selection_set.node,
+                        None => continue,
+                    }
+                }
+            };
+            whole &= walk(inner, document, depth + 1, out);
+        }
+        whole
     }
+    walk(set, document, 0, out)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::GraphQLRequest;
 use axum::Extension;
 use axum::Router;
 use axum::body::Body;
@@ -72,15 +72,17 @@ async fn graphql(
         !response.errors.is_empty(),
         started.elapsed(),
     );
-    match raw {
-        Some(raw) => answer(&response, &raw),
-        None => GraphQLResponse::from(response).into_response(),
-    }
+    answer(&response, raw.as_deref())
 }
 
-/// What `GraphQLResponse` answers, with the plain lists' JSON written in place.
-fn answer(response: &async_graphql::Response, raw: &RawLists) -> Response {
-    let body = match raw.write_response(response) {
+/// The HTTP answer to a GraphQL request, as `GraphQLResponse` writes it, with the plain
+/// lists' JSON written in place when `raw` holds them.
+fn answer(response: &async_graphql::Response, raw: Option<&RawLists>) -> Response {
+    let written = match raw {
+        Some(raw) => raw.write_response(response),
+        None => serde_json::to_vec(response),
+    };
+    let body = match written {
         Ok(body) => body,
         Err(e) => {
             return AppError::Internal(format!("writing a GraphQL answer: {e}")).into_response();

@@ -23,7 +23,7 @@ use async_graphql::futures_util::future::{BoxFuture, join_all};
 use async_graphql::indexmap::IndexMap;
 
 use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, Field as FieldNode, Selection, SelectionSet,
+    ExecutableDocument, Field as FieldNode, Selection, SelectionSet,
 };
 use async_graphql::registry::Registry;
 use async_graphql::{
@@ -31,6 +31,8 @@ use async_graphql::{
     ServerResult, Value,
 };
 use chrono::{DateTime, Utc};
+
+use super::execute::{fields_through_fragments, operations};
 
 /// How one field of a [`PlainObject`] resolves.
 pub enum Field<'a> {
@@ -436,23 +438,15 @@ impl RawLists {
     /// For a request running `document`, unless one of its selections repeats a response
     /// key (directly or through fragments).
     pub fn for_document(document: &ExecutableDocument) -> Option<Arc<Self>> {
-        let operations: Vec<_> = match &document.operations {
-            DocumentOperations::Single(op) => vec![op],
-            DocumentOperations::Multiple(ops) => ops.values().collect(),
-        };
-        for op in operations {
-            if repeats_a_key(&op.node.selection_set.node, document, 0) {
-                return None;
-            }
+        if operations(document)
+            .iter()
+            .any(|op| repeats_a_key(&op.node.selection_set.node, document, 0))
+        {
+            return None;
         }
-        let nonce: [u8; 16] = rand::random();
-        let mut prefix = String::from("\u{0}raw-json-");
-        for byte in nonce {
-            prefix.push_str(&format!("{byte:02x}"));
-        }
-        prefix.push('-');
+        let nonce: u128 = rand::random();
         Some(Arc::new(Self {
-            prefix,
+            prefix: format!("\u{0}raw-json-{nonce:032x}-"),
             parts: Mutex::new(Vec::new()),
         }))
     }
@@ -530,64 +524,36 @@ impl RawLists {
 
 /// Whether a selection set (with its fragments' fields counted in, whatever their type
 /// condition) or one below it repeats a response key. Too deep counts as repeating.
-fn repeats_a_key(set: &SelectionSet, document: &ExecutableDocument, depth: usize) -> bool {
-    let mut keys = Vec::new();
-    let mut nested = Vec::new();
-    if flatten(set, document, depth, &mut keys, &mut nested) {
+fn repeats_a_key(set: &SelectionSet, document: &ExecutableDocument, level: usize) -> bool {
+    let mut fields = Vec::new();
+    if level > 64 || !fields_through_fragments(set, document, &mut fields) {
         return true;
     }
-    for (n, key) in keys.iter().enumerate() {
-        if keys[..n].contains(key) {
-            return true;
-        }
-    }
-    nested
-        .into_iter()
-        .any(|set| repeats_a_key(set, document, depth + 1))
-}
-
-/// Collects the response keys and sub-selections of `set` through fragments; true when the
-/// nesting is deeper than any real document (a fragment cycle the validation will refuse).
-fn flatten<'a>(
-    set: &'a SelectionSet,
-    document: &'a ExecutableDocument,
-    depth: usize,
-    keys: &mut Vec<&'a str>,
-    nested: &mut Vec<&'a SelectionSet>,
-) -> bool {
-    if depth > 64 {
-        return true;
-    }
-    for item in &set.items {
-        let inner = match &item.node {
-            Selection::Field(field) => {
-                keys.push(field.node.response_key().node.as_str());
-                if !field.node.selection_set.node.items.is_empty() {
-                    nested.push(&field.node.selection_set.node);
-                }
-                continue;
-            }
-            Selection::InlineFragment(fragment) => &fragment.node.selection_set.node,
-            Selection::FragmentSpread(spread) => {
-                match document.fragments.get(&spread.node.fragment_name.node) {
-                    Some(fragment) => &fragment.node.selection_set.node,
-                    None => continue,
-                }
-            }
-        };
-        if flatten(inner, document, depth + 1, keys, nested) {
-            return true;
-        }
-    }
-    false
+    fields.iter().enumerate().any(|(n, field)| {
+        let key = &field.node.response_key().node;
+        fields[..n]
+            .iter()
+            .any(|earlier| &earlier.node.response_key().node == key)
+            || (!field.node.selection_set.node.items.is_empty()
+                && repeats_a_key(&field.node.selection_set.node, document, level + 1))
+    })
 }
 
 /// One selected field, planned once for a whole list.
 struct Step<'a> {
     key: &'a str,
-    field: &'a Positioned<FieldNode>,
-    /// The selection of a nested plain object, planned on the first item's.
-    nested: Option<Vec<Step<'a>>>,
+    name: &'a str,
+    kind: StepKind<'a>,
+}
+
+/// What a [`Step`] writes.
+enum StepKind<'a> {
+    /// The object's type name.
+    TypeName,
+    /// A plain value.
+    Value,
+    /// A nested plain object, by the plan made on the first item's.
+    Object(Vec<Step<'a>>),
 }
 
 /// The plan for writing an object's `fields`, from `object` (a list's first item); `None`
@@ -599,8 +565,10 @@ fn plan<'a>(
 ) -> ServerResult<Option<Vec<Step<'a>>>> {
     let mut steps = Vec::with_capacity(fields.len());
     for &field in fields {
-        let nested = match classify(object, field) {
-            Field::Value(_) => None,
+        let name = field.node.name.node.as_str();
+        let kind = match classify(object, field) {
+            Field::Value(_) if name == "__typename" => StepKind::TypeName,
+            Field::Value(_) => StepKind::Value,
             Field::Object(inner) => {
                 // Only the fragments and the registry are read here, so the context
                 // need not carry the field's path.
@@ -608,7 +576,7 @@ fn plan<'a>(
                 let mut inner_fields = Vec::new();
                 selected(inner, &ctx_inner, &mut inner_fields)?;
                 match plan(inner, &ctx_inner, &inner_fields)? {
-                    Some(steps) => Some(steps),
+                    Some(steps) => StepKind::Object(steps),
                     None => return Ok(None),
                 }
             }
@@ -616,8 +584,8 @@ fn plan<'a>(
         };
         steps.push(Step {
             key: field.node.response_key().node.as_str(),
-            field,
-            nested,
+            name,
+            kind,
         });
     }
     Ok(Some(steps))
@@ -671,19 +639,19 @@ fn write_object(
         }
         serde_json::to_writer(&mut *out, step.key)?;
         out.push(b':');
-        let name = step.field.node.name.node.as_str();
-        if name == "__typename" {
-            serde_json::to_writer(&mut *out, object.object_type_name().as_ref())?;
-            continue;
-        }
-        match (object.write_plain(name, out)?, &step.nested) {
-            (Field::Value(_), None) => {}
-            (Field::Object(inner), Some(nested)) => {
-                if !write_object(inner, nested, out)? {
-                    return Ok(false);
-                }
+        let written = match &step.kind {
+            StepKind::TypeName => {
+                serde_json::to_writer(&mut *out, object.object_type_name().as_ref())?;
+                true
             }
-            _ => return Ok(false),
+            StepKind::Value => matches!(object.write_plain(step.name, out)?, Field::Value(_)),
+            StepKind::Object(nested) => match object.write_plain(step.name, out)? {
+                Field::Object(inner) => write_object(inner, nested, out)?,
+                _ => false,
+            },
+        };
+        if !written {
+            return Ok(false);
         }
     }
     out.push(b'}');
