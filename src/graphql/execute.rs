@@ -3,13 +3,11 @@
 
 use std::sync::Arc;
 
-use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, Field, OperationDefinition, OperationType, Selection,
-    SelectionSet,
-};
-use async_graphql::{Data, Positioned, Request, Response, ServerError};
+use async_graphql::parser::types::OperationType;
+use async_graphql::{Data, Request, Response, ServerError};
 use futures_util::stream::{self, BoxStream, StreamExt};
 
+use super::document::{Measured, measure};
 use super::guard::Auth;
 use super::{AppSchema, build_introspection_schema, build_schema};
 use crate::error::{AppError, ErrorCode, Reason};
@@ -34,9 +32,17 @@ pub struct GraphqlExecutor {
 /// Where a request goes: to a schema, or straight back refused.
 pub enum Route<'a> {
     /// Run `Request` on the schema.
-    Run(Request, &'a AppSchema),
+    Run(Request, &'a AppSchema, Checked),
     /// The document breaks a rule checked before parsing it for execution.
     Refused(Response),
+}
+
+/// What the checks before execution learned about a document that runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Checked {
+    /// No selection repeats a response key, so plain lists may be written straight to JSON
+    /// ([`RawLists`](super::plain::RawLists)).
+    pub unique_keys: bool,
 }
 
 /// What the root selections of a document ask for.
@@ -75,17 +81,26 @@ impl GraphqlExecutor {
     pub fn prepare(&self, mut request: Request, auth: &Auth) -> Route<'_> {
         // Parsed once: the engine executes the document cached here. A syntax error is left
         // for the engine to report, with its code, on the data schema.
-        let kind = match request.parsed_query() {
-            Ok(document) => classify(document),
-            Err(_) => DocumentKind::Data,
+        let (kind, checked) = match request.parsed_query() {
+            Ok(document) => match measure(document) {
+                Ok(measured) => (
+                    classify(&measured),
+                    Checked {
+                        unique_keys: !measured.repeats_a_key(),
+                    },
+                ),
+                // Before the engine's validation, which would expand every spread.
+                Err(refusal) => return Route::Refused(refusal_response(refusal.message())),
+            },
+            Err(_) => (DocumentKind::Data, Checked { unique_keys: false }),
         };
         match kind {
-            DocumentKind::Refused(message) => Route::Refused(refusal(message)),
+            DocumentKind::Refused(message) => Route::Refused(refusal_response(message.into())),
             _ if !self.may_introspect(auth) => {
-                Route::Run(request.disable_introspection(), &self.data)
+                Route::Run(request.disable_introspection(), &self.data, checked)
             }
-            DocumentKind::Introspection => Route::Run(request, &self.introspection),
-            DocumentKind::Data => Route::Run(request, &self.data),
+            DocumentKind::Introspection => Route::Run(request, &self.introspection, checked),
+            DocumentKind::Data => Route::Run(request, &self.data, checked),
         }
     }
 }
@@ -95,7 +110,7 @@ impl GraphqlExecutor {
 impl async_graphql::Executor for GraphqlExecutor {
     async fn execute(&self, request: Request) -> Response {
         match self.prepare(request, &Auth::Anonymous) {
-            Route::Run(request, schema) => with_codes(schema.execute(request).await),
+            Route::Run(request, schema, _) => with_codes(schema.execute(request).await),
             Route::Refused(refused) => refused,
         }
     }
@@ -112,7 +127,7 @@ impl async_graphql::Executor for GraphqlExecutor {
             .cloned()
             .unwrap_or(Auth::Anonymous);
         match self.prepare(request, &auth) {
-            Route::Run(request, schema) => schema
+            Route::Run(request, schema, _) => schema
                 .execute_stream_with_session_data(request, session_data.unwrap_or_default())
                 .map(with_codes)
                 .boxed(),
@@ -133,7 +148,7 @@ pub fn with_codes(mut response: Response) -> Response {
     response
 }
 
-fn refusal(message: &'static str) -> Response {
+fn refusal_response(message: String) -> Response {
     let error = AppError::rejected(Reason::QueryLimit, message).into_graphql();
     // The whole document is at fault, so the error points at no location in it.
     let mut refused = ServerError::new(error.message, None);
@@ -144,13 +159,10 @@ fn refusal(message: &'static str) -> Response {
 /// Sorts a document by its root selections. Introspection runs on a schema with limits of
 /// its own, so a document may not smuggle data fields in with it (or the reverse), and
 /// `__schema` cannot be repeated under aliases: one copy is all any client needs.
-fn classify(document: &ExecutableDocument) -> DocumentKind {
+fn classify(document: &Measured<'_>) -> DocumentKind {
     let mut any_data = false;
     let mut any_introspection = false;
-    for op in operations(document) {
-        let mut fields = Vec::new();
-        // Cycles and deep nesting are cut off here and reported by the engine's validation.
-        fields_through_fragments(&op.node.selection_set.node, document, &mut fields);
+    for (op, fields) in document.roots() {
         let roots: Vec<&str> = fields
             .iter()
             .map(|field| field.node.name.node.as_str())
@@ -163,7 +175,7 @@ fn classify(document: &ExecutableDocument) -> DocumentKind {
             .iter()
             .any(|name| matches!(*name, "__schema" | "__type"));
         let data =
-            op.node.ty != OperationType::Query || roots.iter().any(|name| !name.starts_with("__"));
+            op.ty != OperationType::Query || roots.iter().any(|name| !name.starts_with("__"));
         if introspective && data {
             return DocumentKind::Refused(
                 "introspection (__schema, __type) must be sent on its own, without data fields",
@@ -179,60 +191,13 @@ fn classify(document: &ExecutableDocument) -> DocumentKind {
     }
 }
 
-/// The operations of `document`.
-pub(super) fn operations(document: &ExecutableDocument) -> Vec<&Positioned<OperationDefinition>> {
-    match &document.operations {
-        DocumentOperations::Single(op) => vec![op],
-        DocumentOperations::Multiple(ops) => ops.values().collect(),
-    }
-}
-
-/// Adds the fields `set` selects to `out`, through its fragments whatever their type
-/// condition; false when fragments nest deeper than any real document (a cycle, which the
-/// engine's validation refuses), with the deeper fields left out.
-pub(super) fn fields_through_fragments<'a>(
-    set: &'a SelectionSet,
-    document: &'a ExecutableDocument,
-    out: &mut Vec<&'a Positioned<Field>>,
-) -> bool {
-    fn walk<'a>(
-        set: &'a SelectionSet,
-        document: &'a ExecutableDocument,
-        depth: usize,
-        out: &mut Vec<&'a Positioned<Field>>,
-    ) -> bool {
-        if depth > 8 {
-            return false;
-        }
-        let mut whole = true;
-        for item in &set.items {
-            let inner = match &item.node {
-                Selection::Field(field) => {
-                    out.push(field);
-                    continue;
-                }
-                Selection::InlineFragment(inline) => &inline.node.selection_set.node,
-                Selection::FragmentSpread(spread) => {
-                    match document.fragments.get(&spread.node.fragment_name.node) {
-                        Some(fragment) => &fragment.node.selection_set.node,
-                        None => continue,
-                    }
-                }
-            };
-            whole &= walk(inner, document, depth + 1, out);
-        }
-        whole
-    }
-    walk(set, document, 0, out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn classify(query: &str) -> DocumentKind {
         match async_graphql::parser::parse_query(query) {
-            Ok(document) => super::classify(&document),
+            Ok(document) => super::classify(&measure(&document).expect("measurable")),
             Err(_) => DocumentKind::Data,
         }
     }

@@ -54,8 +54,8 @@ async fn graphql(
     let operation = req.0.operation_name.clone();
     let started = std::time::Instant::now();
     let (response, raw) = match executor.prepare(req.into_inner(), &auth) {
-        Route::Run(mut request, schema) => {
-            let raw = request.parsed_query().ok().and_then(RawLists::for_document);
+        Route::Run(request, schema, checked) => {
+            let raw = checked.unique_keys.then(RawLists::new);
             let mut request = request
                 .data(auth)
                 .data(loader)

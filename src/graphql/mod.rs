@@ -1,6 +1,7 @@
 //! The GraphQL API: schema, guards, loaders, objects, and the roots merged from one object
 //! per domain.
 
+pub mod document;
 pub mod excuses;
 pub mod execute;
 pub mod guard;

@@ -22,9 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_graphql::futures_util::future::{BoxFuture, join_all};
 use async_graphql::indexmap::IndexMap;
 
-use async_graphql::parser::types::{
-    ExecutableDocument, Field as FieldNode, Selection, SelectionSet,
-};
+use async_graphql::parser::types::{ExecutableDocument, Field as FieldNode, Selection};
 use async_graphql::registry::Registry;
 use async_graphql::{
     Context, ContextSelectionSet, Name, OutputType, Positioned, Response, ScalarType, ServerError,
@@ -32,7 +30,7 @@ use async_graphql::{
 };
 use chrono::{DateTime, Utc};
 
-use super::execute::{fields_through_fragments, operations};
+use super::document::measure;
 
 /// How one field of a [`PlainObject`] resolves.
 pub enum Field<'a> {
@@ -435,20 +433,23 @@ pub struct RawLists {
 }
 
 impl RawLists {
-    /// For a request running `document`, unless one of its selections repeats a response
-    /// key (directly or through fragments).
+    /// For a request running `document`, unless it is refused by [`measure`] or one of its
+    /// selections repeats a response key (directly or through fragments).
     pub fn for_document(document: &ExecutableDocument) -> Option<Arc<Self>> {
-        if operations(document)
-            .iter()
-            .any(|op| repeats_a_key(&op.node.selection_set.node, document, 0))
-        {
-            return None;
-        }
+        let measured = measure(document).ok()?;
+        (!measured.repeats_a_key()).then(Self::new)
+    }
+
+    /// For a request whose document repeats no response key ([`Checked`]'s
+    /// `unique_keys`).
+    ///
+    /// [`Checked`]: super::execute::Checked
+    pub fn new() -> Arc<Self> {
         let nonce: u128 = rand::random();
-        Some(Arc::new(Self {
+        Arc::new(Self {
             prefix: format!("\u{0}raw-json-{nonce:032x}-"),
             parts: Mutex::new(Vec::new()),
-        }))
+        })
     }
 
     /// Keeps a list's JSON; answers the marker that stands for it.
@@ -520,23 +521,6 @@ impl RawLists {
         let index: usize = text.strip_prefix(self.prefix.as_str())?.parse().ok()?;
         parts.get(index)
     }
-}
-
-/// Whether a selection set (with its fragments' fields counted in, whatever their type
-/// condition) or one below it repeats a response key. Too deep counts as repeating.
-fn repeats_a_key(set: &SelectionSet, document: &ExecutableDocument, level: usize) -> bool {
-    let mut fields = Vec::new();
-    if level > 64 || !fields_through_fragments(set, document, &mut fields) {
-        return true;
-    }
-    fields.iter().enumerate().any(|(n, field)| {
-        let key = &field.node.response_key().node;
-        fields[..n]
-            .iter()
-            .any(|earlier| &earlier.node.response_key().node == key)
-            || (!field.node.selection_set.node.items.is_empty()
-                && repeats_a_key(&field.node.selection_set.node, document, level + 1))
-    })
 }
 
 /// One selected field, planned once for a whole list.

@@ -15,6 +15,7 @@ both_databases!(
     a_teacher_cannot_introspect_over_either_transport,
     every_websocket_error_carries_a_code,
     introspection_limits_hold_for_anonymous_callers_in_development,
+    fragment_bombs_are_refused_before_the_engine_while_health_answers,
 );
 
 /// GraphiQL's own schema query, as its bundle sends it.
@@ -201,4 +202,89 @@ async fn graphiql_fits_the_introspection_limits_with_room() {
     );
     let (attack, _) = attendance::graphql::analyze(&inner_alias_attack(100)).await;
     assert!(attack > 2 * INTROSPECTION_MAX_COMPLEXITY, "{attack}");
+}
+
+/// The review's chain: each fragment selects two aliased fields that spread the next, so
+/// `levels` levels stand for 2^levels selections in a few hundred bytes per level.
+fn fragment_chain(levels: usize) -> String {
+    let mut doc = String::from("{ me { ...F0 } }");
+    for i in 0..levels {
+        doc.push_str(&format!(
+            " fragment F{i} on Viewer {{ a: teacher {{ ...F{n} }} b: teacher {{ ...F{n} }} }}",
+            n = i + 1
+        ));
+    }
+    doc + &format!(" fragment F{levels} on Viewer {{ username }}")
+}
+
+/// The review's fan-out: 8 levels, each spreading the next 10 times.
+fn fragment_fan_out() -> String {
+    let mut doc = String::from("{ me { ...F0 } }");
+    for i in 0..8 {
+        let spreads: Vec<String> = (0..10)
+            .map(|j| format!("a{j}: teacher {{ ...F{} }}", i + 1))
+            .collect();
+        doc.push_str(&format!(
+            " fragment F{i} on Viewer {{ {} }}",
+            spreads.join(" ")
+        ));
+    }
+    doc + " fragment F8 on Viewer { username }"
+}
+
+async fn fragment_bombs_are_refused_before_the_engine_while_health_answers(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    // The real binary, with its own runtime: a document that blocked its threads would leave
+    // this test's deadline free to fire, instead of blocking the test with it.
+    let server = Server::start(&app.db.url, &[]).await;
+    let bombs = [
+        fragment_chain(24),
+        fragment_chain(32),
+        fragment_fan_out(),
+        "{ me { ...A } } fragment A on Viewer { teacher { ...B } } fragment B on Teacher { ...A }"
+            .to_owned(),
+    ];
+    // Two in flight at once (as many as the runtime has threads on this machine), /health
+    // asked meanwhile. Unmeasured, these held both threads for minutes.
+    let deadline = Duration::from_secs(20);
+    let health = http_client();
+    for pair in bombs.chunks(2) {
+        let sent = pair.iter().map(|doc| server.gql(None, doc, json!({})));
+        let (answers, health) = tokio::time::timeout(
+            deadline,
+            futures_util::future::join(
+                futures_util::future::join_all(sent),
+                health.get(format!("{}/health", server.address)).send(),
+            ),
+        )
+        .await
+        .expect("the documents are answered and /health answers meanwhile");
+        assert_eq!(health.expect("health").status().as_u16(), 200);
+        for body in answers {
+            refused(&body);
+            let error = &body["errors"][0];
+            assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{body}");
+            assert_eq!(error["extensions"]["reason"], "QUERY_LIMIT", "{body}");
+        }
+    }
+    // The same documents over the socket meet the same measure.
+    let admin = app.admin_token().await;
+    for doc in &bombs[1..3] {
+        let body = tokio::time::timeout(deadline, ask_ws(&server.address, &admin, doc))
+            .await
+            .expect("answered over the socket");
+        assert_eq!(
+            body["errors"][0]["extensions"]["reason"], "QUERY_LIMIT",
+            "{body}"
+        );
+    }
+    // A document that spreads one fragment twice, well within the budget, still runs.
+    let fine = server
+        .gql(
+            Some(&admin),
+            "{ me { ...F } } fragment F on Viewer { a: username b: username }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(fine["data"]["me"]["a"], ADMIN_USER, "{fine}");
 }
