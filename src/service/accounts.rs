@@ -10,6 +10,7 @@ use sea_orm::{
 };
 
 use super::auth::{check_password, invalid_credentials};
+use super::limiter::Attempt;
 use super::sql::{conflict_on, paginate, write_transaction};
 use super::{Page, PageRequest, Service, now};
 use crate::auth::{Principal, Role, password};
@@ -151,11 +152,11 @@ impl Service {
         address: Option<IpAddr>,
     ) -> AppResult<()> {
         let account = self.viewer(actor).await?;
-        if self
+        let attempt = self
             .limiter
-            .is_locked(&self.db, &account.username, address)
-            .await?
-        {
+            .attempt(&self.writer, &account.username, address)
+            .await?;
+        if attempt == Attempt::Refused {
             return Err(AppError::rejected(
                 Reason::RateLimited,
                 "too many failed attempts; try again later",
@@ -163,11 +164,11 @@ impl Service {
         }
         let stored = Some(account.password_hash.clone());
         if !password::verify(current.to_owned(), stored).await? {
-            self.limiter
-                .record_failure(&self.writer, &account.username, address)
-                .await?;
             return Err(invalid_credentials());
         }
+        self.limiter
+            .succeeded(&self.writer, &account.username, address)
+            .await?;
         check_password("newPassword", new)?;
         self.replace_password(account, new).await
     }
@@ -194,7 +195,7 @@ impl Service {
             .exec(&txn)
             .await?;
         revoke_refresh_tokens(&txn, account.id).await?;
-        self.limiter.record_success(&txn, &username).await?;
+        self.limiter.forget_user(&txn, &username).await?;
         txn.commit().await?;
         Ok(())
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 
+use super::limiter::Attempt;
 use super::{Service, now};
 use crate::auth::jwt::TokenKind;
 use crate::auth::{DEVICE_KEY_PREFIX, Principal, Role, fast_hash, password};
@@ -107,17 +108,23 @@ impl Service {
     }
 
     /// Checks a username and password and issues a token pair. Unknown users and wrong
-    /// passwords fail identically, in about the same time. Failures count against the
-    /// username and the client address, in the database, so the limits are the same on every
-    /// server process; while either is locked out even the right password is refused
-    /// (RATE_LIMITED), without spending a password hash on it.
+    /// passwords fail identically, in about the same time. Every attempt is counted against
+    /// the username and the client address before the password is checked, in the database,
+    /// so the limits are the same on every server process and attempts sent at once cannot
+    /// slip past them; over either limit even the right password is refused (RATE_LIMITED),
+    /// without spending a password hash on it.
     pub async fn login(
         &self,
         username: &str,
         password: &str,
         address: Option<IpAddr>,
     ) -> AppResult<TokenPair> {
-        if self.limiter.is_locked(&self.db, username, address).await? {
+        if self
+            .limiter
+            .attempt(&self.writer, username, address)
+            .await?
+            == Attempt::Refused
+        {
             return Err(AppError::rejected(
                 crate::error::Reason::RateLimited,
                 "too many failed logins; try again later",
@@ -131,14 +138,11 @@ impl Service {
         let ok = password::verify(password.to_owned(), stored).await?;
         let user = match user {
             Some(user) if ok && user.is_active => user,
-            _ => {
-                self.limiter
-                    .record_failure(&self.writer, username, address)
-                    .await?;
-                return Err(invalid_credentials());
-            }
+            _ => return Err(invalid_credentials()),
         };
-        self.limiter.record_success(&self.writer, username).await?;
+        self.limiter
+            .succeeded(&self.writer, username, address)
+            .await?;
         self.issue_pair(user, crate::auth::random_token(16)).await
     }
 

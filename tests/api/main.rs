@@ -17,6 +17,7 @@ mod iclock;
 mod lifecycle;
 mod limits;
 mod live;
+mod lockout;
 mod offline;
 mod openapi;
 mod ops;
