@@ -133,10 +133,19 @@ async fn enable_wal(url: &str) -> Result<(), ConnectError> {
         .map_err(|e| ConnectError(first_line(&e.to_string())))?
         .journal_mode(SqliteJournalMode::Wal)
         .busy_timeout(Duration::from_secs(10));
-    let connection = options
-        .connect()
-        .await
-        .map_err(|e| ConnectError(first_line(&e.to_string())))?;
+    // SQLite's own message ("unable to open database file") does not say which file, and a
+    // relative URL depends on the working directory: name the absolute path tried.
+    let file = options.get_filename();
+    let tried = std::env::current_dir()
+        .map(|dir| dir.join(file))
+        .unwrap_or_else(|_| file.to_path_buf());
+    let connection = options.connect().await.map_err(|e| {
+        ConnectError(format!(
+            "{}: {}",
+            tried.display(),
+            first_line(&e.to_string())
+        ))
+    })?;
     connection
         .close()
         .await

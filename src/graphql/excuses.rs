@@ -12,8 +12,8 @@ use super::scalars::Date;
 use super::{required, service};
 use crate::entities::excuse;
 use crate::error::GqlResultExt;
-use crate::service::PageRequest;
 use crate::service::excuses::{CourseAttendance, ExcuseFilter, NewExcuse};
+use crate::service::{PageRequest, access};
 
 /// An absence excused in advance.
 pub struct Excuse(pub excuse::Model);
@@ -49,7 +49,11 @@ impl Excuse {
     async fn reason(&self) -> &str {
         &self.0.reason
     }
+    /// Who made it: admins see every account, teachers only their own.
     async fn created_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Viewer>> {
+        if !access::may_see_account(principal(ctx).gql()?, self.0.created_by) {
+            return Ok(None);
+        }
         Ok(loader(ctx)
             .load_one(UserById(self.0.created_by))
             .await?

@@ -515,9 +515,12 @@ impl AttendanceSession {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<PlainList<AttendanceRecord>> {
-        // Whoever holds the session may read its records with their students: decided once
-        // for the whole list (people only), not on each record's `student`.
-        access::scope(principal(ctx).gql()?).gql()?;
+        // Whoever may see the session may read its records with their students: decided
+        // once for the whole list, not on each record's `student`. A session reaches a caller
+        // only through paths that apply the same rule; this holds even if one did not.
+        if !access::may_see_session(principal(ctx).gql()?, &self.0) {
+            return Err(crate::error::AppError::Forbidden.into_graphql());
+        }
         let rows = loader(ctx).load_one(RecordsOfSession(self.0.id)).await?;
         Ok(rows
             .unwrap_or_default()
@@ -706,11 +709,14 @@ impl RecordChange {
     async fn new_status(&self) -> Option<Status> {
         self.0.new_status.map(Into::into)
     }
-    /// Who made the change.
+    /// Who made the change: admins see every account, teachers only their own.
     async fn changed_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Viewer>> {
         let Some(id) = self.0.changed_by else {
             return Ok(None);
         };
+        if !access::may_see_account(principal(ctx).gql()?, id) {
+            return Ok(None);
+        }
         Ok(loader(ctx).load_one(UserById(id)).await?.map(Viewer))
     }
     async fn changed_at(&self) -> DateTime<Utc> {

@@ -138,10 +138,18 @@ impl ScheduleSlot {
             .await
             .map(Term)
     }
-    async fn device(&self, ctx: &Context<'_>) -> async_graphql::Result<Device> {
+    /// The code of the slot's device, such as `DEV-01`.
+    async fn device_id(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
         required(ctx, DeviceById(self.0.device_id), "device")
             .await
-            .map(Device)
+            .map(|d| d.device_id)
+    }
+    /// The slot's device (admins only).
+    #[graphql(guard = "RoleGuard::admin()")]
+    async fn device(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Device>> {
+        required(ctx, DeviceById(self.0.device_id), "device")
+            .await
+            .map(|d| Some(Device(d)))
     }
     async fn weekday(&self) -> Weekday {
         Weekday::from_iso(self.0.weekday)

@@ -6,7 +6,7 @@ use sea_orm::ColumnTrait;
 use sea_orm::sea_query::{Expr, ExprTrait, Query, SimpleExpr};
 
 use crate::auth::Principal;
-use crate::entities::{attendance_session, course};
+use crate::entities::{attendance_session, course, course_section, student};
 use crate::error::{AppError, AppResult, Reason};
 
 /// What a listing is narrowed to for its caller.
@@ -72,6 +72,27 @@ pub fn courses_taught_by(teacher_id: i32) -> sea_orm::sea_query::SelectStatement
         .to_owned()
 }
 
+/// The ids of the students in a section of a course `teacher_id` teaches, as a subquery:
+/// the only students whose school-wide excuses a teacher reads.
+pub fn students_taught_by(teacher_id: i32) -> sea_orm::sea_query::SelectStatement {
+    Query::select()
+        .column(student::Column::Id)
+        .from(student::Entity)
+        .and_where(
+            Expr::col(student::Column::SectionId).in_subquery(
+                Query::select()
+                    .column(course_section::Column::SectionId)
+                    .from(course_section::Entity)
+                    .and_where(
+                        Expr::col(course_section::Column::CourseId)
+                            .in_subquery(courses_taught_by(teacher_id)),
+                    )
+                    .to_owned(),
+            ),
+        )
+        .to_owned()
+}
+
 /// A course is its teacher's (and admins'): to report on, open sessions for.
 pub fn require_course(actor: &Principal, course: &course::Model) -> AppResult<()> {
     if owns(actor, course.teacher_id) {
@@ -87,6 +108,12 @@ pub fn require_course(actor: &Principal, course: &course::Model) -> AppResult<()
 /// A teacher's login name is for admins and the teacher themself.
 pub fn may_see_username(actor: &Principal, teacher_id: i32) -> bool {
     owns(actor, teacher_id)
+}
+
+/// An account (who made an edit or an excuse) is for admins and its own holder: teachers
+/// do not learn admins' or colleagues' usernames through the audit trail.
+pub fn may_see_account(actor: &Principal, user_id: i32) -> bool {
+    actor.is_admin() || actor.user_id() == Some(user_id)
 }
 
 #[cfg(test)]

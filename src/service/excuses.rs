@@ -108,18 +108,36 @@ impl Service {
         };
         // Teachers excuse in a course they teach; only admins for every course at once.
         if access::scope(actor)? != Scope::All
-            && !course.is_some_and(|c| access::owns(actor, c.teacher_id))
+            && !course
+                .as_ref()
+                .is_some_and(|c| access::owns(actor, c.teacher_id))
         {
             return Err(AppError::Forbidden);
         }
         let reason = required_text("reason", &input.reason, 500)?;
         self.check_excuse_dates(input.from, input.to).await?;
-        if student::Entity::find_by_id(input.student_id)
+        // A teacher excuses only students of the course, and learns nothing of any other:
+        // a stranger is answered exactly as a student that does not exist.
+        let teacher_course = match access::scope(actor)? {
+            Scope::Teacher(_) => course.as_ref(),
+            Scope::All => None,
+        };
+        let unknown = || {
+            let message = if teacher_course.is_some() {
+                "no student of this course has this id"
+            } else {
+                "no student has this id"
+            };
+            AppError::invalid("studentId", message)
+        };
+        let student = student::Entity::find_by_id(input.student_id)
             .one(&self.db)
             .await?
-            .is_none()
+            .ok_or_else(unknown)?;
+        if let Some(course) = teacher_course
+            && !self.course_expects(course.id, &student).await?
         {
-            return Err(AppError::invalid("studentId", "no student has this id"));
+            return Err(unknown());
         }
         let at = self.now();
         let txn = self.writer.begin_with_options(write_transaction()).await?;
@@ -418,6 +436,17 @@ impl Service {
         Ok(report)
     }
 
+    /// Whether `student` is in one of the course's sections.
+    async fn course_expects(&self, course_id: i32, student: &student::Model) -> AppResult<bool> {
+        use crate::entities::course_section;
+        Ok(course_section::Entity::find()
+            .filter(course_section::Column::CourseId.eq(course_id))
+            .filter(course_section::Column::SectionId.eq(student.section_id))
+            .one(&self.db)
+            .await?
+            .is_some())
+    }
+
     /// Excuses may not run backwards, nor longer than the longest term (or a year).
     async fn check_excuse_dates(&self, from: NaiveDate, to: NaiveDate) -> AppResult<()> {
         if to < from {
@@ -451,10 +480,15 @@ impl Service {
     }
 }
 
-/// The excuses a teacher sees: their courses', and those covering every course.
+/// The excuses a teacher sees: their courses', and those covering every course of a
+/// student they teach (never a stranger's reason).
 fn own_or_school_wide(teacher_id: i32) -> sea_orm::Condition {
     sea_orm::Condition::any()
-        .add(excuse::Column::CourseId.is_null())
+        .add(
+            sea_orm::Condition::all()
+                .add(excuse::Column::CourseId.is_null())
+                .add(excuse::Column::StudentId.in_subquery(access::students_taught_by(teacher_id))),
+        )
         .add(excuse::Column::CourseId.in_subquery(access::courses_taught_by(teacher_id)))
 }
 

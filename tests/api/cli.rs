@@ -80,3 +80,22 @@ async fn create_admin_takes_a_password_that_starts_with_a_hyphen() {
     server.stop();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_sqlite_file_that_cannot_be_opened_is_named_in_the_error() {
+    let dir = empty_directory();
+    let out = binary_in(&dir)
+        .env("DATABASE_URL", "sqlite:///no-such-folder/attendance.db")
+        .arg("migrate")
+        .output()
+        .expect("run migrate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let tried = dir.join("no-such-folder/attendance.db");
+    assert!(
+        stderr.contains(&tried.display().to_string()),
+        "the error names {}: {stderr}",
+        tried.display()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

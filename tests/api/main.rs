@@ -20,6 +20,7 @@ mod live;
 mod lockout;
 mod offline;
 mod openapi;
+mod ownership;
 mod ops;
 mod roles;
 mod roster;

@@ -9,6 +9,7 @@ use crate::common::*;
 both_databases!(
     a_batch_answers_per_item_and_replays_change_nothing,
     a_buffered_scan_corrects_an_automatic_absence_but_never_a_teacher_edit,
+    a_buffered_scan_turns_an_excused_absence_into_presence,
     a_buffered_scan_goes_to_the_session_bound_at_its_time,
     scans_past_the_offline_horizon_are_rejected,
     oversized_and_malformed_batches_are_refused_whole,
@@ -412,4 +413,86 @@ async fn oversized_and_malformed_batches_are_refused_whole(backend: Backend) {
     assert_eq!(res.status().as_u16(), 400);
     let (status, _) = batch(&app, &school.admin, &json!([])).await;
     assert_eq!(status, 403, "people's tokens do not submit scans");
+}
+
+async fn a_buffered_scan_turns_an_excused_absence_into_presence(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(2).await;
+    let (early, late) = (&school.students[0], &school.students[1]);
+    let excuse = |student: &str| {
+        json!({"i": {"studentId": student, "courseId": school.course_id, "from": app.today(),
+                     "to": app.today(), "reason": "dentist"}})
+    };
+    let create = "mutation($i: CreateExcuseInput!) { createExcuse(input: $i) { id } }";
+    // One excuse known before the close (it writes PERMISSION), one made after it (it turns
+    // the automatic absence into PERMISSION).
+    app.gql_ok(Some(&school.teacher), create, excuse(early))
+        .await;
+    let session = open_from_midnight(
+        &app,
+        &school,
+        &school.device_code,
+        &school.course_id,
+        &school.teacher,
+    )
+    .await;
+    let (today, scan_time) = (app.today(), app.now_time());
+    app.gql_ok(
+        Some(&school.teacher),
+        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
+        json!({"id": session}),
+    )
+    .await;
+    let after = app
+        .gql_ok(Some(&school.teacher), create, excuse(late))
+        .await;
+
+    // The terminal was offline: its scans of both arrive now, from during the class.
+    let scans = json!([
+        {"student_id": early.parse::<i64>().unwrap(), "date": today, "time": scan_time},
+        {"student_id": late.parse::<i64>().unwrap(), "date": today, "time": scan_time},
+    ]);
+    let (status, body) = batch(&app, &school.device_key, &scans).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(statuses(&body), ["accepted", "accepted"], "{body}");
+    for result in body["results"].as_array().unwrap() {
+        assert_eq!(result["corrected_absence"], true, "{result}");
+        assert_eq!(result["record"]["status"], "present");
+    }
+    let history = "query($id: ID!) { session(id: $id) { records { studentId status \
+                   changes { kind oldStatus newStatus } } } }";
+    let record = |data: &Value, student: &str| {
+        data["session"]["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["studentId"] == student)
+            .unwrap()
+            .clone()
+    };
+    let data = app
+        .gql_ok(Some(&school.teacher), history, json!({"id": session}))
+        .await;
+    for student in [early, late] {
+        assert_eq!(
+            record(&data, student)["changes"],
+            json!([
+                {"kind": "EXCUSE", "oldStatus": "ABSENT", "newStatus": "PERMISSION"},
+                {"kind": "EDIT", "oldStatus": "PERMISSION", "newStatus": "PRESENT"},
+            ]),
+            "{data}"
+        );
+    }
+    // Revoking the excuse leaves the presence the scan proved.
+    app.gql_ok(
+        Some(&school.teacher),
+        "mutation($id: ID!) { revokeExcuse(id: $id) { id } }",
+        json!({"id": after["createExcuse"]["id"]}),
+    )
+    .await;
+    let data = app
+        .gql_ok(Some(&school.teacher), history, json!({"id": session}))
+        .await;
+    assert_eq!(record(&data, late)["status"], "PRESENT", "{data}");
+    assert_eq!(record(&data, late)["changes"].as_array().unwrap().len(), 2);
 }

@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    FromQueryResult, QueryFilter, TransactionTrait,
 };
 
 use super::{
@@ -219,7 +220,7 @@ impl Service {
                 reason: Reason::DuplicateScan,
                 record_id: Some(record_id),
                 ..
-            }) if facts.automatic_absence != Some(1) => Ok(BufferedOutcome::Duplicate(record_id)),
+            }) if facts.correctable != Some(1) => Ok(BufferedOutcome::Duplicate(record_id)),
             Some(AppError::Rejected {
                 reason: Reason::DuplicateScan,
                 record_id: Some(record_id),
@@ -277,8 +278,8 @@ impl Service {
             .cloned())
     }
 
-    /// Turns an automatic absence into `present` with an audit row saying why, unless a
-    /// teacher has touched the record (any audit row) or it was not an automatic absence.
+    /// Turns a record no person set (an automatic absence, or an excuse's permission) into
+    /// `present` with an audit row saying why and what it was; a teacher's edit stands.
     async fn correct_absence(
         &self,
         conn: &DatabaseTransaction,
@@ -289,30 +290,37 @@ impl Service {
     ) -> AppResult<Option<attendance_record::Model>> {
         let backend = self.db.get_database_backend();
         let at = self.now();
+        let correctable = rule::set_by_no_person("attendance_record");
         // A savepoint inside the batch's transaction.
         let txn = conn.begin().await?;
+        let Some(before) = attendance_record::Entity::find()
+            .filter(attendance_record::Column::SessionId.eq(session.id))
+            .filter(attendance_record::Column::StudentId.eq(student_id))
+            .filter(Expr::cust(correctable.clone()))
+            .one(&txn)
+            .await?
+        else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        // The status read above is part of the condition, so the audit row's old status is
+        // the one replaced even if an excuse or a person changed the record meanwhile.
         let corrected = attendance_record::Entity::find()
             .from_raw_sql(statement(
                 backend,
                 &format!(
-                    "UPDATE attendance_record SET status = '{present}', scanned_at = $3, \
-                     timestamp = $4, source = '{scan}', late_minutes = \
+                    "UPDATE attendance_record SET status = '{present}', scanned_at = $2, \
+                     timestamp = $3, source = '{scan}', late_minutes = \
                      (SELECT {late} FROM attendance_session s WHERE s.id = attendance_record.session_id) \
-                     WHERE session_id = $1 AND student_id = $2 AND {automatic} \
-                     AND NOT EXISTS (SELECT 1 FROM record_change c WHERE c.record_id = attendance_record.id) \
+                     WHERE id = $1 AND status = '{old}' AND {correctable} \
                      RETURNING {fields}",
                     present = AttendanceStatus::Present.as_str(),
                     scan = RecordSource::Scan.as_str(),
-                    late = rule::late_minutes(backend, "$3"),
-                    automatic = rule::automatic_absence("attendance_record"),
+                    late = rule::late_minutes(backend, "$2"),
+                    old = before.status.as_str(),
                     fields = rule::RECORD_FIELDS,
                 ),
-                vec![
-                    session.id.into(),
-                    student_id.into(),
-                    scanned_at.into(),
-                    at.into(),
-                ],
+                vec![before.id.into(), scanned_at.into(), at.into()],
             ))
             .one(&txn)
             .await?;
@@ -320,16 +328,19 @@ impl Service {
             txn.rollback().await?;
             return Ok(None);
         };
-        let absence = attendance_record::Model {
-            status: AttendanceStatus::Absent,
-            ..record.clone()
-        };
+        // The excuse no longer holds this record: revoking it must not turn it back.
+        txn.execute_raw(statement(
+            backend,
+            "DELETE FROM record_excuse WHERE record_id = $1",
+            vec![record.id.into()],
+        ))
+        .await?;
         let reason = format!(
             "buffered scan from device {device_id} at {} received after the session closed",
             scanned_at.to_rfc3339()
         );
         audit_entry(
-            &absence,
+            &before,
             Some(AttendanceStatus::Present),
             None,
             at,

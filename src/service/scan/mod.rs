@@ -148,7 +148,7 @@ fn build_diagnosis_sql(student: &StudentRef, target: Target) -> String {
          CASE WHEN EXISTS (SELECT 1 FROM course_section cs WHERE {in_course}) THEN 1 ELSE 0 END AS enrolled, \
          (SELECT r.id FROM attendance_record r WHERE r.session_id = s.id AND r.student_id = st.id) AS record_id, \
          (SELECT CASE WHEN {automatic} THEN 1 ELSE 0 END FROM attendance_record r \
-           WHERE r.session_id = s.id AND r.student_id = st.id) AS automatic_absence, \
+           WHERE r.session_id = s.id AND r.student_id = st.id) AS correctable, \
          (SELECT MAX(c.id) FROM attendance_session c \
            WHERE c.device_id = d.id AND c.date = $4 AND NOT c.is_active) AS closed_today \
          FROM device d \
@@ -157,7 +157,7 @@ fn build_diagnosis_sql(student: &StudentRef, target: Target) -> String {
          WHERE d.id = $1",
         in_course = rule::IN_COURSE,
         active = rule::STUDENT_ACTIVE,
-        automatic = rule::automatic_absence("r"),
+        automatic = rule::set_by_no_person("r"),
         student = rule::student_named(student, "$2"),
     )
 }
@@ -175,9 +175,9 @@ pub(crate) struct Diagnosis {
     pub student_active: i32,
     pub enrolled: i32,
     pub record_id: Option<i32>,
-    /// 1 when the existing record is an automatic absence, the only kind a buffered scan
-    /// tries to correct.
-    pub automatic_absence: Option<i32>,
+    /// 1 when no person set the existing record (an automatic absence, or an excuse's
+    /// permission), the only kind a buffered scan tries to correct.
+    pub correctable: Option<i32>,
     pub closed_today: Option<i32>,
 }
 

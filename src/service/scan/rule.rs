@@ -10,7 +10,7 @@
 use sea_orm::DbBackend;
 
 use super::StudentRef;
-use crate::entities::{AttendanceStatus, RecordSource};
+use crate::entities::{AttendanceStatus, ChangeKind, RecordSource};
 
 /// The columns every statement writes a record with, in this order.
 pub(crate) const RECORD_COLUMNS: &str =
@@ -89,12 +89,21 @@ pub(crate) fn late_minutes(backend: DbBackend, ts: &str) -> String {
     }
 }
 
-/// A record the close wrote because nobody scanned (the only kind a late scan may correct).
-pub(crate) fn automatic_absence(record: &str) -> String {
+/// A record no person has set: the close's automatic absence, or the permission an excuse
+/// gave in its place (at the close, or afterwards), with no person's edit since. The only
+/// kind a late scan may correct: a scan is evidence of presence.
+pub(crate) fn set_by_no_person(record: &str) -> String {
     format!(
-        "{record}.status = '{}' AND {record}.source = '{}'",
-        AttendanceStatus::Absent.as_str(),
-        RecordSource::AutoAbsent.as_str()
+        "(({record}.status = '{absent}' AND {record}.source = '{auto}') \
+         OR ({record}.status = '{permission}' AND ({record}.source = '{excused}' \
+             OR EXISTS (SELECT 1 FROM record_excuse l WHERE l.record_id = {record}.id)))) \
+         AND NOT EXISTS (SELECT 1 FROM record_change c WHERE c.record_id = {record}.id \
+             AND c.kind = '{edit}')",
+        absent = AttendanceStatus::Absent.as_str(),
+        auto = RecordSource::AutoAbsent.as_str(),
+        permission = AttendanceStatus::Permission.as_str(),
+        excused = RecordSource::Excuse.as_str(),
+        edit = ChangeKind::Edit.as_str(),
     )
 }
 

@@ -21,7 +21,8 @@ use super::sql::{conflict_on, write_transaction};
 use super::{Service, required_text};
 use crate::auth::Principal;
 use crate::entities::{
-    attendance_record, attendance_session, class_cancellation, device, holiday, schedule_slot, term,
+    attendance_record, attendance_session, class_cancellation, device, holiday, record_change,
+    schedule_slot, term,
 };
 use crate::error::{AppError, AppResult, Reason};
 
@@ -557,13 +558,14 @@ impl Service {
         let filter = scoped(actor, filter)?;
         check_range(from, to)?;
         let calendar = self.calendar(from, to, &filter).await?;
-        Ok(calendar.occurrences(
+        let classes = calendar.occurrences(
             self.config.time_zone,
             self.config.schedule_open_early,
             from,
             to,
             self.now(),
-        ))
+        );
+        Ok(sessions_seen_by(actor, classes))
     }
 
     /// Past classes whose attendance was not taken: no session ever opened, or it closed
@@ -585,37 +587,46 @@ impl Service {
             to,
             now,
         );
-        let scanned: HashSet<i32> = attendance_record::Entity::find()
+        let held = || {
+            Query::select()
+                .column(attendance_session::Column::Id)
+                .from(attendance_session::Entity)
+                .and_where(Expr::col(attendance_session::Column::SlotId).is_not_null())
+                .and_where(Expr::col(attendance_session::Column::Date).gte(from))
+                .and_where(Expr::col(attendance_session::Column::Date).lte(to))
+                .to_owned()
+        };
+        // Attendance was taken where a terminal scanned someone or a person set a status.
+        let scanned = attendance_record::Entity::find()
             .select_only()
             .column(attendance_record::Column::SessionId)
             .distinct()
             .filter(attendance_record::Column::Source.eq(crate::entities::RecordSource::Scan))
-            .filter(
-                attendance_record::Column::SessionId.in_subquery(
-                    Query::select()
-                        .column(attendance_session::Column::Id)
-                        .from(attendance_session::Entity)
-                        .and_where(Expr::col(attendance_session::Column::SlotId).is_not_null())
-                        .and_where(Expr::col(attendance_session::Column::Date).gte(from))
-                        .and_where(Expr::col(attendance_session::Column::Date).lte(to))
-                        .to_owned(),
-                ),
-            )
+            .filter(attendance_record::Column::SessionId.in_subquery(held()))
             .into_tuple::<i32>()
             .all(&self.db)
-            .await?
-            .into_iter()
-            .collect();
-        Ok(classes
+            .await?;
+        let edited = record_change::Entity::find()
+            .select_only()
+            .column(record_change::Column::SessionId)
+            .distinct()
+            .filter(record_change::Column::Kind.eq(crate::entities::ChangeKind::Edit))
+            .filter(record_change::Column::SessionId.in_subquery(held()))
+            .into_tuple::<i32>()
+            .all(&self.db)
+            .await?;
+        let taken: HashSet<i32> = scanned.into_iter().chain(edited).collect();
+        let classes = classes
             .into_iter()
             .filter(|o| match o.status {
                 OccurrenceStatus::Missed => true,
                 OccurrenceStatus::Closed => {
-                    o.session.as_ref().is_some_and(|s| !scanned.contains(&s.id))
+                    o.session.as_ref().is_some_and(|s| !taken.contains(&s.id))
                 }
                 _ => false,
             })
-            .collect())
+            .collect();
+        Ok(sessions_seen_by(actor, classes))
     }
 
     /// The rows the classes between `from` and `to` are computed from, in five statements.
@@ -760,4 +771,19 @@ pub(crate) fn next_due(
         .map(|o| o.opens_at)
         .chain(earliest_close.filter(|at| *at > now))
         .min()
+}
+
+/// The classes as `actor` may see them: a session is its creator's (and admins'), so a
+/// teacher who took over a course sees its earlier classes without their sessions.
+fn sessions_seen_by(actor: &Principal, mut classes: Vec<Occurrence>) -> Vec<Occurrence> {
+    for class in &mut classes {
+        if class
+            .session
+            .as_ref()
+            .is_some_and(|s| !access::may_see_session(actor, s))
+        {
+            class.session = None;
+        }
+    }
+    classes
 }
