@@ -3,7 +3,9 @@
 //! One module per capability, as in `service::terminals`; the helpers a terminal's
 //! requests need are here.
 
-use chrono::{DateTime, Duration, Timelike, Utc};
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -14,6 +16,23 @@ mod handshake;
 mod uploads;
 
 const SN: &str = "CKUT201960123";
+
+/// Where the attendance clock of the tests that make sessions and lines stands: twenty
+/// minutes past midnight UTC, the hour at which reading the wall clock failed them (a line
+/// from minutes ago fell on the day before, ahead of the session that opens at midnight).
+/// The clock stands still unless a test moves it, so the hour of a run no longer matters.
+const CLOCK_AT: &str = "2027-03-01T00:20:00Z";
+
+/// A server over a fresh database whose attendance time is a manual clock at [`CLOCK_AT`].
+async fn spawn_on_clock(
+    backend: Backend,
+    change: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
+    let at = DateTime::parse_from_rfc3339(CLOCK_AT)
+        .expect("a fixed instant")
+        .with_timezone(&Utc);
+    TestApp::spawn_with_clock(backend, Clock::manual(at), change).await
+}
 
 /// Waits (a minute at most) until no uploaded line is pending.
 async fn wait_until_judged(app: &TestApp) {
@@ -29,14 +48,11 @@ async fn wait_until_judged(app: &TestApp) {
     panic!("pending lines were not judged within a minute");
 }
 
-/// A zone whose local date is today's UTC date for the next hours, with an offset of
-/// three hours either way, so local times really are converted.
+/// The terminals' zone and its offset in hours: east of UTC, so local times really are
+/// converted, and by [`CLOCK_AT`] still on UTC's date, the date of the server's sessions
+/// (Addis Ababa keeps no daylight saving time).
 fn terminal_zone() -> (&'static str, i64) {
-    if Utc::now().hour() < 12 {
-        ("Africa/Addis_Ababa", 3)
-    } else {
-        ("America/Sao_Paulo", -3)
-    }
+    ("Africa/Addis_Ababa", 3)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` of `at` on a terminal `offset` hours from UTC.
@@ -139,7 +155,7 @@ impl TestApp {
     }
 
     /// Opens a session of the school's course on `device` starting at midnight, so any
-    /// time of today up to now falls inside it; returns its id.
+    /// time of today up to the clock's now falls inside it; returns its id.
     async fn open_on(&self, school: &School, device: &str) -> String {
         let data = self
             .gql_ok(
