@@ -80,10 +80,10 @@ impl Application {
         clock: Clock,
     ) -> Result<Self, StartupError> {
         let config = Arc::new(config);
-        let pools = db::connect(&config).await?;
-        db::migrate(&pools.db)
-            .await
-            .map_err(|e| StartupError::Migrate(e.to_string()))?;
+        let pools = db::connect_migrated(&config).await.map_err(|e| match e {
+            db::OpenError::Connect(e) => StartupError::Connect(e),
+            db::OpenError::Migrate(e) => StartupError::Migrate(e),
+        })?;
         let statements = pools.statements.clone();
         let service = Service::with_clock(pools, config.clone(), clock);
         // Catch up before serving: classes still running open, sessions past their end

@@ -123,6 +123,40 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
     Migrator::up(db, None).await
 }
 
+/// Why the database could not be opened with an up-to-date schema.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The database cannot be opened.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// A migration failed.
+    #[error("migrations failed: {0}")]
+    Migrate(String),
+}
+
+/// Brings the schema up to date, then opens the pools the server runs on.
+///
+/// On SQLite the migrations run on a connection of their own, closed before those pools
+/// open. Pooled connections that were open while a migration added a column (such as
+/// `app_user.token_version`) were seen to read rows back without it for a while: sea-orm
+/// then failed with "Missing value for column", often for the first account created or
+/// read right after start-up. PostgreSQL migrates on the server's pool.
+pub async fn connect_migrated(config: &Config) -> Result<Pools, OpenError> {
+    if config.is_sqlite() {
+        let migrating = open(config, 1, &StatementCounter::default()).await?;
+        let migrated = migrate(&migrating).await;
+        // Closing only waits for the connection to finish; a failure here changes nothing.
+        let _ = migrating.close().await;
+        migrated.map_err(|e| OpenError::Migrate(e.to_string()))?;
+        return Ok(connect(config).await?);
+    }
+    let pools = connect(config).await?;
+    migrate(&pools.db)
+        .await
+        .map_err(|e| OpenError::Migrate(e.to_string()))?;
+    Ok(pools)
+}
+
 /// Switches a SQLite file to WAL once, on a single connection: several pool connections
 /// switching a fresh file at the same time would fail with "database is locked".
 async fn enable_wal(url: &str) -> Result<(), ConnectError> {

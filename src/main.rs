@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use attendance::app::{Application, StartupError};
+use attendance::app::Application;
 use attendance::config::{Config, MIN_SECRET_KEY_LEN};
 use attendance::dotenv::{DotEnv, LoadError};
 use clap::{Parser, Subcommand};
@@ -215,13 +215,9 @@ async fn serve(config: Config) -> Result<(), String> {
 
 /// Connects to the configured database and brings its schema up to date.
 async fn migrated_pools(config: &Config) -> Result<attendance::db::Pools, String> {
-    let pools = attendance::db::connect(config)
+    attendance::db::connect_migrated(config)
         .await
-        .map_err(|e| e.to_string())?;
-    attendance::db::migrate(&pools.db)
-        .await
-        .map_err(|e| StartupError::Migrate(e.to_string()).to_string())?;
-    Ok(pools)
+        .map_err(|e| e.to_string())
 }
 
 /// The services over the migrated database, for the CLI's one-off commands.

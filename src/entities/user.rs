@@ -17,6 +17,9 @@ pub struct Model {
     pub teacher_id: Option<i32>,
     pub is_active: bool,
     pub created_at: DateTimeUtc,
+    /// Raised by a password change, a reset or a deactivation; a token carrying an older
+    /// version is refused, so those end every token issued before them at once.
+    pub token_version: i32,
 }
 
 /// Relations are queried explicitly in `service`; none are declared.

@@ -329,8 +329,9 @@ impl LifecycleMutation {
             .map(Student)
     }
 
-    /// Changes the caller's own password and ends every refresh token of the account. A
-    /// wrong current password is UNAUTHENTICATED and counts toward the login lockout.
+    /// Changes the caller's own password and ends every token of the account at once, the
+    /// caller's too: log in again with the new password. A wrong current password is
+    /// UNAUTHENTICATED and counts toward the login lockout.
     #[graphql(guard = "RoleGuard::people()")]
     async fn change_password(
         &self,
@@ -351,7 +352,7 @@ impl LifecycleMutation {
             .map(|_| true)
     }
 
-    /// Sets an account's password (admins only) and ends every refresh token of it.
+    /// Sets an account's password (admins only) and ends every token of it at once.
     #[graphql(guard = "RoleGuard::admin()")]
     async fn set_password(
         &self,

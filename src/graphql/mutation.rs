@@ -267,8 +267,8 @@ impl CoreMutation {
         service.create_teacher(new).await.gql().map(Teacher)
     }
 
-    /// Activates or deactivates a login account; a deactivated account is refused on its
-    /// next request.
+    /// Activates or deactivates a login account. Deactivation ends every token of the
+    /// account at once; after re-activation it logs in again.
     #[graphql(guard = "RoleGuard::admin()")]
     async fn set_user_active(
         &self,

@@ -152,6 +152,7 @@ samples! {
             teacher_id: None,
             is_active: true,
             created_at: at(1),
+            token_version: 0,
         });
     slow_session, fast_session, slow_sessions, fast_sessions: AttendanceSession =
         AttendanceSession(session());

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
     QuerySelect, QueryTrait, Set, TransactionTrait,
@@ -54,10 +54,15 @@ impl Service {
             Some(user) if user.role == UserRole::Admin => {
                 check_password("password", password)?;
                 let hash = password::hash(password.to_owned()).await?;
+                let txn = self.writer.begin_with_options(write_transaction()).await?;
+                // A reset like `setPassword`: whoever held the old password is signed out.
+                end_every_token(&txn, user.id).await?;
                 let mut active: user::ActiveModel = user.into();
                 active.password_hash = Set(hash);
                 active.is_active = Set(true);
-                Ok(active.update(&self.db).await?)
+                let updated = active.update(&txn).await?;
+                txn.commit().await?;
+                Ok(updated)
             }
             Some(_) => Err(AppError::Duplicate {
                 field: "username".into(),
@@ -103,9 +108,9 @@ impl Service {
         paginate(&self.db, query, user::Column::Id, page).await
     }
 
-    /// Activates or deactivates an account. A deactivated account's tokens stop working on
-    /// their next request, and its refresh tokens are revoked. The last active admin cannot
-    /// be deactivated (CONFLICT `LAST_ADMIN`): nobody could manage the school.
+    /// Activates or deactivates an account. Deactivation ends every token of the account at
+    /// once, so even after re-activation only a new login works. The last active admin
+    /// cannot be deactivated (CONFLICT `LAST_ADMIN`): nobody could manage the school.
     pub async fn set_user_active(&self, user_id: i32, active: bool) -> AppResult<user::Model> {
         let txn = self.writer.begin_with_options(write_transaction()).await?;
         let existing = user::Entity::find_by_id(user_id)
@@ -133,17 +138,18 @@ impl Service {
         }
         let mut model: user::ActiveModel = existing.into();
         model.is_active = Set(active);
-        let updated = model.update(&txn).await?;
         if !active {
-            revoke_refresh_tokens(&txn, user_id).await?;
+            end_every_token(&txn, user_id).await?;
         }
+        let updated = model.update(&txn).await?;
         txn.commit().await?;
         Ok(updated)
     }
 
     /// Changes the caller's own password. A wrong current password is refused like a
     /// failed login (UNAUTHENTICATED) and counts toward the same lockout; while locked out
-    /// even the right one is refused. Every refresh token of the account ends.
+    /// even the right one is refused. Every token of the account ends, the caller's too:
+    /// the client logs in again with the new password.
     pub async fn change_password(
         &self,
         actor: &Principal,
@@ -173,8 +179,8 @@ impl Service {
         self.replace_password(account, new).await
     }
 
-    /// Sets any account's password (admins only), ending its refresh tokens and clearing
-    /// its failed-login count.
+    /// Sets any account's password (admins only), ending its tokens and clearing its
+    /// failed-login count.
     pub async fn set_password(&self, actor: &Principal, user_id: i32, new: &str) -> AppResult<()> {
         super::access::require_admin(actor)?;
         check_password("newPassword", new)?;
@@ -194,7 +200,7 @@ impl Service {
             .filter(user::Column::Id.eq(account.id))
             .exec(&txn)
             .await?;
-        revoke_refresh_tokens(&txn, account.id).await?;
+        end_every_token(&txn, account.id).await?;
         self.limiter.forget_user(&txn, &username).await?;
         txn.commit().await?;
         Ok(())
@@ -210,8 +216,18 @@ impl Service {
     }
 }
 
-/// Ends every refresh token of an account; access tokens run out on their own lifetime.
-async fn revoke_refresh_tokens(db: &impl ConnectionTrait, user_id: i32) -> AppResult<()> {
+/// Ends every token of an account at once: raising its token version fails the access
+/// tokens issued before (each request reads the account anyway), and the refresh tokens
+/// are revoked. The increment is one statement, so concurrent raises are never lost.
+async fn end_every_token(db: &impl ConnectionTrait, user_id: i32) -> AppResult<()> {
+    user::Entity::update_many()
+        .col_expr(
+            user::Column::TokenVersion,
+            Expr::col(user::Column::TokenVersion).add(1),
+        )
+        .filter(user::Column::Id.eq(user_id))
+        .exec(db)
+        .await?;
     refresh_token::Entity::update_many()
         .col_expr(refresh_token::Column::RevokedAt, Expr::value(now()))
         .filter(refresh_token::Column::UserId.eq(user_id))

@@ -71,11 +71,13 @@ impl Service {
         if token.starts_with(DEVICE_KEY_PREFIX) {
             return self.authenticate_device(token).await;
         }
-        let user_id = self.jwt.verify(token, TokenKind::Access)?;
-        let user = user::Entity::find_by_id(user_id)
+        let subject = self.jwt.verify(token, TokenKind::Access)?;
+        // This read of the account, which every request makes anyway, is what ends a token
+        // at once after a password change, a reset or a deactivation: no extra statement.
+        let user = user::Entity::find_by_id(subject.user_id)
             .one(&self.db)
             .await?
-            .filter(|u| u.is_active)
+            .filter(|u| u.is_active && u.token_version == subject.version)
             .ok_or(AppError::Unauthenticated)?;
         Ok(Principal::User {
             user_id: user.id,
@@ -155,7 +157,8 @@ impl Service {
     /// Exchanges a refresh token for a new pair. Each refresh token works once; presenting a
     /// spent one revokes its whole family, since it means the token was stolen.
     pub async fn refresh(&self, token: &str) -> AppResult<TokenPair> {
-        let user_id = self.jwt.verify(token, TokenKind::Refresh)?;
+        let subject = self.jwt.verify(token, TokenKind::Refresh)?;
+        let user_id = subject.user_id;
         let stored = refresh_token::Entity::find()
             .filter(refresh_token::Column::TokenHash.eq(fast_hash(token)))
             .one(&self.db)
@@ -185,10 +188,12 @@ impl Service {
             self.revoke_family(&stored.family).await?;
             return Err(AppError::Unauthenticated);
         }
+        // A password change racing this refresh may commit after the token was found
+        // unrevoked; its version bump still stops the refresh here.
         let user = user::Entity::find_by_id(user_id)
             .one(&self.db)
             .await?
-            .filter(|u| u.is_active)
+            .filter(|u| u.is_active && u.token_version == subject.version)
             .ok_or(AppError::Unauthenticated)?;
         self.issue_pair(user, stored.family).await
     }
@@ -224,8 +229,13 @@ impl Service {
             self.config.access_token_lifetime,
             self.config.refresh_token_lifetime,
         );
-        let access_token = self.jwt.issue(user.id, TokenKind::Access, lifetimes.0)?;
-        let refresh_token = self.jwt.issue(user.id, TokenKind::Refresh, lifetimes.1)?;
+        let version = user.token_version;
+        let access_token = self
+            .jwt
+            .issue(user.id, version, TokenKind::Access, lifetimes.0)?;
+        let refresh_token = self
+            .jwt
+            .issue(user.id, version, TokenKind::Refresh, lifetimes.1)?;
         let at = now();
         refresh_token::ActiveModel {
             user_id: Set(user.id),

@@ -144,6 +144,7 @@ async fn malformed_expired_and_foreign_tokens_are_unauthenticated(backend: Backe
     let foreign = attendance::auth::jwt::JwtKeys::new("some-other-secret-key-xxxxxxxxxx")
         .issue(
             1,
+            0,
             attendance::auth::jwt::TokenKind::Access,
             Duration::from_secs(600),
         )

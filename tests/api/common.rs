@@ -701,9 +701,10 @@ impl TestApp {
         self.service.local_today().to_string()
     }
 
-    /// The current local time as HH:MM:SS.
+    /// The current time in the test server's zone (UTC) as HH:MM:SS, by its attendance
+    /// clock like `today`, so a test on a manual clock scans at the clock's time.
     pub fn now_time(&self) -> String {
-        chrono::Utc::now().format("%H:%M:%S").to_string()
+        self.service.now().format("%H:%M:%S").to_string()
     }
 }
 

@@ -1,10 +1,9 @@
 //! The handshake and who may make it: an unknown terminal waits for an admin's approval,
 //! a revoked one is refused every request until approved again.
 
-use chrono::Utc;
 use serde_json::json;
 
-use super::{SN, attlog, local, terminal_zone};
+use super::{SN, attlog, local, spawn_on_clock, terminal_zone};
 use crate::both_databases;
 use crate::common::*;
 
@@ -152,7 +151,7 @@ async fn an_unknown_terminal_waits_for_approval_then_handshakes_with_its_stamps(
 }
 
 async fn a_revoked_terminal_is_refused_until_approved_again(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = spawn_on_clock(backend, |_| {}).await;
     let school = app.seed_school(1).await;
     let (zone, offset) = terminal_zone();
     let (id, code) = app.approve_terminal(&school.admin, SN, zone).await;
@@ -165,7 +164,7 @@ async fn a_revoked_terminal_is_refused_until_approved_again(backend: Backend) {
     )
     .await;
 
-    let line = attlog(&codes[0], &local(Utc::now(), offset));
+    let line = attlog(&codes[0], &local(app.service.now(), offset));
     assert_eq!(app.handshake(SN).await.0, 403);
     assert_eq!(
         app.iclock_get(&format!("/iclock/getrequest?SN={SN}"))

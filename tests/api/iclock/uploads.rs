@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
 
-use super::{SN, attlog, local, terminal_zone, wait_until_judged};
+use super::{SN, attlog, local, spawn_on_clock, terminal_zone, wait_until_judged};
 use crate::both_databases;
 use crate::common::*;
 
@@ -21,7 +21,7 @@ both_databases!(
 );
 
 async fn uploads_take_good_lines_count_duplicates_and_keep_bad_lines(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = spawn_on_clock(backend, |_| {}).await;
     let school = app.seed_school(2).await;
     let leading_zeros = app
         .create_student(&school.admin, "00420", &school.sections[0])
@@ -30,7 +30,7 @@ async fn uploads_take_good_lines_count_duplicates_and_keep_bad_lines(backend: Ba
     let (id, code) = app.approve_terminal(&school.admin, SN, zone).await;
     let session = app.open_on(&school, &code).await;
     let codes = app.student_codes(&school.admin, &school.students).await;
-    let at = Utc::now() - Duration::minutes(5);
+    let at = app.service.now() - Duration::minutes(5);
     let (t0, t1, t2) = (
         local(at, offset),
         local(at + Duration::seconds(30), offset),
@@ -126,13 +126,13 @@ async fn uploads_take_good_lines_count_duplicates_and_keep_bad_lines(backend: Ba
 }
 
 async fn resent_uploads_change_nothing(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = spawn_on_clock(backend, |_| {}).await;
     let school = app.seed_school(2).await;
     let (zone, offset) = terminal_zone();
     let (id, code) = app.approve_terminal(&school.admin, SN, zone).await;
     app.open_on(&school, &code).await;
     let codes = app.student_codes(&school.admin, &school.students).await;
-    let at = Utc::now() - Duration::minutes(3);
+    let at = app.service.now() - Duration::minutes(3);
     let body = [
         attlog(&codes[0], &local(at, offset)),
         attlog(&codes[0], &local(at + Duration::seconds(5), offset)),
@@ -179,13 +179,13 @@ async fn resent_uploads_change_nothing(backend: Backend) {
 }
 
 async fn a_late_batch_turns_an_automatic_absence_into_present(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = spawn_on_clock(backend, |_| {}).await;
     let school = app.seed_school(2).await;
     let (zone, offset) = terminal_zone();
     let (_, code) = app.approve_terminal(&school.admin, SN, zone).await;
     let session = app.open_on(&school, &code).await;
     let codes = app.student_codes(&school.admin, &school.students).await;
-    let during = Utc::now() - Duration::seconds(5);
+    let during = app.service.now() - Duration::seconds(5);
     let closed = app
         .gql_ok(
             Some(&school.teacher),
@@ -235,7 +235,7 @@ async fn a_late_batch_turns_an_automatic_absence_into_present(backend: Backend) 
 
 async fn ten_thousand_lines_are_taken_in_one_request(backend: Backend) {
     // A small general limit proves the terminals' routes have their own.
-    let app = TestApp::spawn_with(backend, |env| {
+    let app = spawn_on_clock(backend, |env| {
         env.insert("MAX_BODY_BYTES".into(), "65536".into());
     })
     .await;
@@ -247,7 +247,7 @@ async fn ten_thousand_lines_are_taken_in_one_request(backend: Backend) {
     assert_eq!(codes.len(), 20);
 
     // 500 seconds of a busy door: every student seen every second, one line each.
-    let start = Utc::now() - Duration::seconds(600);
+    let start = app.service.now() - Duration::seconds(600);
     let mut body = String::new();
     for second in 0..500 {
         let time = local(start + Duration::seconds(second), offset);
@@ -326,14 +326,14 @@ async fn ten_thousand_lines_are_taken_in_one_request(backend: Backend) {
 }
 
 async fn pending_lines_left_by_a_stopped_server_are_judged_later(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = spawn_on_clock(backend, |_| {}).await;
     let school = app.seed_school(1).await;
     let (zone, offset) = terminal_zone();
     let (id, code) = app.approve_terminal(&school.admin, SN, zone).await;
     let session = app.open_on(&school, &code).await;
     let codes = app.student_codes(&school.admin, &school.students).await;
     // A server stored a large upload's tail as pending and stopped before judging it.
-    let time = local(Utc::now() - Duration::seconds(30), offset);
+    let time = local(app.service.now() - Duration::seconds(30), offset);
     for (pin, line) in [
         (codes[0].as_str(), attlog(&codes[0], &time)),
         ("GHOST", attlog("GHOST", &time)),
@@ -394,7 +394,7 @@ async fn pending_lines_left_by_a_stopped_server_are_judged_later(backend: Backen
 async fn a_departed_student_is_refused_on_every_scan_path_and_never_marked_absent(
     backend: Backend,
 ) {
-    let app = TestApp::spawn(backend).await;
+    let app = spawn_on_clock(backend, |_| {}).await;
     let school = app.seed_school(2).await;
     let admin = Some(school.admin.as_str());
     let (leaver, other_leaver) = (&school.students[0], &school.students[1]);
@@ -480,7 +480,7 @@ async fn a_departed_student_is_refused_on_every_scan_path_and_never_marked_absen
     let (terminal, code) = app.approve_terminal(&school.admin, SN, zone).await;
     app.open_on(&school, &code).await;
     let codes = app.student_codes(&school.admin, &school.students).await;
-    let at = Utc::now() - Duration::minutes(1);
+    let at = app.service.now() - Duration::minutes(1);
     let (status, reply) = app
         .upload(
             SN,

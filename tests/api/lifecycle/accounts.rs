@@ -1,6 +1,8 @@
-//! Accounts: passwords changed and reset end refresh tokens, wrong current passwords count
-//! toward the lockout, admins are created and listed, and the last admin stays.
+//! Accounts: passwords changed and reset, and deactivations, end every token at once;
+//! wrong current passwords count toward the lockout, admins are created and listed, and
+//! the last admin stays.
 
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 use super::{field, refused};
@@ -12,6 +14,10 @@ both_databases!(
     wrong_current_passwords_count_toward_the_login_lockout,
     admins_reset_passwords_create_admins_and_list_accounts,
     the_last_active_admin_cannot_be_deactivated,
+    a_changed_password_ends_earlier_access_tokens_at_once,
+    an_admin_reset_ends_the_accounts_access_tokens_at_once,
+    a_deactivated_account_comes_back_only_through_a_new_login,
+    a_refresh_that_raced_a_password_change_is_refused,
 );
 
 /// Logs in; returns (access token, refresh token).
@@ -99,11 +105,6 @@ async fn a_changed_password_ends_every_refresh_token(backend: Backend) {
     );
     let (_, fresh) = pair(&app, "t001", "brand-new-pass-1").await;
     assert!(refresh(&app, &fresh).await["errors"].is_null());
-    // The access token runs out on its own lifetime.
-    let me = app
-        .gql_ok(Some(&access), "{ me { username } }", json!({}))
-        .await;
-    assert_eq!(me["me"]["username"], "t001");
     let _ = school;
 }
 
@@ -315,4 +316,152 @@ async fn the_last_active_admin_cannot_be_deactivated(backend: Backend) {
         .gql_ok(Some(&deputy), DEACTIVATE, json!({"u": teacher}))
         .await;
     assert_eq!(off["setUserActive"]["isActive"], false);
+}
+
+const ME: &str = "{ me { username } }";
+
+/// The username `token` stands for, or the error code it earns.
+async fn me(app: &TestApp, token: &str) -> String {
+    let body = app.gql(Some(token), ME, json!({})).await;
+    match body["data"]["me"]["username"].as_str() {
+        Some(username) => username.to_owned(),
+        None => error_code(&body).to_owned(),
+    }
+}
+
+async fn a_changed_password_ends_earlier_access_tokens_at_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(1).await;
+    let (used, _) = pair(&app, "t001", TEACHER_PASSWORD).await;
+    let (other_device, _) = pair(&app, "t001", TEACHER_PASSWORD).await;
+    assert_eq!(me(&app, &other_device).await, "t001");
+
+    app.gql_ok(
+        Some(&used),
+        CHANGE,
+        json!({"c": TEACHER_PASSWORD, "n": "brand-new-pass-1"}),
+    )
+    .await;
+    // Within the same second: no wait for the tokens' lifetime.
+    for token in [&used, &other_device] {
+        assert_eq!(me(&app, token).await, "UNAUTHENTICATED");
+    }
+    // A token issued right after the change, in the same second, works.
+    let (fresh, fresh_refresh) = pair(&app, "t001", "brand-new-pass-1").await;
+    assert_eq!(me(&app, &fresh).await, "t001");
+    let renewed = refresh(&app, &fresh_refresh).await;
+    assert!(renewed["errors"].is_null(), "{renewed}");
+    // Nobody else is signed out.
+    assert_eq!(me(&app, &school.admin).await, "admin");
+    assert_eq!(me(&app, &school.other_teacher).await, "t002");
+}
+
+async fn an_admin_reset_ends_the_accounts_access_tokens_at_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(1).await;
+    let t001 = app
+        .gql_ok(Some(&school.teacher), "{ me { id } }", json!({}))
+        .await["me"]["id"]
+        .clone();
+
+    app.gql_ok(
+        Some(&school.admin),
+        "mutation($u: ID!) { setPassword(userId: $u, newPassword: \"reset-by-admin-1\") }",
+        json!({"u": t001}),
+    )
+    .await;
+    assert_eq!(me(&app, &school.teacher).await, "UNAUTHENTICATED");
+    assert_eq!(me(&app, &school.admin).await, "admin");
+    let (fresh, _) = pair(&app, "t001", "reset-by-admin-1").await;
+    assert_eq!(me(&app, &fresh).await, "t001");
+
+    // The command line's reset of an admin's password does the same.
+    let deputy = app
+        .gql_ok(
+            Some(&school.admin),
+            "mutation { createAdmin(input: {username: \"deputy\", password: \"deputy-pass-1\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert!(deputy["createAdmin"]["id"].is_string());
+    let (deputy_access, deputy_refresh) = pair(&app, "deputy", "deputy-pass-1").await;
+    app.service
+        .create_or_reset_admin("deputy", "deputy-pass-2")
+        .await
+        .expect("reset from the command line");
+    assert_eq!(me(&app, &deputy_access).await, "UNAUTHENTICATED");
+    assert_eq!(
+        error_code(&refresh(&app, &deputy_refresh).await),
+        "UNAUTHENTICATED"
+    );
+    let (deputy_access, _) = pair(&app, "deputy", "deputy-pass-2").await;
+    assert_eq!(me(&app, &deputy_access).await, "deputy");
+}
+
+async fn a_deactivated_account_comes_back_only_through_a_new_login(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let school = app.seed_school(1).await;
+    let (access, refresh_token) = pair(&app, "t001", TEACHER_PASSWORD).await;
+    let t001 = app.gql_ok(Some(&access), "{ me { id } }", json!({})).await["me"]["id"].clone();
+    const SET_ACTIVE: &str =
+        "mutation($u: ID!, $a: Boolean!) { setUserActive(userId: $u, active: $a) { isActive } }";
+
+    let off = app
+        .gql_ok(
+            Some(&school.admin),
+            SET_ACTIVE,
+            json!({"u": t001, "a": false}),
+        )
+        .await;
+    assert_eq!(off["setUserActive"]["isActive"], false);
+    assert_eq!(me(&app, &access).await, "UNAUTHENTICATED");
+    assert_eq!(
+        error_code(&refresh(&app, &refresh_token).await),
+        "UNAUTHENTICATED"
+    );
+    assert_eq!(
+        error_code(&login(&app, "t001", TEACHER_PASSWORD).await),
+        "UNAUTHENTICATED"
+    );
+
+    // Back again: the tokens from before stay dead; a new login works at once.
+    app.gql_ok(
+        Some(&school.admin),
+        SET_ACTIVE,
+        json!({"u": t001, "a": true}),
+    )
+    .await;
+    assert_eq!(me(&app, &access).await, "UNAUTHENTICATED");
+    assert_eq!(
+        error_code(&refresh(&app, &refresh_token).await),
+        "UNAUTHENTICATED"
+    );
+    let (fresh, fresh_refresh) = pair(&app, "t001", TEACHER_PASSWORD).await;
+    assert_eq!(me(&app, &fresh).await, "t001");
+    let renewed = refresh(&app, &fresh_refresh).await;
+    assert!(renewed["errors"].is_null(), "{renewed}");
+    assert_eq!(me(&app, &school.teacher).await, "UNAUTHENTICATED");
+}
+
+/// A refresh that found its token unrevoked just before a password change committed must
+/// not hand out a pair that outlives the change: the raised version stops it.
+async fn a_refresh_that_raced_a_password_change_is_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.seed_school(1).await;
+    let (_, refresh_token) = pair(&app, "t001", TEACHER_PASSWORD).await;
+    // The change's version raise has committed; its revocation of the refresh tokens is
+    // what the racing refresh got ahead of.
+    let raised = app
+        .service
+        .db
+        .execute_unprepared(
+            "UPDATE app_user SET token_version = token_version + 1 WHERE username = 't001'",
+        )
+        .await
+        .expect("raise the version");
+    assert_eq!(raised.rows_affected(), 1);
+    assert_eq!(
+        error_code(&refresh(&app, &refresh_token).await),
+        "UNAUTHENTICATED"
+    );
 }
