@@ -21,6 +21,8 @@ use attendance::clock::Clock;
 use crate::both_databases;
 use crate::common::*;
 
+mod hygiene;
+
 both_databases!(
     every_event_reaches_a_flaky_receiver_signed_once_under_one_id,
     a_rolled_back_change_sends_nothing,
