@@ -68,6 +68,11 @@ impl Webhook {
     async fn deleted_at(&self) -> Option<DateTime<Utc>> {
         self.0.deleted_at
     }
+    /// Until when its deliveries wait because the receiver kept timing out (then one is
+    /// tried at a time until one is answered); null while it answers.
+    async fn held_until(&self) -> Option<DateTime<Utc>> {
+        self.0.held_until
+    }
 }
 
 /// A new webhook and its signing secret, shown this once. The webhook's fields are here

@@ -1,8 +1,12 @@
 //! Webhooks (SPEC 8.4): admins register receivers; every change to attendance writes its
 //! events to the outbox (`webhook_delivery`) in its own transaction, one row per event and
-//! subscribed webhook; [`delivery`] posts them, signed, after the commit.
+//! subscribed webhook; [`dispatch`] claims them ([`claim`]) and [`delivery`] posts them,
+//! signed, after the commit, with the [`client`] that checks every [`target`].
 
+pub mod claim;
+pub mod client;
 pub mod delivery;
+pub mod dispatch;
 pub mod target;
 
 use std::collections::{HashMap, HashSet};

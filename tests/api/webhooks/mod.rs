@@ -22,6 +22,7 @@ use crate::both_databases;
 use crate::common::*;
 
 mod hygiene;
+mod slow;
 
 both_databases!(
     every_event_reaches_a_flaky_receiver_signed_once_under_one_id,
