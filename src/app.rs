@@ -86,6 +86,10 @@ impl Application {
             .map_err(|e| StartupError::Migrate(e.to_string()))?;
         let statements = pools.statements.clone();
         let service = Service::with_clock(pools, config.clone(), clock);
+        // Rows from before secrets were sealed; every process does it, and the first wins.
+        if let Err(e) = service.seal_plain_webhook_secrets().await {
+            tracing::warn!(error = %e, "sealing plain webhook secrets failed; they are read as they are, and sealed at the next start");
+        }
         // Catch up before serving: classes still running open, sessions past their end
         // close, so a restarted server answers with the timetable already in place.
         let next_due = match service.run_schedule().await {

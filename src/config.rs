@@ -27,7 +27,7 @@ pub struct Config {
     /// `DEBUG`: development mode (random secret allowed, introspection for everyone);
     /// defaults to true only when `SECRET_KEY` is unset too.
     pub debug: bool,
-    /// `SECRET_KEY`: signs JWTs; required unless `DEBUG=true`.
+    /// `SECRET_KEY`: signs JWTs and seals webhook secrets; required unless `DEBUG=true`.
     pub secret_key: String,
     /// True when `secret_key` was generated for this process only.
     pub secret_key_generated: bool,

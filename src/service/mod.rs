@@ -72,6 +72,8 @@ pub struct Shared {
     /// connection pool out of memory). The build depends only on the configuration, so its
     /// outcome is kept: a failure halts deliveries until a restart, never falls back.
     webhook_client: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    /// Seals webhook signing secrets at rest under a key derived from `SECRET_KEY`.
+    pub webhook_secrets: webhooks::secret::SecretBox,
 }
 
 impl std::ops::Deref for Service {
@@ -114,7 +116,6 @@ impl Service {
         Self(Arc::new(Shared {
             db,
             writer,
-            config,
             jwt,
             devices: auth::DeviceCache::default(),
             last_seen: scan::LastSeen::default(),
@@ -126,6 +127,8 @@ impl Service {
             schedule_wake: tokio::sync::Notify::new(),
             webhook_wake: tokio::sync::Notify::new(),
             webhook_client: std::sync::OnceLock::new(),
+            webhook_secrets: webhooks::secret::SecretBox::new(&config.secret_key),
+            config,
         }))
     }
 

@@ -156,13 +156,14 @@ impl Service {
         {
             return failed(format!("{ip} is a private, loopback or metadata address"));
         }
+        // Never posted unsigned: a secret that cannot be opened fails the attempt (it is
+        // retried, and a rotation mends it).
+        let secret = match self.webhook_secrets.open(&hook.secret) {
+            Ok(secret) => secret,
+            Err(e) => return failed(e.to_string()),
+        };
         let timestamp = at.timestamp();
-        let signature = sign(
-            &hook.secret,
-            &delivery.event_id,
-            timestamp,
-            &delivery.payload,
-        );
+        let signature = sign(&secret, &delivery.event_id, timestamp, &delivery.payload);
         let sent = client
             .post(url)
             .header("content-type", "application/json")
