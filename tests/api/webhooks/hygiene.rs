@@ -96,6 +96,7 @@ async fn no_delivery_is_attempted_when_the_client_cannot_be_built(backend: Backe
     };
     let before = looks(&app.metrics().await);
     while looks(&app.metrics().await) < before + 3 {
+        assert!(receiver.calls().is_empty(), "posted with some other client");
         assert!(Instant::now() < deadline, "the worker never looked");
         app.service.clock.advance(chrono::Duration::seconds(20));
         tokio::time::sleep(Duration::from_millis(25)).await;
