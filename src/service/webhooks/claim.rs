@@ -9,7 +9,7 @@
 //! so two processes never count the same room twice, and the deliveries themselves are
 //! taken `FOR UPDATE SKIP LOCKED`; on SQLite the write transaction is the lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, TransactionTrait};
@@ -48,13 +48,24 @@ struct Candidate {
 const CLAIMABLE: &str = "d.status = 'pending' AND d.next_attempt_at <= $1 \
      AND (d.locked_until IS NULL OR d.locked_until <= $1)";
 
+/// [`CLAIMABLE`], less the deliveries this process is attempting (ids, so written inline).
+fn claimable_except(attempting: &HashSet<i32>) -> String {
+    if attempting.is_empty() {
+        return CLAIMABLE.to_owned();
+    }
+    let ids: Vec<String> = attempting.iter().map(i32::to_string).collect();
+    format!("{CLAIMABLE} AND d.id NOT IN ({})", ids.join(", "))
+}
+
 impl Service {
-    /// Claims due deliveries for the webhooks with room, at most `room` in all; `in_flight`
-    /// counts this process's attempts per webhook (a lease that ran out on a moved clock
-    /// does not end an attempt).
+    /// Claims due deliveries for the webhooks with room, at most `room` in all. `in_flight`
+    /// counts this process's attempts per webhook and `attempting` names their deliveries,
+    /// which are never claimed again meanwhile (a lease that ran out on a moved clock does
+    /// not end an attempt).
     pub(crate) async fn claim_deliveries(
         &self,
         in_flight: &HashMap<i32, usize>,
+        attempting: &HashSet<i32>,
         room: usize,
     ) -> AppResult<Claim> {
         let now = self.now();
@@ -67,8 +78,9 @@ impl Service {
             );
             cap.saturating_sub(busy)
         };
+        let claimable = claimable_except(attempting);
         // A read first: while nothing has room, a look costs no write transaction.
-        let candidates = self.claim_candidates(now).await?;
+        let candidates = self.claim_candidates(now, &claimable).await?;
         let wanted: Vec<i32> = candidates
             .iter()
             .filter(|c| room_of(c.id, c.last_hold_ms, c.leased) > 0)
@@ -90,7 +102,9 @@ impl Service {
                 });
             }
         };
-        let claimed = self.claim_for(&wanted, now, room, room_of).await?;
+        let claimed = self
+            .claim_for(&wanted, &claimable, now, room, room_of)
+            .await?;
         let next_due = if claimed.is_empty() {
             self.next_claimable(now).await?
         } else {
@@ -107,7 +121,11 @@ impl Service {
 
     /// The webhooks not held with deliveries claimable now, the longest-waiting first, with
     /// how many of their deliveries are leased.
-    async fn claim_candidates(&self, now: DateTime<Utc>) -> Result<Vec<Candidate>, DbErr> {
+    async fn claim_candidates(
+        &self,
+        now: DateTime<Utc>,
+        claimable: &str,
+    ) -> Result<Vec<Candidate>, DbErr> {
         let backend = self.db.get_database_backend();
         let sql = format!(
             "SELECT id, last_hold_ms, leased FROM (\
@@ -115,7 +133,7 @@ impl Service {
              (SELECT COUNT(*) FROM webhook_delivery l WHERE l.webhook_id = w.id \
               AND l.status = '{PENDING}' AND l.locked_until > $1) AS leased, \
              (SELECT MIN(d.next_attempt_at) FROM webhook_delivery d \
-              WHERE d.webhook_id = w.id AND {CLAIMABLE}) AS due_since \
+              WHERE d.webhook_id = w.id AND {claimable}) AS due_since \
              FROM webhook w WHERE w.held_until IS NULL OR w.held_until <= $1) c \
              WHERE due_since IS NOT NULL ORDER BY due_since, id"
         );
@@ -134,6 +152,7 @@ impl Service {
     async fn claim_for(
         &self,
         wanted: &[i32],
+        claimable: &str,
         now: DateTime<Utc>,
         mut room: usize,
         room_of: impl Fn(i32, Option<i64>, i64) -> usize,
@@ -199,7 +218,7 @@ impl Service {
             }
             let sql = format!(
                 "UPDATE webhook_delivery SET locked_until = $2, claim = $3 WHERE id IN (\
-                 SELECT d.id FROM webhook_delivery d WHERE d.webhook_id = $4 AND {CLAIMABLE} \
+                 SELECT d.id FROM webhook_delivery d WHERE d.webhook_id = $4 AND {claimable} \
                  ORDER BY d.next_attempt_at, d.id LIMIT {take}{skip}) RETURNING {columns}",
                 skip = if postgres {
                     " FOR UPDATE SKIP LOCKED"

@@ -4,7 +4,7 @@
 //! ends, this process writes deliveries, a test moves the clock, a retry comes due or the
 //! poll ends, the worker claims what has room.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -22,12 +22,16 @@ pub const PROCESS_MAX_IN_FLIGHT: usize = 64;
 /// How often the worker repeats that the delivery client cannot be built.
 const CLIENT_ERROR_EVERY: Duration = Duration::from_secs(300);
 
-/// This process's attempts in flight, by webhook.
+/// This process's attempts in flight, by webhook and by delivery.
 #[derive(Default)]
 struct InFlight {
     tasks: JoinSet<()>,
-    hook_of: HashMap<Id, i32>,
+    /// The webhook and delivery of each task.
+    task_of: HashMap<Id, (i32, i32)>,
     per_hook: HashMap<i32, usize>,
+    /// Never claimed again while their attempt runs, even when a moved clock ends their
+    /// lease.
+    deliveries: HashSet<i32>,
 }
 
 impl InFlight {
@@ -37,7 +41,7 @@ impl InFlight {
         client: &reqwest::Client,
         claimed: super::delivery::Claimed,
     ) {
-        let hook = claimed.hook.id;
+        let (hook, delivery) = (claimed.hook.id, claimed.delivery.id);
         let (service, client) = (service.clone(), client.clone());
         let task = self.tasks.spawn(db::background(async move {
             let id = claimed.delivery.id;
@@ -45,16 +49,19 @@ impl InFlight {
                 tracing::warn!(delivery_id = id, error = %e, "recording a webhook attempt failed; it is retried after its lease");
             }
         }));
-        self.hook_of.insert(task.id(), hook);
+        self.task_of.insert(task.id(), (hook, delivery));
+        self.deliveries.insert(delivery);
         *self.per_hook.entry(hook).or_default() += 1;
     }
 
     /// Forgets an ended attempt (a panicked one too: its lease runs out and it is claimed
     /// again).
     fn ended(&mut self, task: Id) {
-        if let Some(hook) = self.hook_of.remove(&task)
-            && let Some(n) = self.per_hook.get_mut(&hook)
-        {
+        let Some((hook, delivery)) = self.task_of.remove(&task) else {
+            return;
+        };
+        self.deliveries.remove(&delivery);
+        if let Some(n) = self.per_hook.get_mut(&hook) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 self.per_hook.remove(&hook);
@@ -82,7 +89,10 @@ pub async fn run(service: Service, mut stop: watch::Receiver<bool>) {
     loop {
         in_flight.reap();
         let room = PROCESS_MAX_IN_FLIGHT.saturating_sub(in_flight.len());
-        let wait = match service.claim_deliveries(&in_flight.per_hook, room).await {
+        let wait = match service
+            .claim_deliveries(&in_flight.per_hook, &in_flight.deliveries, room)
+            .await
+        {
             Ok(Claim {
                 halted: Some(e), ..
             }) => {
