@@ -288,7 +288,7 @@ impl Metrics {
             out,
             "attendance_classes_not_opened_total{{reason=\"device_busy\"}} {busy}"
         );
-        out.push_str("# HELP attendance_webhook_deliveries_total Webhook delivery attempts this process made, by outcome (retried: failed and scheduled again; failed: given up after 24 hours).\n");
+        out.push_str("# HELP attendance_webhook_deliveries_total Webhook delivery attempts this process made, by outcome (retried: failed and scheduled again; failed: given up after 24 hours, with those a held webhook gave up without another attempt).\n");
         out.push_str("# TYPE attendance_webhook_deliveries_total counter\n");
         for outcome in WEBHOOK_OUTCOMES {
             let n = r
