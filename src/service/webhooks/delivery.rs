@@ -252,6 +252,15 @@ impl Service {
         };
         let backend = self.writer.get_database_backend();
         let txn = self.writer.begin_with_options(write_transaction()).await?;
+        let ends_hold = outcome.status_code.is_some()
+            && (hook.last_hold_ms.is_some() || hook.held_until.is_some());
+        // The webhook's row first, when its hold changes: the order deleteWebhook takes
+        // them in (webhook, then deliveries), so the two never deadlock.
+        let hold = if outcome.timed_out || ends_hold {
+            lock_hold(&txn, hook.id).await?
+        } else {
+            None
+        };
         let settled = txn
             .query_one_raw(statement(
                 backend,
@@ -299,11 +308,11 @@ impl Service {
         .insert(&txn)
         .await?;
         let mut given_up = 0;
-        if outcome.timed_out {
-            given_up = hold_after_timeout(&txn, hook.id, at, ended).await?;
-        } else if outcome.status_code.is_some()
-            && (hook.last_hold_ms.is_some() || hook.held_until.is_some())
+        if outcome.timed_out
+            && let Some(hold) = hold
         {
+            given_up = hold_after_timeout(&txn, hook.id, hold, at, ended).await?;
+        } else if ends_hold {
             // An answer, even an error, ends the hold: the receiver is back.
             webhook::Entity::update_many()
                 .col_expr(
@@ -355,6 +364,31 @@ impl Service {
     }
 }
 
+/// A webhook's `held_until` and `last_hold_ms`.
+type Hold = (Option<DateTime<Utc>>, Option<i64>);
+
+/// Reads a webhook's hold, locking its row on PostgreSQL (`FOR NO KEY UPDATE`, which the
+/// outbox inserts of changes do not wait for) until the transaction ends.
+async fn lock_hold(txn: &DatabaseTransaction, webhook_id: i32) -> AppResult<Option<Hold>> {
+    let backend = txn.get_database_backend();
+    let lock = if backend == DbBackend::Postgres {
+        " FOR NO KEY UPDATE"
+    } else {
+        ""
+    };
+    let row = txn
+        .query_one_raw(statement(
+            backend,
+            &format!("SELECT held_until, last_hold_ms FROM webhook WHERE id = $1{lock}"),
+            vec![webhook_id.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(row) => Some((row.try_get_by_index(0)?, row.try_get_by_index(1)?)),
+        None => None,
+    })
+}
+
 /// Holds a webhook back after an attempt at it got no answer, so a receiver that hangs is
 /// not sent more meanwhile. The hold runs 5 to 10 s from the attempt's end and, with each
 /// later attempt that times out too, grows as a retry's wait does (1.5 to 2 times, at most
@@ -365,27 +399,11 @@ impl Service {
 async fn hold_after_timeout(
     txn: &DatabaseTransaction,
     webhook_id: i32,
+    (held_until, last_hold_ms): Hold,
     attempted_at: DateTime<Utc>,
     ended: DateTime<Utc>,
 ) -> AppResult<u64> {
     let backend = txn.get_database_backend();
-    let lock = if backend == DbBackend::Postgres {
-        " FOR NO KEY UPDATE"
-    } else {
-        ""
-    };
-    let Some(row) = txn
-        .query_one_raw(statement(
-            backend,
-            &format!("SELECT held_until, last_hold_ms FROM webhook WHERE id = $1{lock}"),
-            vec![webhook_id.into()],
-        ))
-        .await?
-    else {
-        return Ok(0);
-    };
-    let held_until: Option<DateTime<Utc>> = row.try_get_by_index(0)?;
-    let last_hold_ms: Option<i64> = row.try_get_by_index(1)?;
     if held_until.is_some_and(|until| until > attempted_at) {
         // In flight when the hold began: that hold already answers this timeout.
         return Ok(0);
