@@ -66,7 +66,7 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// `WEBHOOK_TIMEOUT_SECONDS`: how long a receiver has to answer one delivery.
     pub webhook_timeout: Duration,
-    /// `WEBHOOK_MAX_IN_FLIGHT`: deliveries in flight to one webhook at once (default 8), so
+    /// `WEBHOOK_MAX_IN_FLIGHT`: deliveries in flight to one webhook at once (default 32), so
     /// a slow receiver never takes the slots of the others.
     pub webhook_max_in_flight: usize,
     /// `OFFLINE_SCAN_HORIZON_HOURS`: buffered scans older than this are rejected (default 72).
@@ -201,7 +201,7 @@ impl Config {
                 })?,
             },
             webhook_timeout: Duration::from_secs(number("WEBHOOK_TIMEOUT_SECONDS", 10, 1)?),
-            webhook_max_in_flight: number("WEBHOOK_MAX_IN_FLIGHT", 8, 1)?.min(1024) as usize,
+            webhook_max_in_flight: number("WEBHOOK_MAX_IN_FLIGHT", 32, 1)?.min(1024) as usize,
             offline_horizon_hours: number("OFFLINE_SCAN_HORIZON_HOURS", 72, 1)? as u32,
             login_max_failures: number("LOGIN_MAX_FAILURES", 5, 1)? as u32,
             login_max_failures_per_address: number("LOGIN_MAX_FAILURES_PER_ADDRESS", 20, 1)? as u32,

@@ -18,7 +18,7 @@ use crate::service::Service;
 /// their attempts' ends) are found within this; this process's own wake it at once.
 const POLL: Duration = Duration::from_secs(1);
 /// Deliveries one process has in flight at once, over all webhooks.
-pub const PROCESS_MAX_IN_FLIGHT: usize = 64;
+pub const PROCESS_MAX_IN_FLIGHT: usize = 128;
 /// How often the worker repeats that the delivery client cannot be built.
 const CLIENT_ERROR_EVERY: Duration = Duration::from_secs(300);
 
