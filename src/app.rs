@@ -86,6 +86,10 @@ impl Application {
         })?;
         let statements = pools.statements.clone();
         let service = Service::with_clock(pools, config.clone(), clock);
+        // Rows from before secrets were sealed; every process does it, and the first wins.
+        if let Err(e) = service.seal_plain_webhook_secrets().await {
+            tracing::warn!(error = %e, "sealing plain webhook secrets failed; they are read as they are, and sealed at the next start");
+        }
         // Catch up before serving: classes still running open, sessions past their end
         // close, so a restarted server answers with the timetable already in place.
         let next_due = match service.run_schedule().await {
@@ -206,40 +210,6 @@ async fn run_scheduler(
     }
 }
 
-/// The longest the webhook worker sleeps before looking for deliveries again: other
-/// processes' deliveries are found within this (this process's wake it at once).
-const WEBHOOK_POLL: Duration = Duration::from_secs(1);
-
-/// Delivers webhooks until told to stop: posts what is due, then sleeps until the next
-/// retry is due, this process writes deliveries, a test moves the clock, or the poll ends.
-async fn run_webhooks(service: Service, mut stop: watch::Receiver<bool>) {
-    let mut moves = service.clock.watch();
-    loop {
-        let wait = match service.deliver_due().await {
-            Ok(run) if run.more => Duration::ZERO,
-            Ok(run) => run
-                .next_due
-                .map_or(WEBHOOK_POLL, |at| service.clock.until(at).min(WEBHOOK_POLL)),
-            Err(e) => {
-                tracing::warn!(error = %e, "the webhook worker failed; will retry");
-                WEBHOOK_POLL
-            }
-        };
-        if *stop.borrow() {
-            break;
-        }
-        if wait.is_zero() {
-            continue;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = moves.moved() => {}
-            _ = service.webhook_wake.notified() => {}
-            _ = stop.changed() => break,
-        }
-    }
-}
-
 /// Saves devices' last contact, judges terminals' pending lines and
 /// prunes expired failed-login counts until told to stop.
 fn spawn_background_jobs(
@@ -252,7 +222,10 @@ fn spawn_background_jobs(
         stop.clone(),
         next_due,
     )));
-    tokio::spawn(db::background(run_webhooks(service.clone(), stop.clone())));
+    tokio::spawn(db::background(crate::service::webhooks::dispatch::run(
+        service.clone(),
+        stop.clone(),
+    )));
     tokio::spawn(db::background(async move {
         let mut seen_tick = tokio::time::interval(Duration::from_secs(5));
         // Terminals' pending lines are judged right after the upload that stored them; this

@@ -27,7 +27,7 @@ pub struct Config {
     /// `DEBUG`: development mode (random secret allowed, introspection for everyone);
     /// defaults to true only when `SECRET_KEY` is unset too.
     pub debug: bool,
-    /// `SECRET_KEY`: signs JWTs; required unless `DEBUG=true`.
+    /// `SECRET_KEY`: signs JWTs and seals webhook secrets; required unless `DEBUG=true`.
     pub secret_key: String,
     /// True when `secret_key` was generated for this process only.
     pub secret_key_generated: bool,
@@ -66,6 +66,9 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// `WEBHOOK_TIMEOUT_SECONDS`: how long a receiver has to answer one delivery.
     pub webhook_timeout: Duration,
+    /// `WEBHOOK_MAX_IN_FLIGHT`: deliveries in flight to one webhook at once (default 32), so
+    /// a slow receiver never takes the slots of the others.
+    pub webhook_max_in_flight: usize,
     /// `OFFLINE_SCAN_HORIZON_HOURS`: buffered scans older than this are rejected (default 72).
     pub offline_horizon_hours: u32,
     /// `LOGIN_MAX_FAILURES`: failed logins per username before a lockout (default 5).
@@ -198,6 +201,7 @@ impl Config {
                 })?,
             },
             webhook_timeout: Duration::from_secs(number("WEBHOOK_TIMEOUT_SECONDS", 10, 1)?),
+            webhook_max_in_flight: number("WEBHOOK_MAX_IN_FLIGHT", 32, 1)?.min(1024) as usize,
             offline_horizon_hours: number("OFFLINE_SCAN_HORIZON_HOURS", 72, 1)? as u32,
             login_max_failures: number("LOGIN_MAX_FAILURES", 5, 1)? as u32,
             login_max_failures_per_address: number("LOGIN_MAX_FAILURES_PER_ADDRESS", 20, 1)? as u32,

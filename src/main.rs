@@ -184,7 +184,8 @@ async fn serve(config: Config) -> Result<(), String> {
     if config.secret_key_generated {
         tracing::warn!(
             "SECRET_KEY is not set: using a random key for this process (DEBUG=true); \
-             every token dies when it stops"
+             every token dies when it stops, and webhooks created now cannot be signed after \
+             a restart until their secret is rotated"
         );
     }
     if config.secret_key_short {

@@ -62,6 +62,7 @@ struct Registry {
     classes_opened: u64,
     classes_not_opened: BTreeMap<&'static str, u64>,
     webhook_deliveries: BTreeMap<&'static str, u64>,
+    webhook_client_unavailable: u64,
 }
 
 /// The process's metrics.
@@ -168,6 +169,14 @@ impl Metrics {
     pub fn webhook_delivery(&self, outcome: &'static str) {
         if let Ok(mut r) = self.0.lock() {
             *r.webhook_deliveries.entry(outcome).or_default() += 1;
+        }
+    }
+
+    /// Counts a look of the webhook worker that attempted nothing because the delivery
+    /// client could not be built.
+    pub fn webhook_client_unavailable(&self) {
+        if let Ok(mut r) = self.0.lock() {
+            r.webhook_client_unavailable += 1;
         }
     }
 
@@ -279,7 +288,7 @@ impl Metrics {
             out,
             "attendance_classes_not_opened_total{{reason=\"device_busy\"}} {busy}"
         );
-        out.push_str("# HELP attendance_webhook_deliveries_total Webhook delivery attempts this process made, by outcome (retried: failed and scheduled again; failed: given up after 24 hours).\n");
+        out.push_str("# HELP attendance_webhook_deliveries_total Webhook delivery attempts this process made, by outcome (retried: failed and scheduled again; failed: given up after 24 hours, with those a held webhook gave up without another attempt).\n");
         out.push_str("# TYPE attendance_webhook_deliveries_total counter\n");
         for outcome in WEBHOOK_OUTCOMES {
             let n = r
@@ -292,6 +301,13 @@ impl Metrics {
                 "attendance_webhook_deliveries_total{{outcome=\"{outcome}\"}} {n}"
             );
         }
+        out.push_str("# HELP attendance_webhook_client_unavailable_total Looks of the webhook worker that attempted nothing because the delivery client could not be built (deliveries stay pending).\n");
+        out.push_str("# TYPE attendance_webhook_client_unavailable_total counter\n");
+        let _ = writeln!(
+            out,
+            "attendance_webhook_client_unavailable_total {}",
+            r.webhook_client_unavailable
+        );
         out.push_str("# HELP attendance_webhook_oldest_pending_seconds Age of the oldest webhook delivery not yet delivered or given up, over all processes.\n");
         out.push_str("# TYPE attendance_webhook_oldest_pending_seconds gauge\n");
         let _ = writeln!(

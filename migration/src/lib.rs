@@ -15,6 +15,7 @@ mod m20261130_000007_history_kept;
 mod m20261130_000008_timetable;
 mod m20261130_000009_excuses;
 mod m20261130_000010_warnings_webhooks;
+mod m20261207_000011_webhook_hold;
 mod m20261207_000012_token_version;
 
 /// Every migration of the schema, in the order they apply.
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000008_timetable::Migration),
             Box::new(m20261130_000009_excuses::Migration),
             Box::new(m20261130_000010_warnings_webhooks::Migration),
+            Box::new(m20261207_000011_webhook_hold::Migration),
             Box::new(m20261207_000012_token_version::Migration),
         ]
     }

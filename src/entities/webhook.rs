@@ -16,6 +16,11 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// Deleted webhooks receive nothing more; their deliveries stay as the log.
     pub deleted_at: Option<DateTimeUtc>,
+    /// None of its deliveries is claimed before then: the receiver kept timing out.
+    pub held_until: Option<DateTimeUtc>,
+    /// The last hold's length, the base of the next; while set, the receiver is probed one
+    /// delivery at a time, and its first answer clears both.
+    pub last_hold_ms: Option<i64>,
 }
 
 /// Relations are queried explicitly in `service`; none are declared.

@@ -68,6 +68,11 @@ impl Webhook {
     async fn deleted_at(&self) -> Option<DateTime<Utc>> {
         self.0.deleted_at
     }
+    /// Until when its deliveries wait because the receiver kept timing out (then one is
+    /// tried at a time until one is answered); null while it answers.
+    async fn held_until(&self) -> Option<DateTime<Utc>> {
+        self.0.held_until
+    }
 }
 
 /// A new webhook and its signing secret, shown this once. The webhook's fields are here
@@ -100,6 +105,25 @@ impl CreateWebhookPayload {
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.webhook.created_at
+    }
+}
+
+/// A webhook's new signing secret, shown this once, and the webhook.
+pub struct RotateWebhookSecretPayload {
+    webhook: webhook::Model,
+    secret: String,
+}
+
+#[Object]
+impl RotateWebhookSecretPayload {
+    /// The webhook.
+    async fn webhook(&self) -> Webhook {
+        Webhook(self.webhook.clone())
+    }
+    /// The new Standard Webhooks secret (`whsec_` and base64): deliveries from now on are
+    /// signed with it, and the old one no longer verifies them. It is never shown again.
+    async fn secret(&self) -> &str {
+        &self.secret
     }
 }
 
@@ -272,6 +296,24 @@ impl WebhookMutation {
             .await
             .gql()?;
         Ok(CreateWebhookPayload {
+            webhook: hook,
+            secret,
+        })
+    }
+
+    /// Gives a webhook a new signing secret, shown this once in the answer; deliveries
+    /// from now on are signed with it.
+    #[graphql(guard = "RoleGuard::admin()")]
+    async fn rotate_webhook_secret(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<RotateWebhookSecretPayload> {
+        let (hook, secret) = service(ctx)
+            .rotate_webhook_secret(principal(ctx).gql()?, self::id("id", &id)?)
+            .await
+            .gql()?;
+        Ok(RotateWebhookSecretPayload {
             webhook: hook,
             secret,
         })

@@ -67,9 +67,13 @@ pub struct Shared {
     pub schedule_wake: tokio::sync::Notify,
     /// Wakes the webhook worker when this process wrote deliveries.
     pub webhook_wake: tokio::sync::Notify,
-    /// The client webhook deliveries are posted with, built at the first delivery (a
-    /// server without webhooks keeps its TLS roots and connection pool out of memory).
-    webhook_client: std::sync::OnceLock<reqwest::Client>,
+    /// The client webhook deliveries are posted with, or why it could not be built; made
+    /// at the worker's first look (a server without webhooks keeps its TLS roots and
+    /// connection pool out of memory). The build depends only on the configuration, so its
+    /// outcome is kept: a failure halts deliveries until a restart, never falls back.
+    webhook_client: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    /// Seals webhook signing secrets at rest under a key derived from `SECRET_KEY`.
+    pub webhook_secrets: webhooks::secret::SecretBox,
 }
 
 impl std::ops::Deref for Service {
@@ -112,7 +116,6 @@ impl Service {
         Self(Arc::new(Shared {
             db,
             writer,
-            config,
             jwt,
             devices: auth::DeviceCache::default(),
             last_seen: scan::LastSeen::default(),
@@ -124,6 +127,8 @@ impl Service {
             schedule_wake: tokio::sync::Notify::new(),
             webhook_wake: tokio::sync::Notify::new(),
             webhook_client: std::sync::OnceLock::new(),
+            webhook_secrets: webhooks::secret::SecretBox::new(&config.secret_key),
+            config,
         }))
     }
 
@@ -134,14 +139,27 @@ impl Service {
             .date_naive()
     }
 
-    /// The client webhook deliveries are posted with.
-    pub fn webhook_client(&self) -> &reqwest::Client {
-        self.webhook_client.get_or_init(|| {
-            webhooks::delivery::client(
-                self.config.webhook_allow_private,
-                self.config.webhook_timeout,
-            )
-        })
+    /// The client webhook deliveries are posted with; an error when it cannot be built as
+    /// configured, and then no delivery is attempted (they stay pending).
+    pub fn webhook_client(&self) -> AppResult<&reqwest::Client> {
+        self.webhook_client
+            .get_or_init(|| {
+                webhooks::client::build(
+                    self.config.webhook_allow_private,
+                    self.config.webhook_timeout,
+                )
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| AppError::Internal(e.clone()))
+    }
+
+    /// Sets the outcome of the delivery client's build before the worker first builds it;
+    /// false when it was built already. Tests use it to reach the fail-closed path, which a
+    /// sound configuration never takes.
+    #[doc(hidden)]
+    pub fn preset_webhook_client(&self, client: Result<reqwest::Client, String>) -> bool {
+        self.webhook_client.set(client).is_ok()
     }
 
     /// The current instant of attendance time, to the microsecond.

@@ -103,6 +103,7 @@ fn table(s: &School) -> Vec<(&'static str, String, [bool; 4])> {
         ("webhookDeliveries", "{ webhookDeliveries(webhookId: \"999999\") { totalCount } }".into(), ADMIN_ONLY),
         ("createWebhook", "mutation { createWebhook(input: {url: \"http://127.0.0.1:9/hook\", events: [SESSION_CLOSED]}) { secret } }".into(), ADMIN_ONLY),
         ("deleteWebhook", "mutation { deleteWebhook(id: \"999999\") }".into(), ADMIN_ONLY),
+        ("rotateWebhookSecret", "mutation { rotateWebhookSecret(id: \"999999\") { secret } }".into(), ADMIN_ONLY),
         ("redeliver", "mutation { redeliver(deliveryId: \"999999\") { id } }".into(), ADMIN_ONLY),
         ("terminals", "{ terminals { id } }".into(), ADMIN_ONLY),
         ("terminal", "{ terminal(id: \"999999\") { id } }".into(), ADMIN_ONLY),

@@ -1,16 +1,15 @@
-//! Posting the outbox: claim due deliveries (each by one process: `FOR UPDATE SKIP LOCKED`
-//! on PostgreSQL, SQLite's single writer otherwise, and a lease either way), post them
-//! signed per Standard Webhooks with no transaction open, then record the attempt and
-//! either settle the delivery or schedule its retry with exponential backoff and jitter.
+//! One attempt at a claimed delivery ([`super::claim`]): post it signed per Standard
+//! Webhooks with no transaction open, then record the attempt and either settle the
+//! delivery or schedule its retry with exponential backoff and jitter. A receiver that
+//! times out is also held back as a whole (see [`hold_after_timeout`]).
 
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
     QueryFilter, QuerySelect, Set, TransactionTrait,
 };
 use sha2::Sha256;
@@ -36,8 +35,6 @@ pub const RETRY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 const FIRST_WAIT_MS: (i64, i64) = (5_000, 10_000);
 /// No wait is longer than this.
 const MAX_WAIT_MS: i64 = 2 * 3600 * 1000;
-/// Deliveries one process claims at once, and posts concurrently.
-const CLAIM_BATCH: u64 = 32;
 /// How much of a receiver's answer is read (and logged as the error of a failure).
 const MAX_RESPONSE_BYTES: usize = 4096;
 
@@ -73,53 +70,14 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
     )
 }
 
-/// The HTTP client deliveries use: no redirects, no proxy, rustls with the webpki roots,
-/// and the guarded resolver.
-pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
-    // The process's default, for any other client built with reqwest's defaults; the
-    // delivery client below names its provider itself.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map(|builder| builder.with_root_certificates(roots).with_no_client_auth());
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .user_agent(concat!("attendance-webhooks/", env!("CARGO_PKG_VERSION")))
-        .dns_resolver(std::sync::Arc::new(target::GuardedResolver {
-            allow_private,
-        }));
-    match tls {
-        Ok(tls) => builder = builder.tls_backend_preconfigured(tls),
-        Err(e) => {
-            tracing::error!(error = %e, "webhook TLS configuration failed; https targets will fail")
-        }
-    }
-    builder.build().unwrap_or_else(|e| {
-        tracing::error!(error = %e, "webhook client could not be built; using the default one");
-        reqwest::Client::new()
-    })
-}
-
-/// What one pass of the worker did.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DeliveryRun {
-    /// Whether a full batch was claimed (more may be due at once).
-    pub more: bool,
-    /// When the next pending delivery is due, as far as this process can tell.
-    pub next_due: Option<DateTime<Utc>>,
-}
-
 /// A claimed delivery with its webhook.
-struct Claimed {
-    delivery: webhook_delivery::Model,
-    hook: Option<webhook::Model>,
-    claim: i64,
+pub struct Claimed {
+    /// The delivery, leased to this process.
+    pub delivery: webhook_delivery::Model,
+    /// Its webhook, as the claim read it.
+    pub hook: webhook::Model,
+    /// This claim's token: only its holder records the attempt.
+    pub claim: i64,
 }
 
 /// How an attempt ended.
@@ -127,6 +85,8 @@ struct Outcome {
     status_code: Option<i32>,
     error: Option<String>,
     elapsed: Duration,
+    /// No answer came within `WEBHOOK_TIMEOUT_SECONDS`.
+    timed_out: bool,
 }
 
 impl Outcome {
@@ -136,123 +96,18 @@ impl Outcome {
 }
 
 impl Service {
-    /// Claims the due deliveries, posts them, records each attempt; returns what it did and
-    /// when the next is due.
-    pub async fn deliver_due(&self) -> AppResult<DeliveryRun> {
-        // A read first: while nothing is due, a process's look costs no write.
-        let due = self.next_delivery_due().await?;
-        if due.is_none_or(|at| at > self.now()) {
-            return Ok(DeliveryRun {
-                more: false,
-                next_due: due,
-            });
-        }
-        let claimed = self.claim_due().await?;
-        let more = claimed.len() as u64 == CLAIM_BATCH;
-        let service = self.clone();
-        futures_util::stream::iter(claimed)
-            .for_each_concurrent(CLAIM_BATCH as usize, |claimed| {
-                let service = service.clone();
-                async move {
-                    let id = claimed.delivery.id;
-                    if let Err(e) = service.attempt(claimed).await {
-                        tracing::warn!(delivery_id = id, error = %e, "recording a webhook attempt failed; it is retried after its lease");
-                    }
-                }
-            })
-            .await;
-        Ok(DeliveryRun {
-            more,
-            next_due: self.next_delivery_due().await?,
-        })
-    }
-
-    /// When the next pending delivery may be claimed: its due time, or the end of the lease
-    /// another process holds on it.
-    async fn next_delivery_due(&self) -> AppResult<Option<DateTime<Utc>>> {
-        let row = self
-            .db
-            .query_one_raw(statement(
-                self.db.get_database_backend(),
-                &format!(
-                    "SELECT MIN(CASE WHEN locked_until IS NOT NULL AND locked_until > next_attempt_at \
-                     THEN locked_until ELSE next_attempt_at END) FROM webhook_delivery \
-                     WHERE status = '{PENDING}'"
-                ),
-                vec![],
-            ))
-            .await?;
-        Ok(match row {
-            Some(row) => row.try_get_by_index::<Option<DateTime<Utc>>>(0)?,
-            None => None,
-        })
-    }
-
-    /// Claims up to a batch of due deliveries for this process: each is leased to it (the
-    /// lease outlasts an attempt), so another process skips it; a process that dies
-    /// mid-attempt leaves it to be claimed again when the lease ends.
-    async fn claim_due(&self) -> AppResult<Vec<Claimed>> {
-        let now = self.now();
-        let lease = now
-            + chrono::Duration::from_std(self.config.webhook_timeout * 6)
-                .unwrap_or(chrono::Duration::minutes(1));
-        let claim: i64 = rand::random::<i64>() & i64::MAX;
-        let backend = self.writer.get_database_backend();
-        let due = format!(
-            "SELECT id FROM webhook_delivery WHERE status = '{PENDING}' AND next_attempt_at <= $1 \
-             AND (locked_until IS NULL OR locked_until <= $1) \
-             ORDER BY next_attempt_at, id LIMIT {CLAIM_BATCH}{skip}",
-            skip = if backend == DbBackend::Postgres {
-                " FOR UPDATE SKIP LOCKED"
-            } else {
-                ""
-            },
-        );
-        let sql = format!(
-            "UPDATE webhook_delivery SET locked_until = $2, claim = $3 WHERE id IN ({due}) \
-             RETURNING {columns}",
-            columns = DELIVERY_COLUMNS,
-        );
-        let rows = self
-            .writer
-            .query_all_raw(statement(
-                backend,
-                &sql,
-                vec![now.into(), lease.into(), claim.into()],
-            ))
-            .await?;
-        let deliveries = rows
-            .iter()
-            .map(|row| webhook_delivery::Model::from_query_result(row, ""))
-            .collect::<Result<Vec<_>, DbErr>>()?;
-        if deliveries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let hooks: std::collections::HashMap<i32, webhook::Model> = webhook::Entity::find()
-            .filter(webhook::Column::Id.is_in(deliveries.iter().map(|d| d.webhook_id)))
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|h| (h.id, h))
-            .collect();
-        Ok(deliveries
-            .into_iter()
-            .map(|delivery| Claimed {
-                hook: hooks.get(&delivery.webhook_id).cloned(),
-                delivery,
-                claim,
-            })
-            .collect())
-    }
-
-    /// One attempt at a claimed delivery, then its record.
-    async fn attempt(&self, claimed: Claimed) -> AppResult<()> {
+    /// One attempt at a claimed delivery with `client`, then its record.
+    pub(crate) async fn attempt(
+        &self,
+        client: &reqwest::Client,
+        claimed: Claimed,
+    ) -> AppResult<()> {
         let Claimed {
             delivery,
             hook,
             claim,
         } = claimed;
-        let Some(hook) = hook.filter(|h| h.deleted_at.is_none()) else {
+        if hook.deleted_at.is_some() {
             webhook_delivery::Entity::update_many()
                 .col_expr(
                     webhook_delivery::Column::Status,
@@ -269,14 +124,15 @@ impl Service {
             return Ok(());
         };
         let attempted_at = self.now();
-        let outcome = self.post(&hook, &delivery, attempted_at).await;
-        self.record_attempt(&delivery, claim, attempted_at, outcome)
+        let outcome = self.post(client, &hook, &delivery, attempted_at).await;
+        self.record_attempt(&hook, &delivery, claim, attempted_at, outcome)
             .await
     }
 
     /// Posts the delivery's body, signed; no database work happens meanwhile.
     async fn post(
         &self,
+        client: &reqwest::Client,
         hook: &webhook::Model,
         delivery: &webhook_delivery::Model,
         at: DateTime<Utc>,
@@ -286,6 +142,7 @@ impl Service {
             status_code: None,
             error: Some(error),
             elapsed: started.elapsed(),
+            timed_out: false,
         };
         let url = match target::parse_url(&hook.url) {
             Ok(url) => url,
@@ -299,15 +156,15 @@ impl Service {
         {
             return failed(format!("{ip} is a private, loopback or metadata address"));
         }
+        // Never posted unsigned: a secret that cannot be opened fails the attempt (it is
+        // retried, and a rotation mends it).
+        let secret = match self.webhook_secrets.open(&hook.secret) {
+            Ok(secret) => secret,
+            Err(e) => return failed(e.to_string()),
+        };
         let timestamp = at.timestamp();
-        let signature = sign(
-            &hook.secret,
-            &delivery.event_id,
-            timestamp,
-            &delivery.payload,
-        );
-        let sent = self
-            .webhook_client()
+        let signature = sign(&secret, &delivery.event_id, timestamp, &delivery.payload);
+        let sent = client
             .post(url)
             .header("content-type", "application/json")
             .header("webhook-id", &delivery.event_id)
@@ -344,6 +201,7 @@ impl Service {
                         }
                     }),
                     elapsed: started.elapsed(),
+                    timed_out: false,
                 }
             }
             Err(e) => {
@@ -353,14 +211,17 @@ impl Service {
                     message = format!("{message}: {inner}");
                     source = inner.source();
                 }
-                failed(if e.is_timeout() {
-                    format!(
-                        "timed out after {} s",
-                        self.config.webhook_timeout.as_secs()
-                    )
-                } else {
-                    message
-                })
+                Outcome {
+                    timed_out: e.is_timeout(),
+                    ..failed(if e.is_timeout() {
+                        format!(
+                            "timed out after {} s",
+                            self.config.webhook_timeout.as_secs()
+                        )
+                    } else {
+                        message
+                    })
+                }
             }
         }
     }
@@ -370,6 +231,7 @@ impl Service {
     /// ended; a delivery cancelled meanwhile (its webhook deleted) stays cancelled.
     async fn record_attempt(
         &self,
+        hook: &webhook::Model,
         delivery: &webhook_delivery::Model,
         claim: i64,
         at: DateTime<Utc>,
@@ -390,6 +252,15 @@ impl Service {
         };
         let backend = self.writer.get_database_backend();
         let txn = self.writer.begin_with_options(write_transaction()).await?;
+        let ends_hold = outcome.status_code.is_some()
+            && (hook.last_hold_ms.is_some() || hook.held_until.is_some());
+        // The webhook's row first, when its hold changes: the order deleteWebhook takes
+        // them in (webhook, then deliveries), so the two never deadlock.
+        let hold = if outcome.timed_out || ends_hold {
+            lock_hold(&txn, hook.id).await?
+        } else {
+            None
+        };
         let settled = txn
             .query_one_raw(statement(
                 backend,
@@ -436,7 +307,30 @@ impl Service {
         }
         .insert(&txn)
         .await?;
+        let mut given_up = 0;
+        if outcome.timed_out
+            && let Some(hold) = hold
+        {
+            given_up = hold_after_timeout(&txn, hook.id, hold, at, ended).await?;
+        } else if ends_hold {
+            // An answer, even an error, ends the hold: the receiver is back.
+            webhook::Entity::update_many()
+                .col_expr(
+                    webhook::Column::HeldUntil,
+                    sea_orm::sea_query::Expr::value(None::<DateTime<Utc>>),
+                )
+                .col_expr(
+                    webhook::Column::LastHoldMs,
+                    sea_orm::sea_query::Expr::value(None::<i64>),
+                )
+                .filter(webhook::Column::Id.eq(hook.id))
+                .exec(&txn)
+                .await?;
+        }
         txn.commit().await?;
+        for _ in 0..given_up {
+            self.metrics.webhook_delivery("failed");
+        }
         let label = match status {
             DELIVERED => {
                 tracing::debug!(delivery_id = delivery.id, "webhook delivered");
@@ -470,8 +364,86 @@ impl Service {
     }
 }
 
+/// A webhook's `held_until` and `last_hold_ms`.
+type Hold = (Option<DateTime<Utc>>, Option<i64>);
+
+/// Reads a webhook's hold, locking its row on PostgreSQL (`FOR NO KEY UPDATE`, which the
+/// outbox inserts of changes do not wait for) until the transaction ends.
+async fn lock_hold(txn: &DatabaseTransaction, webhook_id: i32) -> AppResult<Option<Hold>> {
+    let backend = txn.get_database_backend();
+    let lock = if backend == DbBackend::Postgres {
+        " FOR NO KEY UPDATE"
+    } else {
+        ""
+    };
+    let row = txn
+        .query_one_raw(statement(
+            backend,
+            &format!("SELECT held_until, last_hold_ms FROM webhook WHERE id = $1{lock}"),
+            vec![webhook_id.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(row) => Some((row.try_get_by_index(0)?, row.try_get_by_index(1)?)),
+        None => None,
+    })
+}
+
+/// Holds a webhook back after an attempt at it got no answer, so a receiver that hangs is
+/// not sent more meanwhile. The hold runs 5 to 10 s from the attempt's end and, with each
+/// later attempt that times out too, grows as a retry's wait does (1.5 to 2 times, at most
+/// two hours); attempts that began before the hold do not lengthen it. After it, one
+/// delivery at a time probes the receiver until one gets an answer. Returns how many
+/// deliveries were given up: those of the webhook past their 24 hours, which the hold would
+/// otherwise keep pending with no attempt to fail them.
+async fn hold_after_timeout(
+    txn: &DatabaseTransaction,
+    webhook_id: i32,
+    (held_until, last_hold_ms): Hold,
+    attempted_at: DateTime<Utc>,
+    ended: DateTime<Utc>,
+) -> AppResult<u64> {
+    let backend = txn.get_database_backend();
+    if held_until.is_some_and(|until| until > attempted_at) {
+        // In flight when the hold began: that hold already answers this timeout.
+        return Ok(0);
+    }
+    let hold = next_wait_ms(last_hold_ms, rand::random::<f64>());
+    txn.execute_raw(statement(
+        backend,
+        "UPDATE webhook SET held_until = $1, last_hold_ms = $2 WHERE id = $3",
+        vec![
+            (ended + chrono::Duration::milliseconds(hold)).into(),
+            hold.into(),
+            webhook_id.into(),
+        ],
+    ))
+    .await?;
+    tracing::warn!(
+        webhook_id,
+        hold_ms = hold,
+        "a webhook receiver timed out; its deliveries are held back"
+    );
+    let given_up = txn
+        .execute_raw(statement(
+            backend,
+            &format!(
+                "UPDATE webhook_delivery SET status = '{FAILED}', next_attempt_at = NULL,                  last_error = $1 WHERE webhook_id = $2 AND status = '{PENDING}'                  AND created_at <= $3 AND (locked_until IS NULL OR locked_until <= $4)"
+            ),
+            vec![
+                "given up after 24 hours: the receiver kept timing out".into(),
+                webhook_id.into(),
+                (ended - RETRY_WINDOW).into(),
+                ended.into(),
+            ],
+        ))
+        .await?
+        .rows_affected();
+    Ok(given_up)
+}
+
 /// The columns of a `webhook_delivery::Model`, for RETURNING.
-const DELIVERY_COLUMNS: &str = "id, webhook_id, event_id, event_type, payload, status, attempts, \
+pub(super) const DELIVERY_COLUMNS: &str = "id, webhook_id, event_id, event_type, payload, status, attempts, \
      created_at, next_attempt_at, locked_until, claim, last_wait_ms, last_status_code, \
      last_duration_ms, last_error, delivered_at, redelivery_of";
 

@@ -1,8 +1,13 @@
 //! Webhooks (SPEC 8.4): admins register receivers; every change to attendance writes its
 //! events to the outbox (`webhook_delivery`) in its own transaction, one row per event and
-//! subscribed webhook; [`delivery`] posts them, signed, after the commit.
+//! subscribed webhook; [`dispatch`] claims them ([`claim`]) and [`delivery`] posts them,
+//! signed, after the commit, with the [`client`] that checks every [`target`].
 
+pub mod claim;
+pub mod client;
 pub mod delivery;
+pub mod dispatch;
+pub mod secret;
 pub mod target;
 
 use std::collections::{HashMap, HashSet};
@@ -201,7 +206,7 @@ impl Service {
         let secret = new_secret();
         let hook = webhook::ActiveModel {
             url: Set(url.to_string()),
-            secret: Set(secret.clone()),
+            secret: Set(self.webhook_secrets.seal(&secret)?),
             events: Set(events_column(events)),
             created_at: Set(self.now()),
             deleted_at: Set(None),
@@ -211,6 +216,88 @@ impl Service {
         .await?;
         tracing::info!(webhook_id = hook.id, url = %hook.url, "webhook created");
         Ok((hook, secret))
+    }
+
+    /// Gives a webhook a new signing secret (admins), returned here once and never again:
+    /// attempts from now on are signed with it; an attempt already under way when the
+    /// change commits still carries the old signature.
+    pub async fn rotate_webhook_secret(
+        &self,
+        actor: &Principal,
+        id: i32,
+    ) -> AppResult<(webhook::Model, String)> {
+        access::require_admin(actor)?;
+        let hook = self.live_webhook(id).await?;
+        let secret = new_secret();
+        let sealed = self.webhook_secrets.seal(&secret)?;
+        let updated = webhook::Entity::update_many()
+            .col_expr(
+                webhook::Column::Secret,
+                sea_orm::sea_query::Expr::value(sealed.clone()),
+            )
+            .filter(webhook::Column::Id.eq(id))
+            .filter(webhook::Column::DeletedAt.is_null())
+            .exec(&self.writer)
+            .await?;
+        if updated.rows_affected == 0 {
+            return Err(AppError::NotFound("webhook"));
+        }
+        tracing::info!(webhook_id = id, "webhook secret rotated");
+        Ok((
+            webhook::Model {
+                secret: sealed,
+                ..hook
+            },
+            secret,
+        ))
+    }
+
+    /// Seals the signing secrets still stored in plain text (rows from before sealing), at
+    /// start-up; returns how many. With a key random to this process (`DEBUG` without
+    /// `SECRET_KEY`) it leaves them as they are, since sealing them would lose them at the
+    /// next start.
+    pub async fn seal_plain_webhook_secrets(&self) -> AppResult<u64> {
+        let plain: Vec<(i32, String)> = webhook::Entity::find()
+            .select_only()
+            .column(webhook::Column::Id)
+            .column(webhook::Column::Secret)
+            .filter(webhook::Column::Secret.starts_with("whsec_"))
+            .into_tuple::<(i32, String)>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .filter(|(_, stored)| secret::is_plain(stored))
+            .collect();
+        if plain.is_empty() {
+            return Ok(0);
+        }
+        if self.config.secret_key_generated {
+            tracing::warn!(
+                webhooks = plain.len(),
+                "webhook secrets stored in plain text are left so: SECRET_KEY is random to \
+                 this process (DEBUG), and secrets sealed with it could not be read after a restart"
+            );
+            return Ok(0);
+        }
+        let mut sealed = 0;
+        for (id, secret) in plain {
+            // Only if still the same plain value: a rotation meanwhile wins.
+            sealed += webhook::Entity::update_many()
+                .col_expr(
+                    webhook::Column::Secret,
+                    sea_orm::sea_query::Expr::value(self.webhook_secrets.seal(&secret)?),
+                )
+                .filter(webhook::Column::Id.eq(id))
+                .filter(webhook::Column::Secret.eq(secret))
+                .exec(&self.writer)
+                .await?
+                .rows_affected;
+        }
+        tracing::info!(
+            webhooks = sealed,
+            "sealed webhook secrets stored in plain text"
+        );
+        Ok(sealed)
     }
 
     /// The live webhooks (admins), oldest first.

@@ -91,11 +91,15 @@ pub fn literal_ip(url: &Url) -> Option<IpAddr> {
 
 /// Whether a webhook may connect to `ip`: not loopback, private, link-local (which holds the
 /// cloud metadata address 169.254.169.254), shared, multicast, reserved or unspecified, and
-/// the same for an IPv4 address inside an IPv6 one.
+/// the same for an IPv4 address inside an IPv6 one. IPv6 ranges that lead to an IPv4
+/// address some translator picks are refused whole (see [`is_v4_gateway_range`]).
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
         IpAddr::V6(v6) => {
+            if is_v4_gateway_range(v6) {
+                return false;
+            }
             if let Some(v4) = embedded_v4(v6) {
                 return is_public_v4(v4);
             }
@@ -127,11 +131,21 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a >= 240) // reserved
 }
 
-/// The IPv4 address an IPv4-mapped, IPv4-compatible or NAT64 IPv6 address carries.
+/// IPv4-mapped (`::ffff:0:0/96`), 6to4 (`2002::/16`) and local-use NAT64 (`64:ff9b:1::/48`)
+/// addresses. A mapped address is an IPv4 connection on most stacks, and 6to4 and local
+/// NAT64 reach an IPv4 host through a relay or a translator whose own network decides what
+/// is private (local NAT64 does not even fix where the IPv4 address sits). A public
+/// receiver is reached through its plain address, so nothing of use is lost.
+fn is_v4_gateway_range(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    (s[..5] == [0, 0, 0, 0, 0] && s[5] == 0xffff)
+        || s[0] == 0x2002
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+}
+
+/// The IPv4 address an IPv4-compatible or well-known NAT64 (`64:ff9b::/96`) IPv6 address
+/// carries.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return Some(v4);
-    }
     let s = ip.segments();
     let tail = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     if s[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_loopback() && !ip.is_unspecified() {
@@ -194,6 +208,14 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            // Refused whole, whatever IPv4 address they carry.
+            "::ffff:8.8.8.8",
+            "::ffff:0:0",
+            "2002:808:808::1",
+            "2002:7f00:1::1",
+            "2002::",
+            "64:ff9b:1::808:808",
+            "64:ff9b:1:ffff::1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip} must be refused");
         }
@@ -201,7 +223,8 @@ mod tests {
             "93.184.216.34",
             "1.1.1.1",
             "2606:4700:4700::1111",
-            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2001:4860:4860::8888",
         ] {
             assert!(is_public(ip.parse().unwrap()), "{ip} must be allowed");
         }
