@@ -222,10 +222,9 @@ fn spawn_background_jobs(
         stop.clone(),
         next_due,
     )));
-    tokio::spawn(db::background(crate::service::webhooks::dispatch::run(
-        service.clone(),
-        stop.clone(),
-    )));
+    tokio::spawn(db::background(
+        crate::service::integrations::webhooks::dispatch::run(service.clone(), stop.clone()),
+    ));
     tokio::spawn(db::background(async move {
         let mut seen_tick = tokio::time::interval(Duration::from_secs(5));
         // Terminals' pending lines are judged right after the upload that stored them; this

@@ -73,7 +73,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::ScanSql { batch }) = cli.command {
-        use attendance::service::scan;
+        use attendance::service::roll_call::scan;
         let sql = if batch {
             scan::batch_scan_sql()
         } else {
@@ -247,7 +247,7 @@ async fn create_admin(config: Config, username: &str, password: &str) -> Result<
 }
 
 async fn import_students(config: Config, file: &std::path::Path) -> Result<(), String> {
-    use attendance::service::roster::ImportOutcome;
+    use attendance::service::reports::ImportOutcome;
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let service = migrated_service(config).await?;
@@ -300,7 +300,7 @@ async fn import_timetable(
     term: &str,
     file: &std::path::Path,
 ) -> Result<(), String> {
-    use attendance::service::roster::ImportOutcome;
+    use attendance::service::reports::ImportOutcome;
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let service = migrated_service(config).await?;
@@ -323,7 +323,7 @@ async fn import_timetable(
 }
 
 /// Prints every bad line of a rejected file; the error says nothing was imported.
-fn rejected(file: &std::path::Path, lines: &[attendance::service::roster::BadLine]) -> String {
+fn rejected(file: &std::path::Path, lines: &[attendance::service::reports::BadLine]) -> String {
     for line in lines {
         eprintln!("line {}: {}", line.line, line.reason);
     }

@@ -13,7 +13,7 @@ use super::service;
 use crate::auth::Role;
 use crate::error::GqlResultExt;
 use crate::service::directory::{CourseChanges, TeacherChanges};
-use crate::service::records::ChangeFilter;
+use crate::service::roll_call::records::ChangeFilter;
 use crate::service::{PageRequest, Service};
 
 /// Changes to a teacher; omitted fields stay as they are.

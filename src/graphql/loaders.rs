@@ -19,8 +19,8 @@ use crate::entities::{
 };
 use crate::error::AppError;
 use crate::service::Service;
-use crate::service::records::RecordWithStudent;
-use crate::service::sessions::SessionCounts;
+use crate::service::roll_call::records::RecordWithStudent;
+use crate::service::roll_call::sessions::SessionCounts;
 
 /// The per-request loader; one instance serves every key type below.
 pub struct Db(Service);

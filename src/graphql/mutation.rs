@@ -7,10 +7,10 @@ use super::objects::*;
 use super::scalars::{Date, Time};
 use crate::error::GqlResultExt;
 use crate::service::Service;
-use crate::service::auth::TokenPair;
+use crate::service::accounts::auth::TokenPair;
 use crate::service::directory::{NewCourse, NewStudent, NewTeacher, StudentChanges};
-use crate::service::scan::{ScanRequest, StudentRef};
-use crate::service::sessions::NewSession;
+use crate::service::roll_call::scan::{ScanRequest, StudentRef};
+use crate::service::roll_call::sessions::NewSession;
 
 /// A new dep-batch.
 #[derive(InputObject)]

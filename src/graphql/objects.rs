@@ -17,7 +17,7 @@ use crate::entities::{record_change, section, student, teacher, user};
 use crate::error::GqlResultExt;
 use crate::plain_fields;
 use crate::service::access;
-use crate::service::sessions::SessionCounts;
+use crate::service::roll_call::sessions::SessionCounts;
 
 /// The cost given to one item of an unpaginated list of people or records (a class's size,
 /// roughly), so a query's complexity grows with the lists it nests.

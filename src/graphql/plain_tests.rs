@@ -80,8 +80,8 @@ fn device() -> entities::device::Model {
     }
 }
 
-fn tally(id: i32, rate: Option<f64>) -> crate::service::roster::StudentAttendance {
-    crate::service::roster::StudentAttendance {
+fn tally(id: i32, rate: Option<f64>) -> crate::service::reports::StudentAttendance {
+    crate::service::reports::StudentAttendance {
         student: student(id),
         present: 3,
         absent: 1,

@@ -12,8 +12,8 @@ use super::plain::{Plain, PlainList};
 use super::scalars::Date;
 use crate::error::GqlResultExt;
 use crate::service::directory::StudentFilter;
-use crate::service::records::RecordFilter;
-use crate::service::sessions::SessionFilter;
+use crate::service::roll_call::records::RecordFilter;
+use crate::service::roll_call::sessions::SessionFilter;
 use crate::service::{Page, PageRequest, Service, encode_cursor, parse_id};
 
 /// A Relay connection with `totalCount`, named after its node type unless `N` and `E`

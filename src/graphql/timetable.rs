@@ -15,8 +15,8 @@ use super::scalars::{Date, Time};
 use super::{required, service};
 use crate::entities::{holiday, schedule_slot, term};
 use crate::error::{AppError, GqlResultExt};
-use crate::service::timetable::occurrences::Occurrence;
-use crate::service::timetable::{SlotFields, TimetableFilter};
+use crate::service::schedule::occurrences::Occurrence;
+use crate::service::schedule::{SlotFields, TimetableFilter};
 
 /// A day of the week.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
@@ -57,7 +57,7 @@ impl Weekday {
 
 /// Where a class stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
-#[graphql(remote = "crate::service::timetable::occurrences::OccurrenceStatus")]
+#[graphql(remote = "crate::service::schedule::occurrences::OccurrenceStatus")]
 pub enum OccurrenceStatus {
     /// Still to come (or due, its session not opened yet).
     Scheduled,

@@ -12,7 +12,7 @@ use super::{required, service};
 use crate::entities::{attendance_warning, warning_rule};
 use crate::error::GqlResultExt;
 use crate::service::PageRequest;
-use crate::service::warnings::{NewRule, WarningFilter};
+use crate::service::integrations::warnings::{NewRule, WarningFilter};
 
 /// Which line a warning crossed.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +78,7 @@ impl AttendanceWarning {
             .map(Course)
     }
     async fn kind(&self) -> WarningKind {
-        if self.0.kind == crate::service::warnings::WarningKind::LowRate.as_str() {
+        if self.0.kind == crate::service::integrations::warnings::WarningKind::LowRate.as_str() {
             WarningKind::LowRate
         } else {
             WarningKind::ConsecutiveAbsences

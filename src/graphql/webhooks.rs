@@ -10,7 +10,7 @@ use super::service;
 use crate::entities::{webhook, webhook_attempt};
 use crate::error::GqlResultExt;
 use crate::service::PageRequest;
-use crate::service::webhooks::{self as service_webhooks, DeliveryLog, delivery};
+use crate::service::integrations::webhooks::{self as service_webhooks, DeliveryLog, delivery};
 
 /// What a webhook can subscribe to.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]

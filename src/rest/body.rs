@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::entities::attendance_record;
 use crate::error::{AppError, AppResult, ErrorDetail};
-use crate::service::scan::{ScanRequest, StudentRef};
+use crate::service::roll_call::scan::{ScanRequest, StudentRef};
 use crate::time::{parse_date, parse_time};
 
 /// The most scans one batch may carry.

@@ -8,7 +8,7 @@ use crate::auth::Principal;
 use crate::auth::extract::MaybeBearer;
 use crate::error::{AppError, AppResult};
 use crate::service::parse_id;
-use crate::service::roster::ExportScope;
+use crate::service::reports::ExportScope;
 use crate::state::AppState;
 use crate::time::parse_date;
 

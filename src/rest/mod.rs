@@ -17,8 +17,8 @@ use self::body::{BatchAnswer, BatchBody, BatchItem, HealthBody, RecordJson, Scan
 use crate::auth::Principal;
 use crate::auth::extract::MaybeBearer;
 use crate::error::{AppError, AppResult, ErrorBody, Reason};
-use crate::service::scan::ScanRequest;
-use crate::service::scan::buffered::BufferedOutcome;
+use crate::service::roll_call::scan::ScanRequest;
+use crate::service::roll_call::scan::buffered::BufferedOutcome;
 use crate::state::AppState;
 
 /// The REST routes: device scans, CSV exports, the OpenAPI document and the probes.
@@ -281,7 +281,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<HealthBod
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::scan::StudentRef;
+    use crate::service::roll_call::scan::StudentRef;
 
     fn reason(body: &str) -> (u16, String) {
         let err = parse_scan(body.as_bytes()).unwrap_err();

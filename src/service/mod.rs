@@ -1,22 +1,31 @@
-//! The domain: every rule and every transaction, shared by GraphQL and the REST shim.
+//! The domain: every rule and every transaction, shared by GraphQL, the REST shim, the
+//! terminals' protocol and the CLI. Grouped by what the product does; each folder says in
+//! its own module comment what it owns and what it may import. From the bottom up:
+//!
+//! - [`access`], [`sql`] and this module (the [`Service`] handle, pages, time and text
+//!   helpers): plumbing every context uses; they import no context.
+//! - [`attendance`]: THE attendance core, what a session, a record, an absence and an
+//!   excuse's coverage are. A leaf: it imports only entities, errors and [`sql`].
+//! - [`accounts`], [`directory`]: who logs in; the school's people, courses and devices.
+//! - [`integrations`]: what a change to attendance sets off (warnings, webhooks).
+//! - [`roll_call`]: sessions opened and closed, scans, edits and excuses; uses the core and
+//!   the integrations.
+//! - [`reports`], [`schedule`], [`terminals`]: read attendance, open classes by the
+//!   timetable, and speak with face terminals; they use the roll call.
+//!
+//! Service methods live on [`Service`], so a context calls another's method without an
+//! import; imports run only downward in the list above.
 
 pub mod access;
 pub mod accounts;
-pub mod auth;
-pub(crate) mod consequences;
+pub mod attendance;
 pub mod directory;
-pub mod excuses;
-pub mod limiter;
-pub mod records;
-pub mod removal;
-pub mod roster;
-pub mod scan;
-pub mod sessions;
+pub mod integrations;
+pub mod reports;
+pub mod roll_call;
+pub mod schedule;
 pub(crate) mod sql;
 pub mod terminals;
-pub mod timetable;
-pub mod warnings;
-pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -53,12 +62,12 @@ pub struct Shared {
     /// The server's configuration.
     pub config: Arc<Config>,
     jwt: JwtKeys,
-    devices: auth::DeviceCache,
-    last_seen: scan::LastSeen,
+    devices: accounts::auth::DeviceCache,
+    last_seen: roll_call::scan::LastSeen,
     /// Live events of sessions, for subscribers in this and other processes.
     pub events: EventBus,
-    limiter: limiter::LoginLimiter,
-    batcher: Option<scan::batcher::ScanBatcher>,
+    limiter: accounts::limiter::LoginLimiter,
+    batcher: Option<roll_call::scan::batcher::ScanBatcher>,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
     /// Attendance time: the system clock, or the tests' own.
@@ -73,7 +82,7 @@ pub struct Shared {
     /// outcome is kept: a failure halts deliveries until a restart, never falls back.
     webhook_client: std::sync::OnceLock<Result<reqwest::Client, String>>,
     /// Seals webhook signing secrets at rest under a key derived from `SECRET_KEY`.
-    pub webhook_secrets: webhooks::secret::SecretBox,
+    pub webhook_secrets: integrations::webhooks::secret::SecretBox,
 }
 
 impl std::ops::Deref for Service {
@@ -102,13 +111,13 @@ impl Service {
         // SQLite has one writer and cheap commits; group commit pays off on PostgreSQL.
         let metrics = Arc::new(Metrics::default());
         let batcher = (writer.get_database_backend() == sea_orm::DbBackend::Postgres).then(|| {
-            scan::batcher::ScanBatcher::start(
+            roll_call::scan::batcher::ScanBatcher::start(
                 writer.get_postgres_connection_pool().clone(),
                 metrics.clone(),
                 statements,
             )
         });
-        let limiter = limiter::LoginLimiter::new(
+        let limiter = accounts::limiter::LoginLimiter::new(
             config.login_max_failures,
             config.login_max_failures_per_address,
             config.login_lockout,
@@ -117,8 +126,8 @@ impl Service {
             db,
             writer,
             jwt,
-            devices: auth::DeviceCache::default(),
-            last_seen: scan::LastSeen::default(),
+            devices: accounts::auth::DeviceCache::default(),
+            last_seen: roll_call::scan::LastSeen::default(),
             events,
             limiter,
             batcher,
@@ -127,7 +136,7 @@ impl Service {
             schedule_wake: tokio::sync::Notify::new(),
             webhook_wake: tokio::sync::Notify::new(),
             webhook_client: std::sync::OnceLock::new(),
-            webhook_secrets: webhooks::secret::SecretBox::new(&config.secret_key),
+            webhook_secrets: integrations::webhooks::secret::SecretBox::new(&config.secret_key),
             config,
         }))
     }
@@ -144,7 +153,7 @@ impl Service {
     pub fn webhook_client(&self) -> AppResult<&reqwest::Client> {
         self.webhook_client
             .get_or_init(|| {
-                webhooks::client::build(
+                integrations::webhooks::client::build(
                     self.config.webhook_allow_private,
                     self.config.webhook_timeout,
                 )

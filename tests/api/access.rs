@@ -4,8 +4,8 @@
 use attendance::auth::{Principal, Role};
 use attendance::error::{AppError, Reason};
 use attendance::service::PageRequest;
-use attendance::service::records::RecordFilter;
-use attendance::service::sessions::SessionFilter;
+use attendance::service::roll_call::records::RecordFilter;
+use attendance::service::roll_call::sessions::SessionFilter;
 
 use crate::both_databases;
 use crate::common::*;

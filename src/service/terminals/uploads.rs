@@ -19,8 +19,8 @@ use crate::error::{AppError, AppResult, ErrorCode, Reason};
 use crate::iclock::protocol::{
     AttendanceLine, firmware_from_options, parse_attendance, parse_attendance_line,
 };
-use crate::service::scan::buffered::BufferedOutcome;
-use crate::service::scan::{ScanRequest, StudentRef};
+use crate::service::roll_call::scan::buffered::BufferedOutcome;
+use crate::service::roll_call::scan::{ScanRequest, StudentRef};
 use crate::service::sql::paginate;
 use crate::service::{Page, PageRequest, Service, now, now_millis};
 

@@ -391,7 +391,7 @@ async fn every_event_reaches_a_flaky_receiver_signed_once_under_one_id(backend: 
 }
 
 async fn a_rolled_back_change_sends_nothing(backend: Backend) {
-    use attendance::service::webhooks::{Event, WebhookEvent, write_events};
+    use attendance::service::integrations::webhooks::{Event, WebhookEvent, write_events};
     use sea_orm::TransactionTrait;
     let receiver = Receiver::start(Plan::Always(200)).await;
     let app = spawn(backend).await;

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 
-use super::limiter::Attempt;
-use super::{Service, now};
 use crate::auth::jwt::TokenKind;
 use crate::auth::{DEVICE_KEY_PREFIX, Principal, Role, fast_hash, password};
 use crate::entities::{device, refresh_token, user};
 use crate::error::{AppError, AppResult};
+use crate::service::accounts::limiter::Attempt;
+use crate::service::{Service, now};
 
 /// How long a device key stays cached; revocation in this process clears it at once, and
 /// scans re-check the key and the active flag in SQL, so staleness never admits a scan.

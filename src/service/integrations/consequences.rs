@@ -8,13 +8,13 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbErr};
 use serde_json::json;
 
-use super::Service;
-use super::sessions::status_counts;
-use super::warnings::{self, Touched};
-use super::webhooks::{self, Event, WebhookEvent};
 use crate::entities::{
     AttendanceStatus, ChangeKind, attendance_record, attendance_session, attendance_warning, excuse,
 };
+use crate::service::Service;
+use crate::service::integrations::warnings::{self, Touched};
+use crate::service::integrations::webhooks::{self, Event, WebhookEvent};
+use crate::service::roll_call::sessions::status_counts;
 
 /// A change to attendance, as its transaction saw it.
 pub(crate) enum Change<'a> {

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
 
-use super::claim::Claim;
 use crate::db;
 use crate::service::Service;
+use crate::service::integrations::webhooks::claim::Claim;
 
 /// The longest the worker sleeps before looking again: other processes' deliveries (and
 /// their attempts' ends) are found within this; this process's own wake it at once.
@@ -39,7 +39,7 @@ impl InFlight {
         &mut self,
         service: &Service,
         client: &reqwest::Client,
-        claimed: super::delivery::Claimed,
+        claimed: crate::service::integrations::webhooks::delivery::Claimed,
     ) {
         let (hook, delivery) = (claimed.hook.id, claimed.delivery.id);
         let (service, client) = (service.clone(), client.clone());

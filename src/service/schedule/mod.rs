@@ -16,15 +16,15 @@ use sea_orm::{
 };
 
 use self::occurrences::{Calendar, Occurrence, OccurrenceStatus};
-use super::access::{self, Scope};
-use super::sql::{conflict_on, write_transaction};
-use super::{Service, required_text};
 use crate::auth::Principal;
 use crate::entities::{
     attendance_record, attendance_session, class_cancellation, device, holiday, record_change,
     schedule_slot, term,
 };
 use crate::error::{AppError, AppResult, Reason};
+use crate::service::access::{self, Scope};
+use crate::service::sql::{conflict_on, write_transaction};
+use crate::service::{Service, required_text};
 
 /// The longest range one listing covers.
 const MAX_RANGE_DAYS: i64 = 366;
@@ -118,7 +118,7 @@ pub(crate) async fn live_slot_facts(
     }
     sql.push_str(" ORDER BY s.id");
     Ok(
-        SlotFacts::find_by_statement(super::sql::statement(backend, &sql, values))
+        SlotFacts::find_by_statement(crate::service::sql::statement(backend, &sql, values))
             .all(db)
             .await?,
     )
@@ -453,7 +453,7 @@ impl Service {
         let backend = txn.get_database_backend();
         if backend == DbBackend::Postgres {
             for (table, id) in [("device", facts.device_id), ("teacher", facts.teacher_id)] {
-                txn.execute_raw(super::sql::statement(
+                txn.execute_raw(crate::service::sql::statement(
                     backend,
                     &format!("SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE"),
                     vec![id.into()],

@@ -13,11 +13,11 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, Set,
 };
 
-use super::occurrences::{Occurrence, OccurrenceStatus};
-use super::{TimetableFilter, next_due};
 use crate::entities::{attendance_session, class_not_opened, course, device};
 use crate::error::{AppResult, is_unique_violation};
 use crate::service::Service;
+use crate::service::schedule::occurrences::{Occurrence, OccurrenceStatus};
+use crate::service::schedule::{TimetableFilter, next_due};
 
 /// What one run of the scheduler did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

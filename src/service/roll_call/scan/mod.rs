@@ -4,8 +4,9 @@
 
 pub(crate) mod batcher;
 pub mod buffered;
-pub(crate) mod rule;
 
+use crate::service::attendance::rule;
+pub use crate::service::attendance::rule::StudentRef;
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
@@ -14,12 +15,12 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Value};
 
 use self::batcher::{Found, Job};
-use super::sql::statement;
-use super::{Service, now};
 use crate::auth::Principal;
 use crate::entities::{attendance_record, device};
 use crate::error::{AppError, AppResult, Reason};
 use crate::events::{EventKind, SessionEvent};
+use crate::service::sql::statement;
+use crate::service::{Service, now};
 
 /// What a device sends: a recognized student and the local date and time of the scan.
 #[derive(Clone, Debug)]
@@ -30,26 +31,6 @@ pub struct ScanRequest {
     pub date: NaiveDate,
     /// The local time on the device.
     pub time: NaiveTime,
-}
-
-/// Which student a scan names: the id (REST, GraphQL) or the card code (terminals).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StudentRef {
-    /// `student.id`.
-    Id(i32),
-    /// `student.student_code`.
-    Code(String),
-}
-
-impl StudentRef {
-    /// The order in which scans write records: by student id, as the close and the live
-    /// batch do. Codes (terminals send one scan per transaction) come after the ids.
-    pub(crate) fn sort_key(&self) -> (bool, i32, &str) {
-        match self {
-            Self::Id(id) => (false, *id, ""),
-            Self::Code(code) => (true, 0, code.as_str()),
-        }
-    }
 }
 
 /// The group-commit statement live scans use on PostgreSQL ($1..$6 are arrays of device

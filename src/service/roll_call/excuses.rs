@@ -17,15 +17,15 @@ use sea_orm::{
     FromQueryResult, QueryFilter, QueryTrait, Set, TransactionTrait,
 };
 
-use super::access::{self, Scope};
-use super::consequences::{Change, follow};
-use super::records::AUDIT_COLUMNS;
-use super::sql::{paginate_newest_first, statement, write_transaction};
-use super::{Page, PageRequest, Service, required_text};
 use crate::auth::Principal;
 use crate::entities::{AttendanceStatus, ChangeKind, RecordSource, course, excuse, student, term};
 use crate::error::{AppError, AppResult};
 use crate::events::{EventKind, SessionEvent};
+use crate::service::access::{self, Scope};
+use crate::service::integrations::consequences::{Change, follow};
+use crate::service::roll_call::records::AUDIT_COLUMNS;
+use crate::service::sql::{paginate_newest_first, statement, write_transaction};
+use crate::service::{Page, PageRequest, Service, required_text};
 
 /// The longest excuse when no term is defined.
 const MAX_DAYS_WITHOUT_TERM: i64 = 366;

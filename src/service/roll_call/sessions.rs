@@ -9,15 +9,15 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement, TransactionTrait,
 };
 
-use super::access::{self, Scope};
-use super::consequences::{Change, Followed, follow};
-use super::scan::rule;
-use super::sql::{on_unique_violation, paginate, statement, write_transaction};
-use super::{Page, PageRequest, Service, retry_lock_conflicts};
 use crate::auth::Principal;
 use crate::entities::{attendance_record, attendance_session, course, device, teacher};
 use crate::error::{AppError, AppResult, Reason, is_transient_conflict};
 use crate::events::{EventKind, SessionEvent};
+use crate::service::access::{self, Scope};
+use crate::service::attendance::rule;
+use crate::service::integrations::consequences::{Change, Followed, follow};
+use crate::service::sql::{on_unique_violation, paginate, statement, write_transaction};
+use crate::service::{Page, PageRequest, Service, retry_lock_conflicts};
 
 /// What a client asks for when opening a session.
 #[derive(Clone, Debug)]
@@ -126,7 +126,7 @@ fn audit_excused_sql() -> String {
          NULL, l.excuse_id FROM record_excuse l \
          JOIN attendance_record r ON r.id = l.record_id \
          WHERE r.session_id = $1 AND r.source = '{excused}'",
-        columns = super::records::AUDIT_COLUMNS,
+        columns = crate::service::roll_call::records::AUDIT_COLUMNS,
         kind = crate::entities::ChangeKind::Excuse.as_str(),
         absent = crate::entities::AttendanceStatus::Absent.as_str(),
         excused = crate::entities::RecordSource::Excuse.as_str(),

@@ -6,9 +6,9 @@
 
 use sea_orm::{ConnectionTrait, DbErr, SqlErr};
 
-use super::Service;
-use super::sql::statement;
 use crate::error::{AppError, AppResult, Reason};
+use crate::service::Service;
+use crate::service::sql::statement;
 
 /// Rows that depend on the row `$1`: `rows` is the `FROM ... WHERE` clause selecting them.
 struct Dependent {

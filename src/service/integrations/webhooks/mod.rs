@@ -20,12 +20,12 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
-use super::access;
-use super::sql::{paginate_newest_first, statement, write_transaction};
-use super::{Page, PageRequest, Service};
 use crate::auth::Principal;
 use crate::entities::{webhook, webhook_attempt, webhook_delivery};
 use crate::error::{AppError, AppResult, Reason};
+use crate::service::access;
+use crate::service::sql::{paginate_newest_first, statement, write_transaction};
+use crate::service::{Page, PageRequest, Service};
 
 /// What a webhook can subscribe to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

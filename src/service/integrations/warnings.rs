@@ -11,12 +11,12 @@ use sea_orm::{
     QueryFilter, QueryOrder, Set, TransactionTrait, TryIntoModel,
 };
 
-use super::access::{self, Scope};
-use super::sql::{paginate_newest_first, statement, write_transaction};
-use super::{Page, PageRequest, Service};
 use crate::auth::Principal;
 use crate::entities::{AttendanceStatus, attendance_warning, warning_rule};
 use crate::error::{AppError, AppResult};
+use crate::service::access::{self, Scope};
+use crate::service::sql::{paginate_newest_first, statement, write_transaction};
+use crate::service::{Page, PageRequest, Service};
 
 /// The kinds of warning, as stored and as named in the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,7 +288,7 @@ impl Service {
         let saved = rule
             .save(&txn)
             .await
-            .map_err(super::sql::on_unique_violation(|| {
+            .map_err(crate::service::sql::on_unique_violation(|| {
                 AppError::rejected(
                     crate::error::Reason::ConcurrentEdit,
                     "the rule changed meanwhile; retry",

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use chrono::NaiveTime;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
 
-use super::{SlotFacts, clash, live_slot_facts};
 use crate::auth::Principal;
 use crate::entities::{course, device, schedule_slot, term};
 use crate::error::{AppError, AppResult};
-use crate::service::roster::{BadLine, ImportOutcome, ImportReport, parse_csv};
+use crate::service::reports::{BadLine, ImportOutcome, ImportReport, parse_csv};
+use crate::service::schedule::{SlotFacts, clash, live_slot_facts};
 use crate::service::sql::write_transaction;
 use crate::service::{Service, access};
 

@@ -1,5 +1,7 @@
 //! The school directory: dep-batches, sections, students, teachers, courses and devices.
 
+pub mod removal;
+
 use std::collections::BTreeSet;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
@@ -9,14 +11,14 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::auth::check_password;
-use super::sql::{conflict_on, on_unique_violation, paginate, write_transaction};
-use super::{Page, PageRequest, Service, code_text, now, required_text};
 use crate::auth::{fast_hash, new_device_key, password};
 use crate::entities::{
     UserRole, course, course_section, dep_batch, device, section, student, teacher, user,
 };
 use crate::error::{AppError, AppResult, Reason};
+use crate::service::accounts::auth::check_password;
+use crate::service::sql::{conflict_on, on_unique_violation, paginate, write_transaction};
+use crate::service::{Page, PageRequest, Service, code_text, now, required_text};
 
 /// Fields of a new student.
 #[derive(Clone, Debug)]

@@ -9,14 +9,15 @@ use sea_orm::{
     FromQueryResult, QueryFilter, TransactionTrait,
 };
 
-use super::{
-    Diagnosis, ScanRequest, Target, diagnosis_sql, rule, scan_sql, student_rejection, student_value,
-};
 use crate::auth::Principal;
 use crate::entities::{AttendanceStatus, RecordSource, attendance_record, attendance_session};
 use crate::error::{AppError, AppResult, Reason};
 use crate::events::{EventKind, SessionEvent};
-use crate::service::records::audit_entry;
+use crate::service::attendance::rule;
+use crate::service::roll_call::records::audit_entry;
+use crate::service::roll_call::scan::{
+    Diagnosis, ScanRequest, Target, diagnosis_sql, scan_sql, student_rejection, student_value,
+};
 use crate::service::sql::{statement, write_transaction};
 use crate::service::{Service, local_to_utc_in};
 

@@ -11,11 +11,11 @@ use sea_orm::ActiveEnum;
 use sea_orm::sqlx::{self, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::rule;
 use crate::db::StatementCounter;
 use crate::entities::{AttendanceStatus, RecordSource, attendance_record};
 use crate::error::{AppError, AppResult, is_transient_sqlx};
 use crate::metrics::Metrics;
+use crate::service::attendance::rule;
 use crate::service::retry_lock_conflicts;
 
 /// The most scans one statement carries.

@@ -14,10 +14,10 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, TransactionTrait};
 
-use super::delivery::{Claimed, PENDING};
 use crate::entities::{webhook, webhook_delivery};
 use crate::error::{AppError, AppResult};
 use crate::service::Service;
+use crate::service::integrations::webhooks::delivery::{Claimed, PENDING};
 use crate::service::sql::{statement, write_transaction};
 
 /// What one claim found.
@@ -225,7 +225,7 @@ impl Service {
                 } else {
                     ""
                 },
-                columns = super::delivery::DELIVERY_COLUMNS,
+                columns = crate::service::integrations::webhooks::delivery::DELIVERY_COLUMNS,
             );
             let rows = txn
                 .query_all_raw(statement(

@@ -1,6 +1,9 @@
 //! Login accounts over their lifetime: admins created and listed, passwords changed and
 //! reset, accounts switched off, and the rule that the school always keeps an active admin.
 
+pub mod auth;
+pub mod limiter;
+
 use std::net::IpAddr;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -9,18 +12,18 @@ use sea_orm::{
     QuerySelect, QueryTrait, Set, TransactionTrait,
 };
 
-use super::auth::{check_password, invalid_credentials};
-use super::limiter::Attempt;
-use super::sql::{conflict_on, paginate, write_transaction};
-use super::{Page, PageRequest, Service, now};
 use crate::auth::{Principal, Role, password};
 use crate::entities::{UserRole, refresh_token, user};
 use crate::error::{AppError, AppResult, Reason};
+use crate::service::accounts::auth::{check_password, invalid_credentials};
+use crate::service::accounts::limiter::Attempt;
+use crate::service::sql::{conflict_on, paginate, write_transaction};
+use crate::service::{Page, PageRequest, Service, now};
 
 impl Service {
     /// Creates an admin account; a taken username is CONFLICT naming `username`.
     pub async fn create_admin(&self, username: &str, password: &str) -> AppResult<user::Model> {
-        let username = super::code_text("username", username)?;
+        let username = crate::service::code_text("username", username)?;
         check_password("password", password)?;
         let hash = password::hash(password.to_owned()).await?;
         user::ActiveModel {
@@ -44,7 +47,7 @@ impl Service {
         username: &str,
         password: &str,
     ) -> AppResult<user::Model> {
-        let name = super::code_text("username", username)?;
+        let name = crate::service::code_text("username", username)?;
         let existing = user::Entity::find()
             .filter(user::Column::Username.eq(name.as_str()))
             .one(&self.db)
@@ -98,7 +101,7 @@ impl Service {
         role: Option<Role>,
         page: PageRequest,
     ) -> AppResult<Page<user::Model>> {
-        super::access::require_admin(actor)?;
+        crate::service::access::require_admin(actor)?;
         let query = user::Entity::find().apply_if(role, |q, role| match role {
             Role::Admin => q.filter(user::Column::Role.eq(UserRole::Admin)),
             Role::Teacher => q.filter(user::Column::Role.eq(UserRole::Teacher)),
@@ -182,7 +185,7 @@ impl Service {
     /// Sets any account's password (admins only), ending its tokens and clearing its
     /// failed-login count.
     pub async fn set_password(&self, actor: &Principal, user_id: i32, new: &str) -> AppResult<()> {
-        super::access::require_admin(actor)?;
+        crate::service::access::require_admin(actor)?;
         check_password("newPassword", new)?;
         let account = user::Entity::find_by_id(user_id)
             .one(&self.db)

@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use sea_orm::{ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::now_millis;
-use super::sql::statement;
 use crate::auth::fast_hash;
 use crate::entities::login_throttle::{Column, Entity};
+use crate::service::now_millis;
+use crate::service::sql::statement;
 
 /// The longest window honoured (a century): longer than any sensible lockout, and short
 /// enough that `now + window` never overflows.

@@ -12,16 +12,16 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::access::{self, Scope};
-use super::consequences::{Change, follow};
-use super::sql::{paginate_newest_first, paginate_with, write_transaction};
-use super::{Page, PageRequest, Service};
 use crate::auth::Principal;
 use crate::entities::{
     AttendanceStatus, ChangeKind, attendance_record, attendance_session, record_change, student,
 };
 use crate::error::{AppError, AppResult};
 use crate::events::{EventKind, SessionEvent};
+use crate::service::access::{self, Scope};
+use crate::service::integrations::consequences::{Change, follow};
+use crate::service::sql::{paginate_newest_first, paginate_with, write_transaction};
+use crate::service::{Page, PageRequest, Service};
 
 /// Record list filters.
 #[derive(Clone, Debug, Default)]
@@ -199,7 +199,7 @@ impl Service {
         );
         let rows = self
             .db
-            .query_all_raw(super::sql::statement(
+            .query_all_raw(crate::service::sql::statement(
                 backend,
                 &sql,
                 session_ids.iter().map(|id| (*id).into()).collect(),
@@ -300,7 +300,7 @@ impl Service {
             .insert(&txn)
             .await?;
         // A person's decision from now on: no excuse may turn it back.
-        txn.execute_raw(super::sql::statement(
+        txn.execute_raw(crate::service::sql::statement(
             txn.get_database_backend(),
             "DELETE FROM record_excuse WHERE record_id = $1",
             vec![record.id.into()],

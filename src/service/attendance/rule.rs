@@ -9,8 +9,27 @@
 
 use sea_orm::DbBackend;
 
-use super::StudentRef;
 use crate::entities::{AttendanceStatus, ChangeKind, RecordSource};
+
+/// Which student a scan names: the id (REST, GraphQL) or the card code (terminals).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StudentRef {
+    /// `student.id`.
+    Id(i32),
+    /// `student.student_code`.
+    Code(String),
+}
+
+impl StudentRef {
+    /// The order in which scans write records: by student id, as the close and the live
+    /// batch do. Codes (terminals send one scan per transaction) come after the ids.
+    pub(crate) fn sort_key(&self) -> (bool, i32, &str) {
+        match self {
+            Self::Id(id) => (false, *id, ""),
+            Self::Code(code) => (true, 0, code.as_str()),
+        }
+    }
+}
 
 /// The columns every statement writes a record with, in this order.
 pub(crate) const RECORD_COLUMNS: &str =

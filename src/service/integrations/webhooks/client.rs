@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::target;
 use crate::error::{AppError, AppResult};
+use crate::service::integrations::webhooks::target;
 
 /// Builds the delivery client; an error means deliveries wait (they stay pending).
 pub fn build(allow_private: bool, timeout: Duration) -> AppResult<reqwest::Client> {

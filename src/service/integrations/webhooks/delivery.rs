@@ -1,4 +1,4 @@
-//! One attempt at a claimed delivery ([`super::claim`]): post it signed per Standard
+//! One attempt at a claimed delivery ([`crate::service::integrations::webhooks::claim`]): post it signed per Standard
 //! Webhooks with no transaction open, then record the attempt and either settle the
 //! delivery or schedule its retry with exponential backoff and jitter. A receiver that
 //! times out is also held back as a whole (see [`hold_after_timeout`]).
@@ -14,10 +14,10 @@ use sea_orm::{
 };
 use sha2::Sha256;
 
-use super::target;
 use crate::entities::{webhook, webhook_attempt, webhook_delivery};
 use crate::error::AppResult;
 use crate::service::Service;
+use crate::service::integrations::webhooks::target;
 use crate::service::sql::{statement, write_transaction};
 
 /// Waiting to be sent (or sent again).

@@ -9,12 +9,12 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::records::{STUDENT_COLUMNS, student_at, student_select};
-use super::sql::{statement, write_transaction};
-use super::{Service, code_text, required_text};
 use crate::auth::Principal;
 use crate::entities::{course, student};
 use crate::error::{AppError, AppResult};
+use crate::service::roll_call::records::{STUDENT_COLUMNS, student_at, student_select};
+use crate::service::sql::{statement, write_transaction};
+use crate::service::{Service, code_text, required_text};
 
 /// The columns of a roster file, in order.
 pub const ROSTER_HEADER: [&str; 4] = ["student_code", "first_name", "last_name", "section"];
@@ -363,7 +363,7 @@ impl Service {
             .course(course_id)
             .await?
             .ok_or(AppError::NotFound("course"))?;
-        super::access::require_course(actor, &course)?;
+        crate::service::access::require_course(actor, &course)?;
         Ok(course)
     }
 
