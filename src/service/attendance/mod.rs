@@ -5,4 +5,6 @@
 //! A leaf: it imports entities, errors and [`super::sql`], nothing above them, so every
 //! context may use it and none of it can come to depend on a context.
 
+pub mod record;
 pub mod rule;
+pub mod session;

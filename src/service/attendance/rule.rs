@@ -108,21 +108,46 @@ pub(crate) fn late_minutes(backend: DbBackend, ts: &str) -> String {
     }
 }
 
-/// A record no person has set: the close's automatic absence, or the permission an excuse
-/// gave in its place (at the close, or afterwards), with no person's edit since. The only
-/// kind a late scan may correct: a scan is evidence of presence.
-pub(crate) fn set_by_no_person(record: &str) -> String {
+/// No person has edited the record (a late scan's correction is no person's edit: it
+/// writes one, but leaves a scanned record that no fragment here matches again).
+fn no_person_edited(record: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM record_change c WHERE c.record_id = {record}.id \
+         AND c.kind = '{}')",
+        ChangeKind::Edit.as_str()
+    )
+}
+
+/// An excuse holds the record: it set the record's permission and may turn it back.
+pub fn held_by_excuse(record: &str) -> String {
+    format!("EXISTS (SELECT 1 FROM record_excuse l WHERE l.record_id = {record}.id)")
+}
+
+/// THE automatic absence: the close wrote it because nobody scanned, and no person has
+/// edited it since. What an excuse may turn into permission.
+pub fn automatic_absence(record: &str) -> String {
+    format!(
+        "{record}.status = '{}' AND {record}.source = '{}' AND {}",
+        AttendanceStatus::Absent.as_str(),
+        RecordSource::AutoAbsent.as_str(),
+        no_person_edited(record)
+    )
+}
+
+/// A record no person has set: an automatic absence, or the permission an excuse gave in
+/// its place (at the close, or afterwards), with no person's edit since. The only kind a
+/// late scan may correct: a scan is evidence of presence.
+pub fn set_by_no_person(record: &str) -> String {
     format!(
         "(({record}.status = '{absent}' AND {record}.source = '{auto}') \
-         OR ({record}.status = '{permission}' AND ({record}.source = '{excused}' \
-             OR EXISTS (SELECT 1 FROM record_excuse l WHERE l.record_id = {record}.id)))) \
-         AND NOT EXISTS (SELECT 1 FROM record_change c WHERE c.record_id = {record}.id \
-             AND c.kind = '{edit}')",
+         OR ({record}.status = '{permission}' AND ({record}.source = '{excused}' OR {held}))) \
+         AND {unedited}",
         absent = AttendanceStatus::Absent.as_str(),
         auto = RecordSource::AutoAbsent.as_str(),
         permission = AttendanceStatus::Permission.as_str(),
         excused = RecordSource::Excuse.as_str(),
-        edit = ChangeKind::Edit.as_str(),
+        held = held_by_excuse(record),
+        unedited = no_person_edited(record),
     )
 }
 

@@ -12,9 +12,9 @@ use crate::entities::{
     AttendanceStatus, ChangeKind, attendance_record, attendance_session, attendance_warning, excuse,
 };
 use crate::service::Service;
+use crate::service::attendance::session::status_counts;
 use crate::service::integrations::warnings::{self, Touched};
 use crate::service::integrations::webhooks::{self, Event, WebhookEvent};
-use crate::service::roll_call::sessions::status_counts;
 
 /// A change to attendance, as its transaction saw it.
 pub(crate) enum Change<'a> {

@@ -22,8 +22,9 @@ use crate::entities::{AttendanceStatus, ChangeKind, RecordSource, course, excuse
 use crate::error::{AppError, AppResult};
 use crate::events::{EventKind, SessionEvent};
 use crate::service::access::{self, Scope};
+use crate::service::attendance::record::AUDIT_COLUMNS;
+use crate::service::attendance::rule;
 use crate::service::integrations::consequences::{Change, follow};
-use crate::service::roll_call::records::AUDIT_COLUMNS;
 use crate::service::sql::{paginate_newest_first, statement, write_transaction};
 use crate::service::{Page, PageRequest, Service, required_text};
 
@@ -163,31 +164,19 @@ impl Service {
                 backend,
                 &format!(
                     "INSERT INTO record_change ({columns}) \
-                 SELECT r.id, r.session_id, r.student_id, '{kind}', '{absent}', '{permission}', \
-                 $1, $2, NULL, $3 FROM attendance_record r \
+                 SELECT r.id, r.session_id, r.student_id, '{kind}', r.status, '{permission}', \
+                 $1, $2, NULL, e.id FROM attendance_record r \
                  JOIN attendance_session s ON s.id = r.session_id \
-                 WHERE r.student_id = $4 AND s.date >= $5 AND s.date <= $6 \
-                 AND ($7 IS NULL OR s.course_id = $7) \
-                 AND r.status = '{absent}' AND r.source = '{auto}' \
-                 AND NOT EXISTS (SELECT 1 FROM record_excuse l WHERE l.record_id = r.id) \
-                 AND NOT EXISTS (SELECT 1 FROM record_change c WHERE c.record_id = r.id \
-                   AND c.kind = '{edit}')",
+                 JOIN excuse e ON e.id = $3 AND e.student_id = r.student_id \
+                 WHERE {covers} AND {automatic} AND NOT {held}",
                     columns = AUDIT_COLUMNS,
                     kind = ChangeKind::Excuse.as_str(),
-                    absent = AttendanceStatus::Absent.as_str(),
                     permission = AttendanceStatus::Permission.as_str(),
-                    auto = RecordSource::AutoAbsent.as_str(),
-                    edit = ChangeKind::Edit.as_str(),
+                    covers = rule::excuse_covers("s.date", "s.course_id"),
+                    automatic = rule::automatic_absence("r"),
+                    held = rule::held_by_excuse("r"),
                 ),
-                vec![
-                    user_id.into(),
-                    at.into(),
-                    excuse.id.into(),
-                    input.student_id.into(),
-                    input.from.into(),
-                    input.to.into(),
-                    input.course_id.into(),
-                ],
+                vec![user_id.into(), at.into(), excuse.id.into()],
             ))
             .await?
             .rows_affected();

@@ -1,14 +1,13 @@
 //! Reading, correcting and deleting attendance records, with the audit trail of edits and
 //! deletions that outlives them.
 
-use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::sqlx::Row as _;
 use sea_orm::sqlx::postgres::Postgres;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    IdenStatic, JoinType, QueryFilter, QueryResult, QuerySelect, QueryTrait, Select, Set,
+    IdenStatic, JoinType, QueryFilter, QueryResult, QuerySelect, QueryTrait, Select,
     TransactionTrait,
 };
 
@@ -19,6 +18,7 @@ use crate::entities::{
 use crate::error::{AppError, AppResult};
 use crate::events::{EventKind, SessionEvent};
 use crate::service::access::{self, Scope};
+use crate::service::attendance::record::audit_entry;
 use crate::service::integrations::consequences::{Change, follow};
 use crate::service::sql::{paginate_newest_first, paginate_with, write_transaction};
 use crate::service::{Page, PageRequest, Service};
@@ -420,39 +420,6 @@ pub struct ChangeFilter {
     pub session_id: Option<i32>,
     /// Only entries of this student.
     pub student_id: Option<i32>,
-}
-
-/// The audit trail's columns, in the order the set-based statements (excuses, the close)
-/// write them.
-pub(crate) const AUDIT_COLUMNS: &str = "record_id, session_id, student_id, kind, old_status, \
-     new_status, changed_by, changed_at, reason, excuse_id";
-
-/// The audit entry for changing `record` to `new_status`, or for deleting it (`None`), by
-/// account `by` (`None`: the server itself). Every entry is written through here and never
-/// updated afterwards.
-pub(crate) fn audit_entry(
-    record: &attendance_record::Model,
-    new_status: Option<AttendanceStatus>,
-    by: Option<i32>,
-    at: DateTime<Utc>,
-    reason: Option<String>,
-) -> record_change::ActiveModel {
-    record_change::ActiveModel {
-        record_id: Set(record.id),
-        session_id: Set(record.session_id),
-        student_id: Set(record.student_id),
-        kind: Set(if new_status.is_some() {
-            ChangeKind::Edit
-        } else {
-            ChangeKind::Delete
-        }),
-        old_status: Set(record.status),
-        new_status: Set(new_status),
-        changed_by: Set(by),
-        changed_at: Set(at),
-        reason: Set(reason),
-        ..Default::default()
-    }
 }
 
 /// The optional reason a person gives for a change: trimmed, at most 500 characters.

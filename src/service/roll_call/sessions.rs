@@ -5,8 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use futures_util::StreamExt;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement, TransactionTrait,
+    ColumnTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Statement, TransactionTrait,
 };
 
 use crate::auth::Principal;
@@ -15,8 +15,10 @@ use crate::error::{AppError, AppResult, Reason, is_transient_conflict};
 use crate::events::{EventKind, SessionEvent};
 use crate::service::access::{self, Scope};
 use crate::service::attendance::rule;
+use crate::service::attendance::session::{self, Opening};
+pub use crate::service::attendance::session::{Closed, SessionCounts, status_counts};
 use crate::service::integrations::consequences::{Change, Followed, follow};
-use crate::service::sql::{on_unique_violation, paginate, statement, write_transaction};
+use crate::service::sql::{on_unique_violation, paginate, write_transaction};
 use crate::service::{Page, PageRequest, Service, retry_lock_conflicts};
 
 /// What a client asks for when opening a session.
@@ -49,88 +51,6 @@ pub struct SessionFilter {
     pub from: Option<NaiveDate>,
     /// Sessions on or before this date.
     pub to: Option<NaiveDate>,
-}
-
-/// The outcome of closing a session.
-#[derive(Clone, Debug)]
-pub struct Closed {
-    /// The session, now inactive.
-    pub session: attendance_session::Model,
-    /// How many students this close marked absent (0 when it was already closed).
-    pub marked_absent: u64,
-    /// False when the session had already been closed by someone else.
-    pub newly_closed: bool,
-}
-
-/// Marks absent every enrolled, active student of the course with no record, in one
-/// statement ($1 session, $2 now, $3 course, $4 the enrolment cut-off, and with excuses $5
-/// the session's date). `with_excuses` (when an excuse covers the session's date and course) joins the
-/// excuses, and a student one covers gets permission instead. Student order matches the
-/// scan batch's, so racing inserts cannot deadlock.
-fn mark_absent_sql(with_excuses: bool) -> String {
-    let (join, values) = if with_excuses {
-        (
-            format!(
-                "LEFT JOIN {} ON x.student_id = st.id",
-                rule::excuses_covering("$5", "$3")
-            ),
-            rule::absence_values(Some("x.excuse_id")),
-        )
-    } else {
-        // The usual case needs no join: the statement is the one before excuses existed.
-        (String::new(), rule::absence_values(None))
-    };
-    format!(
-        "INSERT INTO attendance_record ({columns}) \
-         SELECT {values} \
-         FROM course_section cs \
-         JOIN student st ON st.section_id = cs.section_id AND {active} \
-         {join} \
-         WHERE cs.course_id = $3 AND st.enrolled_at <= $4 \
-         AND NOT EXISTS (SELECT 1 FROM attendance_record r WHERE r.session_id = $1 AND r.student_id = st.id) \
-         ORDER BY st.id \
-         ON CONFLICT (session_id, student_id) DO NOTHING",
-        columns = rule::RECORD_COLUMNS,
-        active = rule::STUDENT_ACTIVE,
-    )
-}
-
-/// Whether any excuse covers a session's date ($1) and course ($2): one row, 0 or 1.
-fn any_excuse_sql() -> String {
-    format!(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM excuse e WHERE {} LIMIT 1) t",
-        rule::excuse_covers("$1", "$2")
-    )
-}
-
-/// After [`mark_absent_sql`], links the records an excuse made permission to that excuse
-/// ($1 session, $2 date, $3 course): driven by the few excuses, not the roster.
-fn link_excused_sql() -> String {
-    format!(
-        "INSERT INTO record_excuse (record_id, excuse_id) \
-         SELECT r.id, x.excuse_id FROM {excuses} \
-         JOIN attendance_record r ON r.session_id = $1 AND r.student_id = x.student_id \
-         WHERE r.source = '{excused}' \
-         ON CONFLICT (record_id) DO NOTHING",
-        excuses = rule::excuses_covering("$2", "$3"),
-        excused = crate::entities::RecordSource::Excuse.as_str(),
-    )
-}
-
-/// The audit entries of the statuses a close's excuses set ($1 session, $2 now), naming
-/// each excuse.
-fn audit_excused_sql() -> String {
-    format!(
-        "INSERT INTO record_change ({columns}) \
-         SELECT r.id, r.session_id, r.student_id, '{kind}', '{absent}', r.status, NULL, $2, \
-         NULL, l.excuse_id FROM record_excuse l \
-         JOIN attendance_record r ON r.id = l.record_id \
-         WHERE r.session_id = $1 AND r.source = '{excused}'",
-        columns = crate::service::roll_call::records::AUDIT_COLUMNS,
-        kind = crate::entities::ChangeKind::Excuse.as_str(),
-        absent = crate::entities::AttendanceStatus::Absent.as_str(),
-        excused = crate::entities::RecordSource::Excuse.as_str(),
-    )
 }
 
 impl Service {
@@ -216,20 +136,20 @@ impl Service {
             self.close_session_as_system(stale.id).await?;
         }
 
-        attendance_session::ActiveModel {
-            course_id: Set(course.id),
-            date: Set(date),
-            created_by: Set(created_by),
-            created_at: Set(at),
-            device_id: Set(device.id),
-            is_active: Set(true),
-            starts_at: Set(starts_at),
-            grace_minutes: Set(grace),
-            closes_at: Set(closes_at),
-            closed_at: Set(None),
-            ..Default::default()
-        }
-        .insert(&self.db)
+        session::open(
+            &self.db,
+            Opening {
+                course_id: course.id,
+                date,
+                created_by,
+                device_id: device.id,
+                at,
+                starts_at,
+                grace_minutes: grace,
+                closes_at,
+                slot_id: None,
+            },
+        )
         .await
         .map_err(on_unique_violation(device_busy))
     }
@@ -346,70 +266,11 @@ impl Service {
         session: &attendance_session::Model,
         at: DateTime<Utc>,
     ) -> Result<Option<(u64, Followed)>, DbErr> {
-        let backend = self.db.get_database_backend();
         let txn = self.writer.begin_with_options(write_transaction()).await?;
-        let deactivated = txn
-            .execute_raw(statement(
-                backend,
-                "UPDATE attendance_session SET is_active = false, closed_at = $1 \
-                 WHERE id = $2 AND is_active",
-                vec![at.into(), session.id.into()],
-            ))
-            .await?;
-        if deactivated.rows_affected() == 0 {
+        let Some(marked_absent) = session::close_in(&txn, session, at).await? else {
             txn.commit().await?;
             return Ok(None);
-        }
-        let excused: i64 = txn
-            .query_one_raw(statement(
-                backend,
-                &any_excuse_sql(),
-                vec![session.date.into(), session.course_id.into()],
-            ))
-            .await?
-            .map(|row| row.try_get_by_index(0))
-            .transpose()?
-            .unwrap_or(0);
-        let marked = txn
-            .execute_raw(statement(
-                backend,
-                &mark_absent_sql(excused > 0),
-                [
-                    session.id.into(),
-                    at.into(),
-                    session.course_id.into(),
-                    // Enrolled by the later of the class's start and the session's opening:
-                    // students who join after that are not marked absent.
-                    session.starts_at.max(session.created_at).into(),
-                ]
-                .into_iter()
-                .chain((excused > 0).then(|| session.date.into()))
-                .collect(),
-            ))
-            .await?;
-        let mut linked = 0;
-        if excused > 0 {
-            linked = txn
-                .execute_raw(statement(
-                    backend,
-                    &link_excused_sql(),
-                    vec![
-                        session.id.into(),
-                        session.date.into(),
-                        session.course_id.into(),
-                    ],
-                ))
-                .await?
-                .rows_affected();
-            txn.execute_raw(statement(
-                backend,
-                &audit_excused_sql(),
-                vec![session.id.into(), at.into()],
-            ))
-            .await?;
-        }
-        // Excused students were given permission, not marked absent.
-        let marked_absent = marked.rows_affected().saturating_sub(linked);
+        };
         let followed = follow(
             &txn,
             at,
@@ -443,13 +304,8 @@ impl Service {
             .into_tuple()
             .all(&self.db)
             .await?;
-        // Each close is its own transaction; on PostgreSQL a few run at once, so the end of
-        // a period (hundreds of classes ending at one minute) is not closed one by one.
-        let parallel = if self.writer.get_database_backend() == sea_orm::DbBackend::Postgres {
-            4
-        } else {
-            1
-        };
+        // Each close is its own transaction.
+        let parallel = session::parallel_writes(self.writer.get_database_backend());
         let closes = due.into_iter().map(|id| {
             let service = self.clone();
             async move { service.close_session_as_system(id).await }
@@ -475,68 +331,10 @@ impl Service {
     }
 }
 
-/// A session's roster by status.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SessionCounts {
-    /// Present records.
-    pub present: i64,
-    /// Absent records.
-    pub absent: i64,
-    /// Permission records.
-    pub permission: i64,
-    /// Enrolled students without a record while the session is active (0 once closed).
-    pub not_yet_scanned: i64,
-}
-
-#[derive(FromQueryResult)]
-struct StatusCount {
-    session_id: i32,
-    status: String,
-    n: i64,
-}
-
 #[derive(FromQueryResult)]
 struct Enrolled {
     course_id: i32,
     n: i64,
-}
-
-/// The present, absent and permission records of each session, in one statement (sessions
-/// without records count zeros); `not_yet_scanned` is left at 0.
-pub(crate) async fn status_counts(
-    db: &impl ConnectionTrait,
-    session_ids: &[i32],
-) -> Result<HashMap<i32, SessionCounts>, DbErr> {
-    let mut counts: HashMap<i32, SessionCounts> = session_ids
-        .iter()
-        .map(|id| (*id, SessionCounts::default()))
-        .collect();
-    if session_ids.is_empty() {
-        return Ok(counts);
-    }
-    let ids: Vec<String> = session_ids.iter().map(i32::to_string).collect();
-    // Ids are integers from the database, so inlining them is safe and keeps one statement.
-    let by_status = StatusCount::find_by_statement(Statement::from_string(
-        db.get_database_backend(),
-        format!(
-            "SELECT session_id, status, COUNT(*) AS n FROM attendance_record \
-             WHERE session_id IN ({}) GROUP BY session_id, status",
-            ids.join(",")
-        ),
-    ))
-    .all(db)
-    .await?;
-    for row in by_status {
-        if let Some(c) = counts.get_mut(&row.session_id) {
-            match row.status.as_str() {
-                "present" => c.present = row.n,
-                "absent" => c.absent = row.n,
-                "permission" => c.permission = row.n,
-                _ => {}
-            }
-        }
-    }
-    Ok(counts)
 }
 
 impl Service {

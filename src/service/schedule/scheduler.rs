@@ -9,13 +9,12 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use futures_util::StreamExt;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 
 use crate::entities::{attendance_session, class_not_opened, course, device};
 use crate::error::{AppResult, is_unique_violation};
 use crate::service::Service;
+use crate::service::attendance::session::{self, Opening};
 use crate::service::schedule::occurrences::{Occurrence, OccurrenceStatus};
 use crate::service::schedule::{TimetableFilter, next_due};
 
@@ -85,27 +84,23 @@ impl Service {
                 .await?
                 .into_iter()
                 .collect();
-            // Classes open independently; on PostgreSQL a few at a time.
-            let parallel = if self.db.get_database_backend() == DbBackend::Postgres {
-                4
-            } else {
-                1
-            };
+            // Classes open independently.
+            let parallel = session::parallel_writes(self.db.get_database_backend());
             let openings = due.into_iter().map(|class| {
                 let teacher = teachers.get(&class.slot.course_id).copied();
                 let active = active_devices.get(&class.slot.device_id).copied();
                 let service = self.clone();
                 async move { service.open_class(&class, teacher, active, now).await }
             });
-            let outcomes: Vec<AppResult<Opening>> = futures_util::stream::iter(openings)
+            let outcomes: Vec<AppResult<ClassOpening>> = futures_util::stream::iter(openings)
                 .buffer_unordered(parallel)
                 .collect()
                 .await;
             for outcome in outcomes {
                 match outcome? {
-                    Opening::Opened => run.opened += 1,
-                    Opening::NotOpened => run.not_opened += 1,
-                    Opening::Nothing => {}
+                    ClassOpening::Opened => run.opened += 1,
+                    ClassOpening::NotOpened => run.not_opened += 1,
+                    ClassOpening::Nothing => {}
                 }
             }
         }
@@ -137,33 +132,32 @@ impl Service {
         teacher: Option<i32>,
         device_active: Option<bool>,
         now: DateTime<Utc>,
-    ) -> AppResult<Opening> {
+    ) -> AppResult<ClassOpening> {
         let Some(teacher) = teacher else {
-            return Ok(Opening::Nothing);
+            return Ok(ClassOpening::Nothing);
         };
         if device_active != Some(true) {
             return self.note_not_opened(class, DEVICE_REVOKED, now).await;
         }
-        let inserted = attendance_session::ActiveModel {
-            course_id: Set(class.slot.course_id),
-            date: Set(class.date),
-            created_by: Set(teacher),
-            created_at: Set(now),
-            device_id: Set(class.slot.device_id),
-            is_active: Set(true),
-            starts_at: Set(class.starts_at),
-            grace_minutes: Set(self.config.late_grace_minutes as i32),
-            closes_at: Set(class.ends_at),
-            closed_at: Set(None),
-            slot_id: Set(Some(class.slot.id)),
-            ..Default::default()
-        }
-        .insert(&self.writer)
+        let inserted = session::open(
+            &self.writer,
+            Opening {
+                course_id: class.slot.course_id,
+                date: class.date,
+                created_by: teacher,
+                device_id: class.slot.device_id,
+                at: now,
+                starts_at: class.starts_at,
+                grace_minutes: self.config.late_grace_minutes as i32,
+                closes_at: class.ends_at,
+                slot_id: Some(class.slot.id),
+            },
+        )
         .await;
         match inserted {
             Ok(_) => {
                 self.metrics.class_opened();
-                Ok(Opening::Opened)
+                Ok(ClassOpening::Opened)
             }
             Err(err) if is_unique_violation(&err) => {
                 let opened_elsewhere = attendance_session::Entity::find()
@@ -173,7 +167,7 @@ impl Service {
                     .await?
                     .is_some();
                 if opened_elsewhere {
-                    Ok(Opening::Nothing)
+                    Ok(ClassOpening::Nothing)
                 } else {
                     self.note_not_opened(class, DEVICE_BUSY, now).await
                 }
@@ -188,7 +182,7 @@ impl Service {
         class: &Occurrence,
         reason: &'static str,
         now: DateTime<Utc>,
-    ) -> AppResult<Opening> {
+    ) -> AppResult<ClassOpening> {
         let noted = class_not_opened::ActiveModel {
             slot_id: Set(class.slot.id),
             date: Set(class.date),
@@ -207,16 +201,16 @@ impl Service {
                     reason,
                     "a timetable class could not open"
                 );
-                Ok(Opening::NotOpened)
+                Ok(ClassOpening::NotOpened)
             }
-            Err(err) if is_unique_violation(&err) => Ok(Opening::Nothing),
+            Err(err) if is_unique_violation(&err) => Ok(ClassOpening::Nothing),
             Err(err) => Err(err.into()),
         }
     }
 }
 
 /// What trying to open one class came to.
-enum Opening {
+enum ClassOpening {
     Opened,
     NotOpened,
     Nothing,

@@ -13,8 +13,8 @@ use crate::auth::Principal;
 use crate::entities::{AttendanceStatus, RecordSource, attendance_record, attendance_session};
 use crate::error::{AppError, AppResult, Reason};
 use crate::events::{EventKind, SessionEvent};
+use crate::service::attendance::record::audit_entry;
 use crate::service::attendance::rule;
-use crate::service::roll_call::records::audit_entry;
 use crate::service::roll_call::scan::{
     Diagnosis, ScanRequest, Target, diagnosis_sql, scan_sql, student_rejection, student_value,
 };
