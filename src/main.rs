@@ -1,5 +1,6 @@
 //! The `attendance` binary: parse the command line, load configuration, run a subcommand.
 
+use attendance::auth::Principal;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -239,7 +240,7 @@ async fn migrate(config: Config) -> Result<(), String> {
 async fn create_admin(config: Config, username: &str, password: &str) -> Result<(), String> {
     let service = migrated_service(config).await?;
     let user = service
-        .create_or_reset_admin(username, password)
+        .create_or_reset_admin(&Principal::System, username, password)
         .await
         .map_err(|e| e.to_string())?;
     println!("admin {:?} is ready", user.username);
@@ -277,7 +278,7 @@ async fn import_students(config: Config, file: &std::path::Path) -> Result<(), S
         }
     };
     match service
-        .import_students(&text, &progress)
+        .import_students(&Principal::System, &text, &progress)
         .await
         .map_err(|e| e.to_string())?
     {
@@ -305,7 +306,7 @@ async fn import_timetable(
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let service = migrated_service(config).await?;
     match service
-        .import_timetable_as_operator(term, &text)
+        .import_timetable(&Principal::System, term, &text)
         .await
         .map_err(|e| e.to_string())?
     {

@@ -44,6 +44,10 @@ pub enum Principal {
         /// The teacher row of a teacher account.
         teacher_id: Option<i32>,
     },
+    /// The server itself or its operator at the command line (migrations, `create-admin`,
+    /// imports, the jobs that close sessions and open classes): acts with an admin's
+    /// rights, and is no account, so nothing it does names a user.
+    System,
     /// A terminal authenticated by its API key.
     Device {
         /// `device.id` (the row id, not the device code).
@@ -58,6 +62,7 @@ impl Principal {
     pub fn role(&self) -> Role {
         match self {
             Self::User { role, .. } => *role,
+            Self::System => Role::Admin,
             Self::Device { .. } => Role::Device,
         }
     }
@@ -66,7 +71,7 @@ impl Principal {
     pub fn device(&self) -> Option<(i32, &str)> {
         match self {
             Self::Device { id, key_hash } => Some((*id, key_hash)),
-            Self::User { .. } => None,
+            Self::User { .. } | Self::System => None,
         }
     }
 
@@ -87,11 +92,11 @@ impl Principal {
         }
     }
 
-    /// The user id of a person, `None` for devices.
+    /// The user id of a person, `None` for devices and the system.
     pub fn user_id(&self) -> Option<i32> {
         match self {
             Self::User { user_id, .. } => Some(*user_id),
-            Self::Device { .. } => None,
+            Self::System | Self::Device { .. } => None,
         }
     }
 }

@@ -177,7 +177,7 @@ impl LifecycleMutation {
             last_name: input.last_name,
         };
         service(ctx)
-            .update_teacher(self::id("id", &id)?, changes)
+            .update_teacher(principal(ctx).gql()?, self::id("id", &id)?, changes)
             .await
             .gql()
             .map(Teacher)
@@ -208,7 +208,7 @@ impl LifecycleMutation {
                 .transpose()?,
         };
         service(ctx)
-            .update_course(self::id("id", &id)?, changes)
+            .update_course(principal(ctx).gql()?, self::id("id", &id)?, changes)
             .await
             .gql()
             .map(Course)
@@ -227,7 +227,12 @@ impl LifecycleMutation {
             .map(|d| self::id("depBatchId", &d))
             .transpose()?;
         service(ctx)
-            .update_section(self::id("id", &id)?, input.name.as_deref(), dep_batch_id)
+            .update_section(
+                principal(ctx).gql()?,
+                self::id("id", &id)?,
+                input.name.as_deref(),
+                dep_batch_id,
+            )
             .await
             .gql()
             .map(Section)
@@ -243,6 +248,7 @@ impl LifecycleMutation {
     ) -> async_graphql::Result<DepBatch> {
         service(ctx)
             .update_dep_batch(
+                principal(ctx).gql()?,
                 self::id("id", &id)?,
                 input.dep.as_deref(),
                 input.batch.as_deref(),
@@ -261,7 +267,11 @@ impl LifecycleMutation {
         input: UpdateDeviceInput,
     ) -> async_graphql::Result<Device> {
         service(ctx)
-            .update_device(self::id("id", &id)?, input.name.as_deref())
+            .update_device(
+                principal(ctx).gql()?,
+                self::id("id", &id)?,
+                input.name.as_deref(),
+            )
             .await
             .gql()
             .map(Device)
@@ -272,7 +282,11 @@ impl LifecycleMutation {
     #[graphql(guard = "RoleGuard::admin()")]
     async fn delete_student(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let id = self::id("id", &id)?;
-        service(ctx).delete_student(id).await.gql().map(|_| true)
+        service(ctx)
+            .delete_student(principal(ctx).gql()?, id)
+            .await
+            .gql()
+            .map(|_| true)
     }
 
     /// Deletes a teacher (and their login) with no courses, sessions or audit entries;
@@ -280,28 +294,44 @@ impl LifecycleMutation {
     #[graphql(guard = "RoleGuard::admin()")]
     async fn delete_teacher(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let id = self::id("id", &id)?;
-        service(ctx).delete_teacher(id).await.gql().map(|_| true)
+        service(ctx)
+            .delete_teacher(principal(ctx).gql()?, id)
+            .await
+            .gql()
+            .map(|_| true)
     }
 
     /// Deletes a course that never held a session; otherwise CONFLICT `IN_USE`.
     #[graphql(guard = "RoleGuard::admin()")]
     async fn delete_course(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let id = self::id("id", &id)?;
-        service(ctx).delete_course(id).await.gql().map(|_| true)
+        service(ctx)
+            .delete_course(principal(ctx).gql()?, id)
+            .await
+            .gql()
+            .map(|_| true)
     }
 
     /// Deletes a section with no students or courses; otherwise CONFLICT `IN_USE`.
     #[graphql(guard = "RoleGuard::admin()")]
     async fn delete_section(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let id = self::id("id", &id)?;
-        service(ctx).delete_section(id).await.gql().map(|_| true)
+        service(ctx)
+            .delete_section(principal(ctx).gql()?, id)
+            .await
+            .gql()
+            .map(|_| true)
     }
 
     /// Deletes a dep-batch with no sections; otherwise CONFLICT `IN_USE`.
     #[graphql(guard = "RoleGuard::admin()")]
     async fn delete_dep_batch(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let id = self::id("id", &id)?;
-        service(ctx).delete_dep_batch(id).await.gql().map(|_| true)
+        service(ctx)
+            .delete_dep_batch(principal(ctx).gql()?, id)
+            .await
+            .gql()
+            .map(|_| true)
     }
 
     /// Deletes a device that never ran a session or uploaded a line; otherwise CONFLICT
@@ -309,7 +339,11 @@ impl LifecycleMutation {
     #[graphql(guard = "RoleGuard::admin()")]
     async fn delete_device(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let id = self::id("id", &id)?;
-        service(ctx).delete_device(id).await.gql().map(|_| true)
+        service(ctx)
+            .delete_device(principal(ctx).gql()?, id)
+            .await
+            .gql()
+            .map(|_| true)
     }
 
     /// Marks a student as departed (`false`) or back (`true`). A departed student keeps
@@ -323,7 +357,7 @@ impl LifecycleMutation {
         active: bool,
     ) -> async_graphql::Result<Student> {
         service(ctx)
-            .set_student_active(self::id("id", &id)?, active)
+            .set_student_active(principal(ctx).gql()?, self::id("id", &id)?, active)
             .await
             .gql()
             .map(Student)
@@ -379,7 +413,7 @@ impl LifecycleMutation {
         input: CreateAdminInput,
     ) -> async_graphql::Result<Viewer> {
         service(ctx)
-            .create_admin(&input.username, &input.password)
+            .create_admin(principal(ctx).gql()?, &input.username, &input.password)
             .await
             .gql()
             .map(Viewer)

@@ -184,7 +184,7 @@ impl CoreMutation {
     ) -> async_graphql::Result<DepBatch> {
         let service = ctx.data_unchecked::<Service>();
         service
-            .create_dep_batch(&input.dep, &input.batch)
+            .create_dep_batch(principal(ctx).gql()?, &input.dep, &input.batch)
             .await
             .gql()
             .map(DepBatch)
@@ -200,7 +200,7 @@ impl CoreMutation {
         let service = ctx.data_unchecked::<Service>();
         let dep_batch_id = id("depBatchId", &input.dep_batch_id)?;
         service
-            .create_section(&input.name, dep_batch_id)
+            .create_section(principal(ctx).gql()?, &input.name, dep_batch_id)
             .await
             .gql()
             .map(Section)
@@ -220,7 +220,11 @@ impl CoreMutation {
             last_name: input.last_name,
             section_id: id("sectionId", &input.section_id)?,
         };
-        service.create_student(new).await.gql().map(Student)
+        service
+            .create_student(principal(ctx).gql()?, new)
+            .await
+            .gql()
+            .map(Student)
     }
 
     /// Updates a student.
@@ -243,7 +247,7 @@ impl CoreMutation {
                 .transpose()?,
         };
         service
-            .update_student(student_id, changes)
+            .update_student(principal(ctx).gql()?, student_id, changes)
             .await
             .gql()
             .map(Student)
@@ -264,7 +268,11 @@ impl CoreMutation {
             username: input.username,
             password: input.password,
         };
-        service.create_teacher(new).await.gql().map(Teacher)
+        service
+            .create_teacher(principal(ctx).gql()?, new)
+            .await
+            .gql()
+            .map(Teacher)
     }
 
     /// Activates or deactivates a login account. Deactivation ends every token of the
@@ -278,7 +286,7 @@ impl CoreMutation {
     ) -> async_graphql::Result<Viewer> {
         let service = ctx.data_unchecked::<Service>();
         service
-            .set_user_active(id("userId", &user_id)?, active)
+            .set_user_active(principal(ctx).gql()?, id("userId", &user_id)?, active)
             .await
             .gql()
             .map(Viewer)
@@ -302,7 +310,11 @@ impl CoreMutation {
                 .map(|s| id("sectionIds", s))
                 .collect::<async_graphql::Result<_>>()?,
         };
-        service.create_course(new).await.gql().map(Course)
+        service
+            .create_course(principal(ctx).gql()?, new)
+            .await
+            .gql()
+            .map(Course)
     }
 
     /// Registers a device; the API key is returned only here.
@@ -314,7 +326,11 @@ impl CoreMutation {
     ) -> async_graphql::Result<DeviceRegistration> {
         let service = ctx.data_unchecked::<Service>();
         let issued = service
-            .register_device(&input.device_id, input.name.as_deref())
+            .register_device(
+                principal(ctx).gql()?,
+                &input.device_id,
+                input.name.as_deref(),
+            )
             .await
             .gql()?;
         Ok(DeviceRegistration {
@@ -328,7 +344,7 @@ impl CoreMutation {
     async fn revoke_device(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Device> {
         let service = ctx.data_unchecked::<Service>();
         service
-            .revoke_device(self::id("id", &id)?)
+            .revoke_device(principal(ctx).gql()?, self::id("id", &id)?)
             .await
             .gql()
             .map(Device)
@@ -343,7 +359,7 @@ impl CoreMutation {
     ) -> async_graphql::Result<DeviceRegistration> {
         let service = ctx.data_unchecked::<Service>();
         let issued = service
-            .rotate_device_key(self::id("id", &id)?)
+            .rotate_device_key(principal(ctx).gql()?, self::id("id", &id)?)
             .await
             .gql()?;
         Ok(DeviceRegistration {

@@ -98,7 +98,7 @@ impl CoreQuery {
         };
         let result = ctx
             .data_unchecked::<Service>()
-            .students(&filter, page)
+            .students(principal(ctx).gql()?, &filter, page)
             .await
             .gql()?;
         Ok(connection(
@@ -115,7 +115,7 @@ impl CoreQuery {
         let id = parse_id("id", &id).gql()?;
         Ok(ctx
             .data_unchecked::<Service>()
-            .student(id)
+            .student(principal(ctx).gql()?, id)
             .await
             .gql()?
             .map(Student))
@@ -136,7 +136,7 @@ impl CoreQuery {
         let page = PageRequest::new(first, after.as_deref()).gql()?;
         let result = ctx
             .data_unchecked::<Service>()
-            .teachers(search.as_deref(), page)
+            .teachers(principal(ctx).gql()?, search.as_deref(), page)
             .await
             .gql()?;
         Ok(connection(
@@ -153,7 +153,7 @@ impl CoreQuery {
         let id = parse_id("id", &id).gql()?;
         Ok(ctx
             .data_unchecked::<Service>()
-            .teacher(id)
+            .teacher(principal(ctx).gql()?, id)
             .await
             .gql()?
             .map(Teacher))
@@ -162,7 +162,11 @@ impl CoreQuery {
     /// Every dep-batch.
     #[graphql(guard = "RoleGuard::people()")]
     async fn dep_batches(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<DepBatch>> {
-        let rows = ctx.data_unchecked::<Service>().dep_batches().await.gql()?;
+        let rows = ctx
+            .data_unchecked::<Service>()
+            .dep_batches(principal(ctx).gql()?)
+            .await
+            .gql()?;
         Ok(rows.into_iter().map(DepBatch).collect())
     }
 
@@ -176,7 +180,7 @@ impl CoreQuery {
         let dep_batch_id = optional_id("depBatchId", dep_batch_id)?;
         let rows = ctx
             .data_unchecked::<Service>()
-            .sections(dep_batch_id)
+            .sections(principal(ctx).gql()?, dep_batch_id)
             .await
             .gql()?;
         Ok(rows.into_iter().map(Section).collect())
@@ -198,7 +202,7 @@ impl CoreQuery {
         let teacher_id = optional_id("teacherId", teacher_id)?;
         let result = ctx
             .data_unchecked::<Service>()
-            .courses(teacher_id, page)
+            .courses(principal(ctx).gql()?, teacher_id, page)
             .await
             .gql()?;
         Ok(connection(
@@ -215,7 +219,7 @@ impl CoreQuery {
         let id = parse_id("id", &id).gql()?;
         Ok(ctx
             .data_unchecked::<Service>()
-            .course(id)
+            .course(principal(ctx).gql()?, id)
             .await
             .gql()?
             .map(Course))
@@ -224,7 +228,11 @@ impl CoreQuery {
     /// Every registered device (admins only).
     #[graphql(guard = "RoleGuard::admin()")]
     async fn devices(&self, ctx: &Context<'_>) -> async_graphql::Result<PlainList<Device>> {
-        let rows = ctx.data_unchecked::<Service>().devices().await.gql()?;
+        let rows = ctx
+            .data_unchecked::<Service>()
+            .devices(principal(ctx).gql()?)
+            .await
+            .gql()?;
         Ok(rows.into_iter().map(Device).collect())
     }
 

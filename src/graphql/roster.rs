@@ -202,7 +202,7 @@ impl RosterMutation {
         let text = String::from_utf8(upload.content.to_vec())
             .map_err(|_| AppError::invalid("file", "is not UTF-8 text").into_graphql())?;
         service
-            .import_students(&text, &|_, _| {})
+            .import_students(principal(ctx).gql()?, &text, &|_, _| {})
             .await
             .gql()
             .map(ImportResult::from)

@@ -287,7 +287,7 @@ impl TimetableQuery {
     /// Every term, in date order.
     #[graphql(guard = "RoleGuard::people()")]
     async fn terms(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Term>> {
-        let terms = service(ctx).terms().await.gql()?;
+        let terms = service(ctx).terms(principal(ctx).gql()?).await.gql()?;
         Ok(terms.into_iter().map(Term).collect())
     }
 

@@ -50,7 +50,7 @@ pub async fn device_principal(state: &AppState, bearer: &MaybeBearer) -> AppResu
     let principal = bearer_principal(state, bearer).await?;
     match principal {
         Principal::Device { .. } => Ok(principal),
-        Principal::User { .. } => Err(AppError::Forbidden),
+        Principal::User { .. } | Principal::System => Err(AppError::Forbidden),
     }
 }
 

@@ -1,6 +1,7 @@
-//! Who may do what: the ownership rules every transport shares. Roles gate whole fields in
-//! GraphQL (guards); everything that depends on *which* row is decided here, once, and the
-//! service methods call it themselves, so no rule relies on a guard it cannot see.
+//! Who may do what, for every transport: each service method that acts for someone takes
+//! the actor (a person, a device, or [`Principal::System`] for the server and the CLI) and
+//! checks it here first, so no rule relies on a guard it cannot see. GraphQL's role guards
+//! are only a first gate that answers early; this is the rule.
 
 use sea_orm::ColumnTrait;
 use sea_orm::sea_query::{Expr, ExprTrait, Query, SimpleExpr};
@@ -36,7 +37,17 @@ pub fn owns(actor: &Principal, teacher_id: i32) -> bool {
     actor.is_admin() || actor.teacher_id() == Some(teacher_id)
 }
 
-/// Admins only.
+/// People (admins and teachers), and the system: who may read the directory. Devices read
+/// nothing.
+pub fn require_person(actor: &Principal) -> AppResult<()> {
+    if actor.is_admin() || actor.teacher_id().is_some() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden)
+    }
+}
+
+/// Admins only (and the system, which acts with their rights).
 pub fn require_admin(actor: &Principal) -> AppResult<()> {
     if actor.is_admin() {
         Ok(())

@@ -194,7 +194,11 @@ impl TestApp {
         let db = Arc::new(TestDb::create(backend).await);
         let app = Self::start(backend, db, Clock::system(), change).await;
         app.service
-            .create_admin(ADMIN_USER, ADMIN_PASSWORD)
+            .create_admin(
+                &attendance::auth::Principal::System,
+                ADMIN_USER,
+                ADMIN_PASSWORD,
+            )
             .await
             .expect("create admin");
         app
@@ -209,7 +213,11 @@ impl TestApp {
         let db = Arc::new(TestDb::create(backend).await);
         let app = Self::start(backend, db, clock, change).await;
         app.service
-            .create_admin(ADMIN_USER, ADMIN_PASSWORD)
+            .create_admin(
+                &attendance::auth::Principal::System,
+                ADMIN_USER,
+                ADMIN_PASSWORD,
+            )
             .await
             .expect("create admin");
         app

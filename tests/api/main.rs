@@ -26,6 +26,7 @@ mod roles;
 mod roster;
 mod scaleout;
 mod schema;
+mod service_roles;
 mod time;
 mod timetable;
 mod warnings;

@@ -15,6 +15,7 @@ use sea_orm::{
 use crate::auth::{Principal, Role, password};
 use crate::entities::{UserRole, refresh_token, user};
 use crate::error::{AppError, AppResult, Reason};
+use crate::service::access;
 use crate::service::accounts::auth::{check_password, invalid_credentials};
 use crate::service::accounts::limiter::Attempt;
 use crate::service::sql::{conflict_on, paginate, write_transaction};
@@ -22,7 +23,13 @@ use crate::service::{Page, PageRequest, Service, now};
 
 impl Service {
     /// Creates an admin account; a taken username is CONFLICT naming `username`.
-    pub async fn create_admin(&self, username: &str, password: &str) -> AppResult<user::Model> {
+    pub async fn create_admin(
+        &self,
+        actor: &Principal,
+        username: &str,
+        password: &str,
+    ) -> AppResult<user::Model> {
+        access::require_admin(actor)?;
         let username = crate::service::code_text("username", username)?;
         check_password("password", password)?;
         let hash = password::hash(password.to_owned()).await?;
@@ -44,16 +51,18 @@ impl Service {
     /// existing admin of that name (and re-activates it), for whoever holds the server.
     pub async fn create_or_reset_admin(
         &self,
+        actor: &Principal,
         username: &str,
         password: &str,
     ) -> AppResult<user::Model> {
+        access::require_admin(actor)?;
         let name = crate::service::code_text("username", username)?;
         let existing = user::Entity::find()
             .filter(user::Column::Username.eq(name.as_str()))
             .one(&self.db)
             .await?;
         match existing {
-            None => self.create_admin(&name, password).await,
+            None => self.create_admin(actor, &name, password).await,
             Some(user) if user.role == UserRole::Admin => {
                 check_password("password", password)?;
                 let hash = password::hash(password.to_owned()).await?;
@@ -85,7 +94,10 @@ impl Service {
             return Ok(None);
         }
         let password = crate::auth::random_token(12);
-        match self.create_admin("admin", &password).await {
+        match self
+            .create_admin(&Principal::System, "admin", &password)
+            .await
+        {
             Ok(_) => Ok(Some(("admin".into(), password))),
             // Another process created it first.
             Err(AppError::Duplicate { .. }) => Ok(None),
@@ -101,7 +113,7 @@ impl Service {
         role: Option<Role>,
         page: PageRequest,
     ) -> AppResult<Page<user::Model>> {
-        crate::service::access::require_admin(actor)?;
+        access::require_admin(actor)?;
         let query = user::Entity::find().apply_if(role, |q, role| match role {
             Role::Admin => q.filter(user::Column::Role.eq(UserRole::Admin)),
             Role::Teacher => q.filter(user::Column::Role.eq(UserRole::Teacher)),
@@ -114,7 +126,13 @@ impl Service {
     /// Activates or deactivates an account. Deactivation ends every token of the account at
     /// once, so even after re-activation only a new login works. The last active admin
     /// cannot be deactivated (CONFLICT `LAST_ADMIN`): nobody could manage the school.
-    pub async fn set_user_active(&self, user_id: i32, active: bool) -> AppResult<user::Model> {
+    pub async fn set_user_active(
+        &self,
+        actor: &Principal,
+        user_id: i32,
+        active: bool,
+    ) -> AppResult<user::Model> {
+        access::require_admin(actor)?;
         let txn = self.writer.begin_with_options(write_transaction()).await?;
         let existing = user::Entity::find_by_id(user_id)
             .one(&txn)
@@ -185,7 +203,7 @@ impl Service {
     /// Sets any account's password (admins only), ending its tokens and clearing its
     /// failed-login count.
     pub async fn set_password(&self, actor: &Principal, user_id: i32, new: &str) -> AppResult<()> {
-        crate::service::access::require_admin(actor)?;
+        access::require_admin(actor)?;
         check_password("newPassword", new)?;
         let account = user::Entity::find_by_id(user_id)
             .one(&self.db)

@@ -11,11 +11,13 @@ use sea_orm::{
     TransactionTrait,
 };
 
+use crate::auth::Principal;
 use crate::auth::{fast_hash, new_device_key, password};
 use crate::entities::{
     UserRole, course, course_section, dep_batch, device, section, student, teacher, user,
 };
 use crate::error::{AppError, AppResult, Reason};
+use crate::service::access;
 use crate::service::accounts::auth::check_password;
 use crate::service::sql::{conflict_on, on_unique_violation, paginate, write_transaction};
 use crate::service::{Page, PageRequest, Service, code_text, now, required_text};
@@ -121,7 +123,8 @@ pub struct IssuedDeviceKey {
 
 impl Service {
     /// Every dep-batch.
-    pub async fn dep_batches(&self) -> AppResult<Vec<dep_batch::Model>> {
+    pub async fn dep_batches(&self, actor: &Principal) -> AppResult<Vec<dep_batch::Model>> {
+        access::require_person(actor)?;
         Ok(dep_batch::Entity::find()
             .order_by_asc(dep_batch::Column::Id)
             .all(&self.db)
@@ -129,7 +132,13 @@ impl Service {
     }
 
     /// Creates a dep-batch; the (dep, batch) pair is unique.
-    pub async fn create_dep_batch(&self, dep: &str, batch: &str) -> AppResult<dep_batch::Model> {
+    pub async fn create_dep_batch(
+        &self,
+        actor: &Principal,
+        dep: &str,
+        batch: &str,
+    ) -> AppResult<dep_batch::Model> {
+        access::require_admin(actor)?;
         let dep = required_text("dep", dep, 200)?;
         let batch = required_text("batch", batch, 64)?;
         dep_batch::ActiveModel {
@@ -145,10 +154,12 @@ impl Service {
     /// Corrects a dep-batch's department or intake.
     pub async fn update_dep_batch(
         &self,
+        actor: &Principal,
         id: i32,
         dep: Option<&str>,
         batch: Option<&str>,
     ) -> AppResult<dep_batch::Model> {
+        access::require_admin(actor)?;
         let existing = dep_batch::Entity::find_by_id(id)
             .one(&self.db)
             .await?
@@ -169,7 +180,12 @@ impl Service {
     }
 
     /// Every section, or those of one dep-batch.
-    pub async fn sections(&self, dep_batch_id: Option<i32>) -> AppResult<Vec<section::Model>> {
+    pub async fn sections(
+        &self,
+        actor: &Principal,
+        dep_batch_id: Option<i32>,
+    ) -> AppResult<Vec<section::Model>> {
+        access::require_person(actor)?;
         let mut query = section::Entity::find().order_by_asc(section::Column::Id);
         if let Some(id) = dep_batch_id {
             query = query.filter(section::Column::DepBatchId.eq(id));
@@ -178,7 +194,13 @@ impl Service {
     }
 
     /// Creates a section in a dep-batch; names are unique within a dep-batch.
-    pub async fn create_section(&self, name: &str, dep_batch_id: i32) -> AppResult<section::Model> {
+    pub async fn create_section(
+        &self,
+        actor: &Principal,
+        name: &str,
+        dep_batch_id: i32,
+    ) -> AppResult<section::Model> {
+        access::require_admin(actor)?;
         let name = required_text("name", name, 100)?;
         self.require_dep_batch("depBatchId", dep_batch_id).await?;
         section::ActiveModel {
@@ -194,10 +216,12 @@ impl Service {
     /// Renames a section or moves it to another dep-batch.
     pub async fn update_section(
         &self,
+        actor: &Principal,
         id: i32,
         name: Option<&str>,
         dep_batch_id: Option<i32>,
     ) -> AppResult<section::Model> {
+        access::require_admin(actor)?;
         let existing = section::Entity::find_by_id(id)
             .one(&self.db)
             .await?
@@ -232,9 +256,11 @@ impl Service {
     /// One page of students matching `filter`.
     pub async fn students(
         &self,
+        actor: &Principal,
         filter: &StudentFilter,
         page: PageRequest,
     ) -> AppResult<Page<student::Model>> {
+        access::require_person(actor)?;
         let mut query = student::Entity::find();
         if let Some(section_id) = filter.section_id {
             query = query.filter(student::Column::SectionId.eq(section_id));
@@ -260,13 +286,24 @@ impl Service {
         paginate(&self.db, query, student::Column::Id, page).await
     }
 
-    /// One student by id.
-    pub async fn student(&self, id: i32) -> AppResult<Option<student::Model>> {
+    /// One student, for a caller who may read the directory.
+    pub async fn student(&self, actor: &Principal, id: i32) -> AppResult<Option<student::Model>> {
+        access::require_person(actor)?;
+        self.student_row(id).await
+    }
+
+    /// One student by id, for a rule that has already checked its caller.
+    pub(crate) async fn student_row(&self, id: i32) -> AppResult<Option<student::Model>> {
         Ok(student::Entity::find_by_id(id).one(&self.db).await?)
     }
 
     /// Creates a student.
-    pub async fn create_student(&self, input: NewStudent) -> AppResult<student::Model> {
+    pub async fn create_student(
+        &self,
+        actor: &Principal,
+        input: NewStudent,
+    ) -> AppResult<student::Model> {
+        access::require_admin(actor)?;
         let code = code_text("studentCode", &input.student_code)?;
         let first_name = required_text("firstName", &input.first_name, 100)?;
         let last_name = required_text("lastName", &input.last_name, 100)?;
@@ -290,11 +327,13 @@ impl Service {
     /// Updates a student; moving them to another section restarts their enrolment there.
     pub async fn update_student(
         &self,
+        actor: &Principal,
         id: i32,
         changes: StudentChanges,
     ) -> AppResult<student::Model> {
+        access::require_admin(actor)?;
         let existing = self
-            .student(id)
+            .student_row(id)
             .await?
             .ok_or(AppError::NotFound("student"))?;
         let mut active: student::ActiveModel = existing.clone().into();
@@ -328,9 +367,15 @@ impl Service {
     /// Marks a student as departed (`false`) or back (`true`). A departed student keeps
     /// every record, is not marked absent by sessions that close from now on, and their
     /// scans are refused (`STUDENT_INACTIVE`) on every path: the scan rule checks the flag.
-    pub async fn set_student_active(&self, id: i32, active: bool) -> AppResult<student::Model> {
+    pub async fn set_student_active(
+        &self,
+        actor: &Principal,
+        id: i32,
+        active: bool,
+    ) -> AppResult<student::Model> {
+        access::require_admin(actor)?;
         let existing = self
-            .student(id)
+            .student_row(id)
             .await?
             .ok_or(AppError::NotFound("student"))?;
         let mut changes: student::ActiveModel = existing.clone().into();
@@ -341,9 +386,11 @@ impl Service {
     /// One page of teachers, optionally matching a search on code or names.
     pub async fn teachers(
         &self,
+        actor: &Principal,
         search: Option<&str>,
         page: PageRequest,
     ) -> AppResult<Page<teacher::Model>> {
+        access::require_person(actor)?;
         let mut query = teacher::Entity::find();
         if let Some(search) = search.map(str::trim).filter(|s| !s.is_empty()) {
             query = query.filter(matches_any(
@@ -358,13 +405,24 @@ impl Service {
         paginate(&self.db, query, teacher::Column::Id, page).await
     }
 
-    /// One teacher by id.
-    pub async fn teacher(&self, id: i32) -> AppResult<Option<teacher::Model>> {
+    /// One teacher, for a caller who may read the directory.
+    pub async fn teacher(&self, actor: &Principal, id: i32) -> AppResult<Option<teacher::Model>> {
+        access::require_person(actor)?;
+        self.teacher_row(id).await
+    }
+
+    /// One teacher by id, for a rule that has already checked its caller.
+    pub(crate) async fn teacher_row(&self, id: i32) -> AppResult<Option<teacher::Model>> {
         Ok(teacher::Entity::find_by_id(id).one(&self.db).await?)
     }
 
     /// Creates a teacher together with their login account, in one transaction.
-    pub async fn create_teacher(&self, input: NewTeacher) -> AppResult<teacher::Model> {
+    pub async fn create_teacher(
+        &self,
+        actor: &Principal,
+        input: NewTeacher,
+    ) -> AppResult<teacher::Model> {
+        access::require_admin(actor)?;
         let code = code_text("teacherCode", &input.teacher_code)?;
         let first_name = required_text("firstName", &input.first_name, 100)?;
         let last_name = required_text("lastName", &input.last_name, 100)?;
@@ -400,11 +458,13 @@ impl Service {
     /// Corrects a teacher's code or names.
     pub async fn update_teacher(
         &self,
+        actor: &Principal,
         id: i32,
         changes: TeacherChanges,
     ) -> AppResult<teacher::Model> {
+        access::require_admin(actor)?;
         let existing = self
-            .teacher(id)
+            .teacher_row(id)
             .await?
             .ok_or(AppError::NotFound("teacher"))?;
         let mut active: teacher::ActiveModel = existing.clone().into();
@@ -431,9 +491,11 @@ impl Service {
     /// One page of courses; `teacher_id` narrows to one teacher's.
     pub async fn courses(
         &self,
+        actor: &Principal,
         teacher_id: Option<i32>,
         page: PageRequest,
     ) -> AppResult<Page<course::Model>> {
+        access::require_person(actor)?;
         let mut query = course::Entity::find();
         if let Some(teacher_id) = teacher_id {
             query = query.filter(course::Column::TeacherId.eq(teacher_id));
@@ -441,13 +503,24 @@ impl Service {
         paginate(&self.db, query, course::Column::Id, page).await
     }
 
-    /// One course by id.
-    pub async fn course(&self, id: i32) -> AppResult<Option<course::Model>> {
+    /// One course, for a caller who may read the directory.
+    pub async fn course(&self, actor: &Principal, id: i32) -> AppResult<Option<course::Model>> {
+        access::require_person(actor)?;
+        self.course_row(id).await
+    }
+
+    /// One course by id, for a rule that has already checked its caller.
+    pub(crate) async fn course_row(&self, id: i32) -> AppResult<Option<course::Model>> {
         Ok(course::Entity::find_by_id(id).one(&self.db).await?)
     }
 
     /// Creates a course taught by a teacher to one or more sections, in one transaction.
-    pub async fn create_course(&self, input: NewCourse) -> AppResult<course::Model> {
+    pub async fn create_course(
+        &self,
+        actor: &Principal,
+        input: NewCourse,
+    ) -> AppResult<course::Model> {
+        access::require_admin(actor)?;
         let name = required_text("name", &input.name, 200)?;
         let code = code_text("code", &input.code)?;
         let section_ids = self.require_sections(&input.section_ids).await?;
@@ -477,8 +550,17 @@ impl Service {
     /// Corrects a course: its name, code, teacher or sections. Sessions already held keep
     /// their records; new sections are expected (and removed ones no longer) in sessions that
     /// close from now on.
-    pub async fn update_course(&self, id: i32, changes: CourseChanges) -> AppResult<course::Model> {
-        let existing = self.course(id).await?.ok_or(AppError::NotFound("course"))?;
+    pub async fn update_course(
+        &self,
+        actor: &Principal,
+        id: i32,
+        changes: CourseChanges,
+    ) -> AppResult<course::Model> {
+        access::require_admin(actor)?;
+        let existing = self
+            .course_row(id)
+            .await?
+            .ok_or(AppError::NotFound("course"))?;
         let mut active: course::ActiveModel = existing.clone().into();
         if let Some(name) = changes.name {
             active.name = Set(required_text("name", &name, 200)?);
@@ -537,7 +619,7 @@ impl Service {
     }
 
     async fn require_teacher(&self, field: &str, id: i32) -> AppResult<teacher::Model> {
-        self.teacher(id)
+        self.teacher_row(id)
             .await?
             .ok_or_else(|| AppError::invalid(field, "no teacher has this id"))
     }
@@ -565,7 +647,8 @@ impl Service {
     }
 
     /// Every device, in registration order.
-    pub async fn devices(&self) -> AppResult<Vec<device::Model>> {
+    pub async fn devices(&self, actor: &Principal) -> AppResult<Vec<device::Model>> {
+        access::require_admin(actor)?;
         Ok(device::Entity::find()
             .order_by_asc(device::Column::Id)
             .all(&self.db)
@@ -575,9 +658,11 @@ impl Service {
     /// Registers a terminal and returns its API key, which is shown only this once.
     pub async fn register_device(
         &self,
+        actor: &Principal,
         device_code: &str,
         name: Option<&str>,
     ) -> AppResult<IssuedDeviceKey> {
+        access::require_admin(actor)?;
         let code = code_text("deviceId", device_code)?;
         let name = match name {
             Some(name) => required_text("name", name, 200)?,
@@ -600,7 +685,13 @@ impl Service {
     }
 
     /// Renames a device; its code, key and sessions stay as they are.
-    pub async fn update_device(&self, id: i32, name: Option<&str>) -> AppResult<device::Model> {
+    pub async fn update_device(
+        &self,
+        actor: &Principal,
+        id: i32,
+        name: Option<&str>,
+    ) -> AppResult<device::Model> {
+        access::require_admin(actor)?;
         let existing = device::Entity::find_by_id(id)
             .one(&self.db)
             .await?
@@ -613,7 +704,8 @@ impl Service {
     }
 
     /// Revokes a device: its key stops working at once and it cannot open sessions.
-    pub async fn revoke_device(&self, id: i32) -> AppResult<device::Model> {
+    pub async fn revoke_device(&self, actor: &Principal, id: i32) -> AppResult<device::Model> {
+        access::require_admin(actor)?;
         let existing = device::Entity::find_by_id(id)
             .one(&self.db)
             .await?
@@ -626,7 +718,12 @@ impl Service {
     }
 
     /// Gives a device a new key (re-activating it); the old key stops working at once.
-    pub async fn rotate_device_key(&self, id: i32) -> AppResult<IssuedDeviceKey> {
+    pub async fn rotate_device_key(
+        &self,
+        actor: &Principal,
+        id: i32,
+    ) -> AppResult<IssuedDeviceKey> {
+        access::require_admin(actor)?;
         let existing = device::Entity::find_by_id(id)
             .one(&self.db)
             .await?

@@ -4,6 +4,8 @@
 //! Each kind of row lists its dependents once, below; the check and the delete are one
 //! statement, so nothing written between them can be taken along.
 
+use crate::auth::Principal;
+use crate::service::access;
 use sea_orm::{ConnectionTrait, DbErr, SqlErr};
 
 use crate::error::{AppError, AppResult, Reason};
@@ -106,7 +108,8 @@ const LINES_OF_DEVICE: Dependent = dependent(
 impl Service {
     /// Deletes a student nothing refers to; one with records or audit entries is `IN_USE`
     /// (set them inactive instead).
-    pub async fn delete_student(&self, id: i32) -> AppResult<()> {
+    pub async fn delete_student(&self, actor: &Principal, id: i32) -> AppResult<()> {
+        access::require_admin(actor)?;
         self.delete_unless_used(
             "student",
             id,
@@ -122,7 +125,8 @@ impl Service {
 
     /// Deletes a teacher, and their login, when they teach no course, ran no session and
     /// wrote no audit entry.
-    pub async fn delete_teacher(&self, id: i32) -> AppResult<()> {
+    pub async fn delete_teacher(&self, actor: &Principal, id: i32) -> AppResult<()> {
+        access::require_admin(actor)?;
         self.delete_unless_used(
             "teacher",
             id,
@@ -138,7 +142,8 @@ impl Service {
     }
 
     /// Deletes a course that never held a session and has no timetable slot.
-    pub async fn delete_course(&self, id: i32) -> AppResult<()> {
+    pub async fn delete_course(&self, actor: &Principal, id: i32) -> AppResult<()> {
+        access::require_admin(actor)?;
         self.delete_unless_used(
             "course",
             id,
@@ -153,20 +158,23 @@ impl Service {
     }
 
     /// Deletes a section with no students and no courses.
-    pub async fn delete_section(&self, id: i32) -> AppResult<()> {
+    pub async fn delete_section(&self, actor: &Principal, id: i32) -> AppResult<()> {
+        access::require_admin(actor)?;
         self.delete_unless_used("section", id, &[STUDENTS_OF_SECTION, COURSES_OF_SECTION])
             .await
     }
 
     /// Deletes a dep-batch with no sections.
-    pub async fn delete_dep_batch(&self, id: i32) -> AppResult<()> {
+    pub async fn delete_dep_batch(&self, actor: &Principal, id: i32) -> AppResult<()> {
+        access::require_admin(actor)?;
         self.delete_unless_used("dep_batch", id, &[SECTIONS_OF_DEP_BATCH])
             .await
     }
 
     /// Deletes a device that never ran a session, uploaded a line or had a timetable slot;
     /// its key stops working.
-    pub async fn delete_device(&self, id: i32) -> AppResult<()> {
+    pub async fn delete_device(&self, actor: &Principal, id: i32) -> AppResult<()> {
+        access::require_admin(actor)?;
         self.delete_unless_used(
             "device",
             id,

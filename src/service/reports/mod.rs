@@ -12,6 +12,7 @@ use sea_orm::{
 use crate::auth::Principal;
 use crate::entities::{course, student};
 use crate::error::{AppError, AppResult};
+use crate::service::access;
 use crate::service::roll_call::records::{STUDENT_COLUMNS, student_at, student_select};
 use crate::service::sql::{statement, write_transaction};
 use crate::service::{Service, code_text, required_text};
@@ -138,9 +139,11 @@ impl Service {
     /// Importing the same file again changes nothing. `progress` hears (rows done, total).
     pub async fn import_students(
         &self,
+        actor: &Principal,
         text: &str,
         progress: &(dyn Fn(usize, usize) + Send + Sync),
     ) -> AppResult<ImportOutcome> {
+        access::require_admin(actor)?;
         let records = match parse_csv(text) {
             Ok(records) => records,
             Err(bad) => return Ok(ImportOutcome::Rejected(vec![bad])),
@@ -360,7 +363,7 @@ impl Service {
         course_id: i32,
     ) -> AppResult<course::Model> {
         let course = self
-            .course(course_id)
+            .course_row(course_id)
             .await?
             .ok_or(AppError::NotFound("course"))?;
         crate::service::access::require_course(actor, &course)?;

@@ -101,7 +101,7 @@ impl Service {
         let user_id = actor.user_id().ok_or(AppError::Forbidden)?;
         let course = match input.course_id {
             Some(course_id) => Some(
-                self.course(course_id)
+                self.course_row(course_id)
                     .await?
                     .ok_or_else(|| AppError::invalid("courseId", "no course has this id"))?,
             ),
@@ -226,7 +226,10 @@ impl Service {
             .ok_or(AppError::NotFound("excuse"))?;
         if access::scope(actor)? != Scope::All {
             let course_id = existing.course_id.ok_or(AppError::Forbidden)?;
-            let course = self.course(course_id).await?.ok_or(AppError::Forbidden)?;
+            let course = self
+                .course_row(course_id)
+                .await?
+                .ok_or(AppError::Forbidden)?;
             if !access::owns(actor, course.teacher_id) {
                 return Err(AppError::Forbidden);
             }
@@ -354,7 +357,7 @@ impl Service {
     ) -> AppResult<Vec<CourseAttendance>> {
         let scope = access::scope(actor)?;
         let student = self
-            .student(student_id)
+            .student_row(student_id)
             .await?
             .ok_or(AppError::NotFound("student"))?;
         let backend = self.db.get_database_backend();

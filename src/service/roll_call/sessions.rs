@@ -5,12 +5,12 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use futures_util::StreamExt;
 use sea_orm::{
-    ColumnTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, Statement, TransactionTrait,
+    ColumnTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, QueryTrait,
+    Statement, TransactionTrait,
 };
 
 use crate::auth::Principal;
-use crate::entities::{attendance_record, attendance_session, course, device, teacher};
+use crate::entities::{attendance_session, device, teacher};
 use crate::error::{AppError, AppResult, Reason, is_transient_conflict};
 use crate::events::{EventKind, SessionEvent};
 use crate::service::access::{self, Scope};
@@ -61,7 +61,7 @@ impl Service {
         input: NewSession,
     ) -> AppResult<attendance_session::Model> {
         let course = self
-            .course(input.course_id)
+            .course_row(input.course_id)
             .await?
             .ok_or(AppError::NotFound("course"))?;
         let created_by = match access::scope(actor)? {
@@ -133,7 +133,7 @@ impl Service {
             if stale.closes_at > at {
                 return Err(device_busy());
             }
-            self.close_session_as_system(stale.id).await?;
+            self.close_session(&Principal::System, stale.id).await?;
         }
 
         session::open(
@@ -188,31 +188,11 @@ impl Service {
         paginate(&self.db, query, Column::Id, page).await
     }
 
-    /// Every record of a session, in id order.
-    pub async fn session_records(
-        &self,
-        session_id: i32,
-    ) -> AppResult<Vec<attendance_record::Model>> {
-        Ok(attendance_record::Entity::find()
-            .filter(attendance_record::Column::SessionId.eq(session_id))
-            .order_by_asc(attendance_record::Column::Id)
-            .all(&self.db)
-            .await?)
-    }
-
-    /// Closes a session on behalf of its teacher or an admin.
+    /// Closes a session on behalf of its teacher, an admin, or the system (sessions past
+    /// their end, and a stale session in the way of a new one).
     pub async fn close_session(&self, actor: &Principal, id: i32) -> AppResult<Closed> {
         let session = self
             .session_for(actor, id)
-            .await?
-            .ok_or(AppError::NotFound("session"))?;
-        self.close(session).await
-    }
-
-    /// Closes a session for the server itself (the auto-closer).
-    pub async fn close_session_as_system(&self, id: i32) -> AppResult<Closed> {
-        let session = attendance_session::Entity::find_by_id(id)
-            .one(&self.db)
             .await?
             .ok_or(AppError::NotFound("session"))?;
         self.close(session).await
@@ -308,7 +288,7 @@ impl Service {
         let parallel = session::parallel_writes(self.writer.get_database_backend());
         let closes = due.into_iter().map(|id| {
             let service = self.clone();
-            async move { service.close_session_as_system(id).await }
+            async move { service.close_session(&Principal::System, id).await }
         });
         let results: Vec<AppResult<Closed>> = futures_util::stream::iter(closes)
             .buffer_unordered(parallel)
@@ -321,13 +301,6 @@ impl Service {
             }
         }
         Ok(closed)
-    }
-
-    /// The course of a session (for ownership checks and objects).
-    pub async fn course_of(&self, session: &attendance_session::Model) -> AppResult<course::Model> {
-        self.course(session.course_id)
-            .await?
-            .ok_or(AppError::NotFound("course"))
     }
 }
 

@@ -35,7 +35,7 @@ impl Service {
     /// Imports slots into the term named `term` (its name, or its id). Every line is
     /// checked (course, device, weekday, times, and overlaps with live slots and with
     /// earlier lines) before anything is written; one bad line rejects the whole file
-    /// with every bad line and its reason. Admins only.
+    /// with every bad line and its reason. Admins (and the command line, as the system).
     pub async fn import_timetable(
         &self,
         actor: &Principal,
@@ -43,15 +43,6 @@ impl Service {
         text: &str,
     ) -> AppResult<ImportOutcome> {
         access::require_admin(actor)?;
-        self.import_timetable_as_operator(term, text).await
-    }
-
-    /// The command line's `import-timetable`, for whoever holds the server.
-    pub async fn import_timetable_as_operator(
-        &self,
-        term: &str,
-        text: &str,
-    ) -> AppResult<ImportOutcome> {
         let term = self.term_named(term).await?;
         let records = match parse_csv(text) {
             Ok(records) => records,

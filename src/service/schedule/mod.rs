@@ -137,7 +137,8 @@ pub struct TimetableFilter {
 
 impl Service {
     /// Every term, in date order.
-    pub async fn terms(&self) -> AppResult<Vec<term::Model>> {
+    pub async fn terms(&self, actor: &Principal) -> AppResult<Vec<term::Model>> {
+        access::require_person(actor)?;
         Ok(term::Entity::find()
             .order_by_asc(term::Column::StartsOn)
             .order_by_asc(term::Column::Id)
@@ -394,7 +395,7 @@ impl Service {
             return Err(AppError::invalid("endTime", "must be after the start time"));
         }
         let course = self
-            .course(course_id)
+            .course_row(course_id)
             .await?
             .ok_or_else(|| AppError::invalid("courseId", "no course has this id"))?;
         let term = term::Entity::find_by_id(term_id)
@@ -482,7 +483,7 @@ impl Service {
             .await?
             .ok_or(AppError::NotFound("schedule slot"))?;
         let course = self
-            .course(slot.course_id)
+            .course_row(slot.course_id)
             .await?
             .ok_or(AppError::NotFound("course"))?;
         if access::scope(actor)? != Scope::All {

@@ -82,12 +82,15 @@ async fn closing_runs_a_constant_number_of_statements(backend: Backend) {
 
     for n in 0..60 {
         app.service
-            .create_student(attendance::service::directory::NewStudent {
-                student_code: format!("BULK{n}"),
-                first_name: "B".into(),
-                last_name: "B".into(),
-                section_id: school.sections[n % 2].parse().unwrap(),
-            })
+            .create_student(
+                &attendance::auth::Principal::System,
+                attendance::service::directory::NewStudent {
+                    student_code: format!("BULK{n}"),
+                    first_name: "B".into(),
+                    last_name: "B".into(),
+                    section_id: school.sections[n % 2].parse().unwrap(),
+                },
+            )
             .await
             .unwrap();
     }

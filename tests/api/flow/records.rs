@@ -242,12 +242,15 @@ async fn a_session_page_of_500_records_runs_constant_statements(backend: Backend
 
     for n in 0..496 {
         app.service
-            .create_student(attendance::service::directory::NewStudent {
-                student_code: format!("P{n:04}"),
-                first_name: "P".into(),
-                last_name: "P".into(),
-                section_id: school.sections[n % 2].parse().unwrap(),
-            })
+            .create_student(
+                &attendance::auth::Principal::System,
+                attendance::service::directory::NewStudent {
+                    student_code: format!("P{n:04}"),
+                    first_name: "P".into(),
+                    last_name: "P".into(),
+                    section_id: school.sections[n % 2].parse().unwrap(),
+                },
+            )
             .await
             .unwrap();
     }
@@ -277,12 +280,15 @@ async fn record_and_session_pages_join_their_students_in_constant_statements(bac
 
     for n in 0..60 {
         app.service
-            .create_student(attendance::service::directory::NewStudent {
-                student_code: format!("J{n:04}"),
-                first_name: format!("J{n}"),
-                last_name: "J".into(),
-                section_id: school.sections[n % 2].parse().unwrap(),
-            })
+            .create_student(
+                &attendance::auth::Principal::System,
+                attendance::service::directory::NewStudent {
+                    student_code: format!("J{n:04}"),
+                    first_name: format!("J{n}"),
+                    last_name: "J".into(),
+                    section_id: school.sections[n % 2].parse().unwrap(),
+                },
+            )
             .await
             .unwrap();
     }

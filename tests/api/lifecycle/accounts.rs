@@ -386,7 +386,11 @@ async fn an_admin_reset_ends_the_accounts_access_tokens_at_once(backend: Backend
     assert!(deputy["createAdmin"]["id"].is_string());
     let (deputy_access, deputy_refresh) = pair(&app, "deputy", "deputy-pass-1").await;
     app.service
-        .create_or_reset_admin("deputy", "deputy-pass-2")
+        .create_or_reset_admin(
+            &attendance::auth::Principal::System,
+            "deputy",
+            "deputy-pass-2",
+        )
         .await
         .expect("reset from the command line");
     assert_eq!(me(&app, &deputy_access).await, "UNAUTHENTICATED");
