@@ -10,8 +10,7 @@ pub struct Model {
     pub id: i32,
     pub student_id: i32,
     pub course_id: i32,
-    /// `LOW_RATE` or `CONSECUTIVE_ABSENCES`.
-    pub kind: String,
+    pub kind: super::WarningKind,
     /// The student's rate in the course when it was raised (`None` without records).
     pub rate: Option<f64>,
     /// The sessions of the course the student had a record in.

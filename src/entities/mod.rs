@@ -56,6 +56,58 @@ impl AttendanceStatus {
     }
 }
 
+/// Where a webhook delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum DeliveryStatus {
+    /// Waiting to be sent (or sent again).
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    /// The receiver answered 2xx.
+    #[sea_orm(string_value = "delivered")]
+    Delivered,
+    /// Retried for 24 hours without success.
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    /// Its webhook was deleted before it was delivered.
+    #[sea_orm(string_value = "cancelled")]
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    /// The stored name, for statements that write or match it in SQL.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Which line an attendance warning crossed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum WarningKind {
+    /// The attendance rate fell below the rule's minimum.
+    #[sea_orm(string_value = "LOW_RATE")]
+    LowRate,
+    /// The student missed the rule's number of sessions in a row.
+    #[sea_orm(string_value = "CONSECUTIVE_ABSENCES")]
+    ConsecutiveAbsences,
+}
+
+impl WarningKind {
+    /// The stored name (also the API's enum value).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::LowRate => "LOW_RATE",
+            Self::ConsecutiveAbsences => "CONSECUTIVE_ABSENCES",
+        }
+    }
+}
+
 /// How a record came to be, so later rules can tell a scan from an automatic absence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
@@ -156,4 +208,28 @@ pub enum PunchOutcome {
     /// Stored with a large upload, to be judged right after the reply.
     #[sea_orm(string_value = "pending")]
     Pending,
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ActiveEnum, Iterable};
+
+    use super::*;
+
+    #[test]
+    fn stored_statuses_and_kinds_read_back_and_nothing_else_does() {
+        for status in DeliveryStatus::iter() {
+            let stored = status.to_value();
+            assert_eq!(stored, status.as_str());
+            assert_eq!(DeliveryStatus::try_from_value(&stored).unwrap(), status);
+        }
+        for kind in WarningKind::iter() {
+            let stored = kind.to_value();
+            assert_eq!(stored, kind.as_str());
+            assert_eq!(WarningKind::try_from_value(&stored).unwrap(), kind);
+        }
+        // No silent fallback: a value the code does not know is an error, not `Pending`.
+        assert!(DeliveryStatus::try_from_value(&"sent".to_owned()).is_err());
+        assert!(WarningKind::try_from_value(&"low_rate".to_owned()).is_err());
+    }
 }

@@ -14,8 +14,7 @@ pub struct Model {
     pub event_type: String,
     /// The JSON body, exactly as signed and sent.
     pub payload: String,
-    /// `pending`, `delivered`, `failed` or `cancelled`.
-    pub status: String,
+    pub status: super::DeliveryStatus,
     pub attempts: i32,
     pub created_at: DateTimeUtc,
     /// When the next attempt is due (`None` once settled).

@@ -78,10 +78,9 @@ impl AttendanceWarning {
             .map(Course)
     }
     async fn kind(&self) -> WarningKind {
-        if self.0.kind == crate::service::integrations::warnings::WarningKind::LowRate.as_str() {
-            WarningKind::LowRate
-        } else {
-            WarningKind::ConsecutiveAbsences
+        match self.0.kind {
+            crate::entities::WarningKind::LowRate => WarningKind::LowRate,
+            crate::entities::WarningKind::ConsecutiveAbsences => WarningKind::ConsecutiveAbsences,
         }
     }
     /// The student's rate in the course when it was raised.

@@ -1,5 +1,6 @@
 //! Webhooks and their delivery log over GraphQL (SPEC 8.4); admins only.
 
+use crate::entities::DeliveryStatus;
 use async_graphql::{Context, Enum, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 
@@ -10,7 +11,7 @@ use super::service;
 use crate::entities::{webhook, webhook_attempt};
 use crate::error::GqlResultExt;
 use crate::service::PageRequest;
-use crate::service::integrations::webhooks::{self as service_webhooks, DeliveryLog, delivery};
+use crate::service::integrations::webhooks::{self as service_webhooks, DeliveryLog};
 
 /// What a webhook can subscribe to.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
@@ -179,11 +180,11 @@ impl WebhookDelivery {
         &self.0.delivery.payload
     }
     async fn status(&self) -> WebhookDeliveryStatus {
-        match self.0.delivery.status.as_str() {
-            delivery::DELIVERED => WebhookDeliveryStatus::Delivered,
-            delivery::FAILED => WebhookDeliveryStatus::Failed,
-            delivery::CANCELLED => WebhookDeliveryStatus::Cancelled,
-            _ => WebhookDeliveryStatus::Pending,
+        match self.0.delivery.status {
+            DeliveryStatus::Pending => WebhookDeliveryStatus::Pending,
+            DeliveryStatus::Delivered => WebhookDeliveryStatus::Delivered,
+            DeliveryStatus::Failed => WebhookDeliveryStatus::Failed,
+            DeliveryStatus::Cancelled => WebhookDeliveryStatus::Cancelled,
         }
     }
     /// Attempts made so far.

@@ -157,7 +157,7 @@ pub(crate) async fn follow(
                 "warningId": w.id.to_string(),
                 "studentId": w.student_id.to_string(),
                 "courseId": w.course_id.to_string(),
-                "kind": w.kind,
+                "kind": w.kind.as_str(),
                 "rate": w.rate,
                 "sessions": w.sessions,
                 "consecutiveAbsences": w.consecutive_absences,

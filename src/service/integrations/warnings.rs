@@ -18,24 +18,7 @@ use crate::service::access::{self, Scope};
 use crate::service::sql::{paginate_newest_first, statement, write_transaction};
 use crate::service::{Page, PageRequest, Service};
 
-/// The kinds of warning, as stored and as named in the API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WarningKind {
-    /// The attendance rate fell below the rule's minimum.
-    LowRate,
-    /// The student missed the rule's number of sessions in a row.
-    ConsecutiveAbsences,
-}
-
-impl WarningKind {
-    /// The stored name (also the API's enum value).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::LowRate => "LOW_RATE",
-            Self::ConsecutiveAbsences => "CONSECUTIVE_ABSENCES",
-        }
-    }
-}
+pub use crate::entities::WarningKind;
 
 /// A rule as set by `setWarningRule`.
 #[derive(Clone, Debug)]

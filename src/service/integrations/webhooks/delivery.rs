@@ -14,20 +14,22 @@ use sea_orm::{
 };
 use sha2::Sha256;
 
+use crate::entities::DeliveryStatus;
 use crate::entities::{webhook, webhook_attempt, webhook_delivery};
 use crate::error::AppResult;
 use crate::service::Service;
 use crate::service::integrations::webhooks::target;
 use crate::service::sql::{statement, write_transaction};
 
-/// Waiting to be sent (or sent again).
-pub const PENDING: &str = "pending";
-/// The receiver answered 2xx.
-pub const DELIVERED: &str = "delivered";
-/// Retried for 24 hours without success.
-pub const FAILED: &str = "failed";
-/// Its webhook was deleted before it was delivered.
-pub const CANCELLED: &str = "cancelled";
+/// The stored statuses, named once by [`DeliveryStatus`], for the statements that match
+/// them in SQL.
+pub const PENDING: &str = DeliveryStatus::Pending.as_str();
+/// See [`PENDING`].
+pub const DELIVERED: &str = DeliveryStatus::Delivered.as_str();
+/// See [`PENDING`].
+pub const FAILED: &str = DeliveryStatus::Failed.as_str();
+/// See [`PENDING`].
+pub const CANCELLED: &str = DeliveryStatus::Cancelled.as_str();
 
 /// How long deliveries are retried before they are marked failed.
 pub const RETRY_WINDOW: chrono::Duration = chrono::Duration::hours(24);

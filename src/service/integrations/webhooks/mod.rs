@@ -420,7 +420,7 @@ impl Service {
             event_id: Set(old.event_id.clone()),
             event_type: Set(old.event_type.clone()),
             payload: Set(old.payload.clone()),
-            status: Set(delivery::PENDING.to_owned()),
+            status: Set(crate::entities::DeliveryStatus::Pending),
             attempts: Set(0),
             created_at: Set(at),
             next_attempt_at: Set(Some(at)),
