@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -177,85 +176,39 @@ impl Application {
     }
 }
 
-/// How often terminals' pending lines are looked for.
-const TERMINAL_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
-
-/// Runs the timetable after the start-up run: sleeps until the next class opens or session
-/// closes (so both happen within moments of their time, not at the next sweep), at most
-/// `AUTO_CLOSE_INTERVAL_SECONDS` so that what other processes changed is seen too, then
-/// closes due sessions and opens due classes. It wakes early when this process changes the
-/// timetable, or when a test moves the clock.
-async fn run_scheduler(
-    service: Service,
-    mut stop: watch::Receiver<bool>,
-    mut next_due: Option<chrono::DateTime<chrono::Utc>>,
-) {
-    let cap = service.config.auto_close_interval;
-    let mut moves = service.clock.watch();
-    loop {
-        let wait = next_due.map_or(cap, |at| service.clock.until(at).min(cap));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = moves.moved() => {}
-            _ = service.schedule_wake.notified() => {}
-            _ = stop.changed() => break,
-        }
-        next_due = match service.run_schedule().await {
-            Ok(run) => run.next_due,
-            Err(e) => {
-                tracing::warn!(error = %e, "the timetable run failed; will retry");
-                None
-            }
-        };
-    }
-}
-
-/// Saves devices' last contact, judges terminals' pending lines and
-/// prunes expired failed-login counts until told to stop.
+/// Starts the background jobs, each in the module whose work it runs, and answers a handle
+/// that ends once they have all stopped.
 fn spawn_background_jobs(
     service: Service,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     next_due: Option<chrono::DateTime<chrono::Utc>>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(db::background(run_scheduler(
-        service.clone(),
-        stop.clone(),
-        next_due,
-    )));
-    tokio::spawn(db::background(
-        crate::service::integrations::webhooks::dispatch::run(service.clone(), stop.clone()),
-    ));
-    tokio::spawn(db::background(async move {
-        let mut seen_tick = tokio::time::interval(Duration::from_secs(5));
-        // Terminals' pending lines are judged right after the upload that stored them; this
-        // sweep (at start, then now and then) picks up those a stopped process left behind.
-        let mut drain_tick = tokio::time::interval(TERMINAL_SWEEP_INTERVAL);
-        loop {
-            tokio::select! {
-                _ = seen_tick.tick() => {
-                    if let Err(e) = service.flush_last_seen().await {
-                        tracing::warn!(error = %e, "saving devices' last contact failed");
-                    }
-                }
-                _ = drain_tick.tick() => {
-                    // Expired failed-login counts go at the same rhythm: one short DELETE.
-                    if let Err(e) = service.prune_login_failures().await {
-                        tracing::warn!(error = %e, "pruning failed-login counts failed; will retry");
-                    }
-                    // Spawned, so a long drain never delays closing sessions.
-                    let drainer = service.clone();
-                    tokio::spawn(db::background(async move {
-                        match drainer.drain_terminals().await {
-                            Ok(0) => {}
-                            Ok(n) => tracing::info!(lines = n, "judged pending terminal lines"),
-                            Err(e) => tracing::warn!(error = %e, "judging pending terminal lines failed; will retry"),
-                        }
-                    }));
-                }
-                _ = stop.changed() => break,
-            }
+    use crate::service::{accounts, integrations, roll_call, schedule, terminals};
+    let jobs = [
+        tokio::spawn(db::background(schedule::scheduler::run(
+            service.clone(),
+            stop.clone(),
+            next_due,
+        ))),
+        tokio::spawn(db::background(integrations::webhooks::dispatch::run(
+            service.clone(),
+            stop.clone(),
+        ))),
+        tokio::spawn(db::background(roll_call::scan::save_last_seen(
+            service.clone(),
+            stop.clone(),
+        ))),
+        tokio::spawn(db::background(accounts::auth::prune_login_failures_job(
+            service.clone(),
+            stop.clone(),
+        ))),
+        tokio::spawn(db::background(terminals::drain::sweep(service, stop))),
+    ];
+    tokio::spawn(async move {
+        for job in jobs {
+            let _ = job.await;
         }
-    }))
+    })
 }
 
 /// The whole HTTP surface, plus `extra` routes behind the same middleware.

@@ -248,7 +248,7 @@ async fn create_admin(config: Config, username: &str, password: &str) -> Result<
 }
 
 async fn import_students(config: Config, file: &std::path::Path) -> Result<(), String> {
-    use attendance::service::reports::ImportOutcome;
+    use attendance::service::directory::import::ImportOutcome;
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let service = migrated_service(config).await?;
@@ -301,7 +301,7 @@ async fn import_timetable(
     term: &str,
     file: &std::path::Path,
 ) -> Result<(), String> {
-    use attendance::service::reports::ImportOutcome;
+    use attendance::service::directory::import::ImportOutcome;
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let service = migrated_service(config).await?;
@@ -324,7 +324,10 @@ async fn import_timetable(
 }
 
 /// Prints every bad line of a rejected file; the error says nothing was imported.
-fn rejected(file: &std::path::Path, lines: &[attendance::service::reports::BadLine]) -> String {
+fn rejected(
+    file: &std::path::Path,
+    lines: &[attendance::service::directory::import::BadLine],
+) -> String {
     for line in lines {
         eprintln!("line {}: {}", line.line, line.reason);
     }

@@ -12,7 +12,8 @@ use super::scalars::Date;
 use super::{required, service};
 use crate::entities::excuse;
 use crate::error::GqlResultExt;
-use crate::service::roll_call::excuses::{CourseAttendance, ExcuseFilter, NewExcuse};
+use crate::service::reports::student_report::CourseAttendance;
+use crate::service::roll_call::excuses::{ExcuseFilter, NewExcuse};
 use crate::service::{PageRequest, access};
 
 /// An absence excused in advance.

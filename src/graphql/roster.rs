@@ -8,7 +8,8 @@ use super::plain::{Field, PlainList};
 use super::scalars::Date;
 use crate::error::{AppError, GqlResultExt};
 use crate::plain_fields;
-use crate::service::reports::{CourseReport as Report, ImportOutcome, StudentAttendance as Tally};
+use crate::service::directory::import::ImportOutcome;
+use crate::service::reports::{CourseReport as Report, StudentAttendance as Tally};
 use crate::service::{Service, parse_id};
 
 /// One bad line of a rejected roster file.

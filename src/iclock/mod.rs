@@ -9,9 +9,7 @@
 //!
 //! A terminal is the device with that serial number; unknown, pending and revoked
 //! terminals get 403. Handlers only read the request and write the text; the rules live
-//! in [`crate::service::terminals`], the text formats in [`crate::iclock::protocol`].
-
-pub mod protocol;
+//! in [`crate::service::terminals`], the text formats in [`crate::service::terminals::protocol`].
 
 use axum::Router;
 use axum::body::Bytes;
@@ -22,9 +20,9 @@ use axum::routing::{get, post};
 
 use crate::entities::device;
 use crate::error::AppResult;
+use crate::service::terminals::protocol::{OK, commands_reply, options_reply, taken_reply};
 use crate::service::terminals::{TerminalReport, UploadReply};
 use crate::state::AppState;
-use protocol::{OK, commands_reply, options_reply, taken_reply};
 
 /// The query string of an iclock request, as pairs (terminals vary the case of keys).
 type Params = Query<Vec<(String, String)>>;

@@ -196,6 +196,24 @@ pub fn local_to_utc_in(zone: Tz, date: NaiveDate, time: NaiveTime) -> AppResult<
     }
 }
 
+/// Runs `work` at once and then every `period` until `stop` changes: the shape of the
+/// background jobs each context keeps beside the work it does.
+pub(crate) async fn every<Fut>(
+    period: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut work: impl FnMut() -> Fut,
+) where
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => work().await,
+            _ = stop.changed() => break,
+        }
+    }
+}
+
 /// Runs of one statement or transaction before a lock conflict is reported (as UNAVAILABLE).
 const LOCK_CONFLICT_RUNS: u32 = 3;
 

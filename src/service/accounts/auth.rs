@@ -283,3 +283,16 @@ impl Role {
         matches!(self, Role::Admin | Role::Teacher)
     }
 }
+
+/// How often expired failed-login counts are deleted.
+const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The job that deletes expired failed-login counts (one short DELETE) until told to stop.
+pub async fn prune_login_failures_job(service: Service, stop: tokio::sync::watch::Receiver<bool>) {
+    crate::service::every(PRUNE_INTERVAL, stop, || async {
+        if let Err(e) = service.prune_login_failures().await {
+            tracing::warn!(error = %e, "pruning failed-login counts failed; will retry");
+        }
+    })
+    .await;
+}

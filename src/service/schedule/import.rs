@@ -10,7 +10,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, Tran
 use crate::auth::Principal;
 use crate::entities::{course, device, schedule_slot, term};
 use crate::error::{AppError, AppResult};
-use crate::service::reports::{BadLine, ImportOutcome, ImportReport, parse_csv};
+use crate::service::directory::import::{BadLine, ImportOutcome, ImportReport, parse_csv};
 use crate::service::schedule::{SlotFacts, clash, live_slot_facts};
 use crate::service::sql::write_transaction;
 use crate::service::{Service, access};

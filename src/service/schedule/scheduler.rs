@@ -17,6 +17,7 @@ use crate::service::Service;
 use crate::service::attendance::session::{self, Opening};
 use crate::service::schedule::occurrences::{Occurrence, OccurrenceStatus};
 use crate::service::schedule::{TimetableFilter, next_due};
+use tokio::sync::watch;
 
 /// What one run of the scheduler did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -214,4 +215,34 @@ enum ClassOpening {
     Opened,
     NotOpened,
     Nothing,
+}
+
+/// Runs the timetable after the start-up run: sleeps until the next class opens or session
+/// closes (so both happen within moments of their time, not at the next sweep), at most
+/// `AUTO_CLOSE_INTERVAL_SECONDS` so that what other processes changed is seen too, then
+/// closes due sessions and opens due classes. It wakes early when this process changes the
+/// timetable, or when a test moves the clock.
+pub async fn run(
+    service: Service,
+    mut stop: watch::Receiver<bool>,
+    mut next_due: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    let cap = service.config.auto_close_interval;
+    let mut moves = service.clock.watch();
+    loop {
+        let wait = next_due.map_or(cap, |at| service.clock.until(at).min(cap));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = moves.moved() => {}
+            _ = service.schedule_wake.notified() => {}
+            _ = stop.changed() => break,
+        }
+        next_due = match service.run_schedule().await {
+            Ok(run) => run.next_due,
+            Err(e) => {
+                tracing::warn!(error = %e, "the timetable run failed; will retry");
+                None
+            }
+        };
+    }
 }

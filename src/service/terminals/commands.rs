@@ -8,9 +8,9 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Quer
 use crate::auth::Principal;
 use crate::entities::{device, terminal_command};
 use crate::error::AppResult;
-use crate::iclock::protocol::parse_command_results;
 use crate::service::access::require_admin;
 use crate::service::sql::paginate;
+use crate::service::terminals::protocol::parse_command_results;
 use crate::service::{Page, PageRequest, Service, now};
 
 /// The most commands one poll hands out; the rest follow on the next polls.

@@ -6,8 +6,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use crate::auth::Principal;
 use crate::entities::{section, student, terminal_command};
 use crate::error::{AppError, AppResult};
-use crate::iclock::protocol::{delete_user_command, update_user_command};
 use crate::service::access::require_admin;
+use crate::service::terminals::protocol::{delete_user_command, update_user_command};
 use crate::service::{Service, code_text};
 
 impl Service {

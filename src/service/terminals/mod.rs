@@ -4,10 +4,12 @@
 //! knows are pushed in `enrolment`.
 //!
 //! The transport (`crate::iclock`) only reads requests and writes the text replies, in the
-//! wire format of `crate::iclock::protocol`; every decision is made here.
+//! wire format of `crate::service::terminals::protocol`; every decision is made here.
 
 mod commands;
+pub mod drain;
 mod enrolment;
+pub mod protocol;
 mod uploads;
 
 use std::collections::HashMap;
@@ -24,8 +26,10 @@ use super::{Service, now, required_text};
 use crate::auth::{Principal, fast_hash, new_device_key};
 use crate::entities::{DeviceApproval, device, terminal_stamp};
 use crate::error::{AppError, AppResult, Reason, is_unique_violation};
-use crate::iclock::protocol::{firmware_from_info, push_version, serial_number, time_zone_option};
 use crate::service::access::require_admin;
+use crate::service::terminals::protocol::{
+    firmware_from_info, push_version, serial_number, time_zone_option,
+};
 
 pub use commands::{COMMAND_RETRY_SECONDS, MAX_COMMAND_ATTEMPTS, MAX_COMMANDS_PER_POLL};
 pub use uploads::{STAMPED_TABLES, SYNC_BUDGET};

@@ -3,48 +3,38 @@
 //! pending and judged right after by the drain, under the terminal's lease in the database.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono_tz::Tz;
 use futures_util::{StreamExt, TryStreamExt, stream};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
-};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait, Set};
 
 use super::UploadReply;
+use super::drain::{LEASE_WAIT, Lease};
 use crate::auth::Principal;
-use crate::entities::{DeviceApproval, PunchOutcome, device, terminal_punch, terminal_stamp};
+use crate::entities::{PunchOutcome, device, terminal_punch, terminal_stamp};
 use crate::error::{AppError, AppResult, ErrorCode, Reason};
-use crate::iclock::protocol::{
-    AttendanceLine, firmware_from_options, parse_attendance, parse_attendance_line,
-};
 use crate::service::roll_call::scan::buffered::BufferedOutcome;
 use crate::service::roll_call::scan::{ScanRequest, StudentRef};
 use crate::service::sql::paginate;
-use crate::service::{Page, PageRequest, Service, now, now_millis};
+use crate::service::terminals::protocol::{
+    AttendanceLine, firmware_from_options, parse_attendance,
+};
+use crate::service::{Page, PageRequest, Service, now};
 
 /// The tables whose upload stamps are kept and handed back in the handshake.
 pub const STAMPED_TABLES: [&str; 2] = ["ATTLOG", "OPERLOG"];
 /// Lines processed between two writes of the line log (an interrupted upload loses at
 /// most this much bookkeeping: its scans are kept, a resend finds them as duplicates) and
 /// between two looks at the time budget of an upload.
-const CHUNK: usize = 250;
+pub(super) const CHUNK: usize = 250;
 /// How long an upload's lines are judged before the reply at most; the rest are judged
 /// after it. Terminals' own request timeouts are short and not configurable everywhere.
 pub const SYNC_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 /// Students whose lines one upload processes at once. Enough to keep a few connections
 /// busy, few enough to leave the pool to everyone else.
 const PARALLEL_STUDENTS: usize = 4;
-/// How long a lease on a terminal's lines lasts unless renewed (each chunk renews it), in
-/// milliseconds. Far longer than a chunk takes; a process that dies holding a lease delays
-/// that terminal's pending lines by this much, plus the wait for the next sweep.
-const LEASE_MILLIS: i64 = 60_000;
-/// How long an upload waits for a terminal's lease that another drain holds before it
-/// stores its lines as pending (within its time budget).
-const LEASE_WAIT: Duration = Duration::from_secs(2);
-/// How often a waiting upload tries the lease again.
-const LEASE_POLL: Duration = Duration::from_millis(20);
 
 /// The unique key of a logged line: terminal, time, PIN.
 const PUNCH_KEY: [terminal_punch::Column; 3] = [
@@ -75,20 +65,20 @@ fn punch_row(
 
 /// Increments of a terminal's line counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Counts {
+pub(super) struct Counts {
     accepted: i64,
     duplicate: i64,
     rejected: i64,
 }
 
 impl Counts {
-    fn of(outcomes: impl Iterator<Item = PunchOutcome>) -> Self {
+    pub(super) fn of(outcomes: impl Iterator<Item = PunchOutcome>) -> Self {
         let mut counts = Self::default();
         outcomes.for_each(|o| counts.add(o));
         counts
     }
 
-    fn add(&mut self, outcome: PunchOutcome) {
+    pub(super) fn add(&mut self, outcome: PunchOutcome) {
         match outcome {
             PunchOutcome::Accepted | PunchOutcome::Corrected => self.accepted += 1,
             PunchOutcome::Duplicate => self.duplicate += 1,
@@ -98,31 +88,12 @@ impl Counts {
     }
 }
 
-/// This process's right to judge one terminal's attendance lines, held in the database
-/// (`device.drain_lease_until`) so that processes sharing it never judge the same lines and
-/// a student's lines are judged earliest first. The end it wrote is its token: a lease is
-/// claimed only once the previous one has ended, so no two holders share an end.
-#[derive(Debug)]
-struct Lease {
-    device_id: i32,
-    until: i64,
-}
-
-/// How a drain under a lease ended.
-struct Drained {
-    /// The lines judged.
-    lines: usize,
-    /// True when it found no line left; false when it stopped (the terminal is not
-    /// admitted, or the lease was lost to another process, which goes on).
-    emptied: bool,
-}
-
 /// What one new line of an upload became.
-struct Judged {
-    outcome: PunchOutcome,
-    reason: Option<&'static str>,
-    message: Option<String>,
-    record_id: Option<i32>,
+pub(super) struct Judged {
+    pub(super) outcome: PunchOutcome,
+    pub(super) reason: Option<&'static str>,
+    pub(super) message: Option<String>,
+    pub(super) record_id: Option<i32>,
 }
 
 impl Judged {
@@ -214,7 +185,11 @@ impl Service {
     /// it (or lines of the terminal are already pending), they are all stored as pending
     /// for the drain, so no two processes judge one terminal's lines. Returns the lines
     /// taken, pending ones included.
-    async fn take_attendance(&self, device: &device::Model, body: &str) -> AppResult<usize> {
+    pub(super) async fn take_attendance(
+        &self,
+        device: &device::Model,
+        body: &str,
+    ) -> AppResult<usize> {
         let started = Instant::now();
         let budget = (self.config.request_timeout / 3).min(SYNC_BUDGET);
         let lines = parse_attendance(body);
@@ -324,7 +299,7 @@ impl Service {
     /// Judges the lines `indices` of `lines` through the scan pipeline. One student's lines
     /// run in the given (time) order; different students' lines are independent and run
     /// side by side. Results come back in line order.
-    async fn judge_lines(
+    pub(super) async fn judge_lines(
         &self,
         device: &device::Model,
         lines: &[AttendanceLine],
@@ -369,7 +344,7 @@ impl Service {
     }
 
     /// Logs judged lines of an upload and adds them to the terminal's counts.
-    async fn log_lines(
+    pub(super) async fn log_lines(
         &self,
         device_id: i32,
         lines: &[AttendanceLine],
@@ -407,7 +382,7 @@ impl Service {
     }
 
     /// Stores lines of an upload as pending, to be judged after the reply.
-    async fn defer_lines(
+    pub(super) async fn defer_lines(
         &self,
         device_id: i32,
         lines: &[AttendanceLine],
@@ -423,7 +398,7 @@ impl Service {
         Ok(())
     }
 
-    async fn add_counts(&self, device_id: i32, counts: Counts) -> AppResult<()> {
+    pub(super) async fn add_counts(&self, device_id: i32, counts: Counts) -> AppResult<()> {
         if counts == Counts::default() {
             return Ok(());
         }
@@ -457,219 +432,8 @@ impl Service {
         });
     }
 
-    /// Judges a terminal's pending lines, earliest first, until none are left, under the
-    /// terminal's lease: while another process holds it, that process judges them and this
-    /// returns at once. Stops (leaving them pending) while the terminal is not approved and
-    /// active, or when the database fails; the background job tries again. Returns the
-    /// lines judged.
-    pub async fn drain_terminal(&self, device_id: i32) -> AppResult<usize> {
-        let mut judged = 0;
-        loop {
-            let Some(mut lease) = self.claim_lines(device_id, false).await? else {
-                return Ok(judged);
-            };
-            let drained = self.drain_leased(&mut lease).await;
-            self.release_lease(lease).await;
-            let drained = drained?;
-            judged += drained.lines;
-            // Lines an upload stored after this drain's last look, finding the lease taken,
-            // are still this drain's to judge: nobody else will before the next sweep.
-            if !drained.emptied || !self.has_pending_lines(device_id).await? {
-                return Ok(judged);
-            }
-        }
-    }
-
-    /// The body of [`Service::drain_terminal`], under `lease`.
-    async fn drain_leased(&self, lease: &mut Lease) -> AppResult<Drained> {
-        let device_id = lease.device_id;
-        let mut judged_lines = 0;
-        loop {
-            let device = device::Entity::find_by_id(device_id)
-                .one(&self.db)
-                .await?
-                .filter(|d| d.approval == DeviceApproval::Approved && d.is_active);
-            let Some(device) = device else {
-                return Ok(Drained {
-                    lines: judged_lines,
-                    emptied: false,
-                });
-            };
-            let pending = terminal_punch::Entity::find()
-                .filter(terminal_punch::Column::DeviceId.eq(device_id))
-                .filter(terminal_punch::Column::Outcome.eq(PunchOutcome::Pending))
-                .order_by_asc(terminal_punch::Column::PunchTime)
-                .order_by_asc(terminal_punch::Column::Id)
-                .limit(CHUNK as u64)
-                .all(&self.db)
-                .await?;
-            if pending.is_empty() {
-                return Ok(Drained {
-                    lines: judged_lines,
-                    emptied: true,
-                });
-            }
-            let lines: Vec<AttendanceLine> = pending
-                .iter()
-                .map(|row| parse_attendance_line(&row.line))
-                .collect();
-            let judged = self
-                .judge_lines(&device, &lines, (0..lines.len()).collect())
-                .await?;
-            let mut counts = Counts::default();
-            for (index, judged) in judged {
-                let written = terminal_punch::Entity::update_many()
-                    .col_expr(terminal_punch::Column::Outcome, Expr::value(judged.outcome))
-                    .col_expr(
-                        terminal_punch::Column::Reason,
-                        Expr::value(judged.reason.map(str::to_owned)),
-                    )
-                    .col_expr(terminal_punch::Column::Message, Expr::value(judged.message))
-                    .col_expr(
-                        terminal_punch::Column::RecordId,
-                        Expr::value(judged.record_id),
-                    )
-                    .filter(terminal_punch::Column::Id.eq(pending[index].id))
-                    .filter(terminal_punch::Column::Outcome.eq(PunchOutcome::Pending))
-                    .exec(&self.writer)
-                    .await?;
-                if written.rows_affected == 1 {
-                    counts.add(judged.outcome);
-                }
-            }
-            self.add_counts(device_id, counts).await?;
-            judged_lines += lines.len();
-            if !self.renew_lease(lease).await? {
-                return Ok(Drained {
-                    lines: judged_lines,
-                    emptied: false,
-                });
-            }
-        }
-    }
-
-    /// Claims the lines for an upload that would judge them at once, trying again until
-    /// `deadline`: the holder is most often a drain that finds nothing to do and lets go
-    /// within milliseconds (one starts when a terminal is approved, and after each upload),
-    /// and judging now gives the terminal a reply that counts what its lines became.
-    async fn claim_lines_by(&self, device_id: i32, deadline: Instant) -> AppResult<Option<Lease>> {
-        loop {
-            if let Some(lease) = self.claim_lines(device_id, true).await? {
-                return Ok(Some(lease));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(LEASE_POLL).await;
-        }
-    }
-
-    /// Claims the right to judge a terminal's lines for [`LEASE_MILLIS`], unless another
-    /// process holds it (or, with `only_if_none_pending`, lines of it are pending).
-    async fn claim_lines(
-        &self,
-        device_id: i32,
-        only_if_none_pending: bool,
-    ) -> AppResult<Option<Lease>> {
-        let now = now_millis();
-        let until = now + LEASE_MILLIS;
-        // One conditional UPDATE: the row lock makes it atomic, so of two processes claiming
-        // at once one sees the other's lease.
-        let claimed = device::Entity::update_many()
-            .col_expr(device::Column::DrainLeaseUntil, Expr::value(until))
-            .filter(device::Column::Id.eq(device_id))
-            .filter(
-                Condition::any()
-                    .add(device::Column::DrainLeaseUntil.is_null())
-                    .add(device::Column::DrainLeaseUntil.lt(now)),
-            )
-            .apply_if(only_if_none_pending.then_some(()), |update, ()| {
-                // While lines of the terminal are pending an upload yields, so those (stored
-                // earlier) are judged first, by the drain, in time order.
-                update.filter(
-                    device::Column::Id.not_in_subquery(
-                        Query::select()
-                            .column(terminal_punch::Column::DeviceId)
-                            .from(terminal_punch::Entity)
-                            .and_where(terminal_punch::Column::DeviceId.eq(device_id))
-                            .and_where(terminal_punch::Column::Outcome.eq(PunchOutcome::Pending))
-                            .to_owned(),
-                    ),
-                )
-            })
-            .exec(&self.writer)
-            .await?;
-        Ok((claimed.rows_affected == 1).then_some(Lease { device_id, until }))
-    }
-
-    /// Extends a lease by [`LEASE_MILLIS`] from now. False when it was lost (it ran out and
-    /// another process claimed the lines): the caller must stop judging.
-    async fn renew_lease(&self, lease: &mut Lease) -> AppResult<bool> {
-        let until = now_millis() + LEASE_MILLIS;
-        let renewed = device::Entity::update_many()
-            .col_expr(device::Column::DrainLeaseUntil, Expr::value(until))
-            .filter(device::Column::Id.eq(lease.device_id))
-            .filter(device::Column::DrainLeaseUntil.eq(lease.until))
-            .exec(&self.writer)
-            .await?;
-        if renewed.rows_affected != 1 {
-            tracing::warn!(
-                device = lease.device_id,
-                "lease on a terminal's lines lost to another process; it judges the rest"
-            );
-            return Ok(false);
-        }
-        lease.until = until;
-        Ok(true)
-    }
-
-    /// Gives a lease up, so any process may claim the lines at once. A failure is logged
-    /// only: the lease then runs out by itself.
-    async fn release_lease(&self, lease: Lease) {
-        let released = device::Entity::update_many()
-            .col_expr(device::Column::DrainLeaseUntil, Expr::value(None::<i64>))
-            .filter(device::Column::Id.eq(lease.device_id))
-            .filter(device::Column::DrainLeaseUntil.eq(lease.until))
-            .exec(&self.writer)
-            .await;
-        if let Err(err) = released {
-            tracing::warn!(error = %err, device = lease.device_id,
-                "could not release a terminal's lease; it runs out by itself");
-        }
-    }
-
-    /// True when lines of the terminal wait to be judged.
-    async fn has_pending_lines(&self, device_id: i32) -> AppResult<bool> {
-        let pending: Option<i32> = terminal_punch::Entity::find()
-            .select_only()
-            .column(terminal_punch::Column::Id)
-            .filter(terminal_punch::Column::DeviceId.eq(device_id))
-            .filter(terminal_punch::Column::Outcome.eq(PunchOutcome::Pending))
-            .into_tuple()
-            .one(&self.db)
-            .await?;
-        Ok(pending.is_some())
-    }
-
-    /// Drains every terminal with pending lines (the background job, also after a restart).
-    pub async fn drain_terminals(&self) -> AppResult<usize> {
-        let devices: Vec<i32> = terminal_punch::Entity::find()
-            .select_only()
-            .column(terminal_punch::Column::DeviceId)
-            .distinct()
-            .filter(terminal_punch::Column::Outcome.eq(PunchOutcome::Pending))
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        let mut judged = 0;
-        for device_id in devices {
-            judged += self.drain_terminal(device_id).await?;
-        }
-        Ok(judged)
-    }
-
     /// The outcomes already logged for the lines `indices` of `lines`.
-    async fn logged_lines(
+    pub(super) async fn logged_lines(
         &self,
         device_id: i32,
         indices: &[usize],
@@ -697,7 +461,7 @@ impl Service {
     }
 
     /// What one new attendance line becomes; a bad line is logged here with its reason.
-    async fn judge_line(
+    pub(super) async fn judge_line(
         &self,
         device: &device::Model,
         principal: &Principal,

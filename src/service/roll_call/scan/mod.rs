@@ -387,3 +387,17 @@ fn session_closed() -> AppError {
         "the session bound to this device has closed",
     )
 }
+
+/// How often devices' last contact times are saved.
+const LAST_SEEN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The job that saves devices' last contact times (kept in memory between saves, so scans
+/// do not write the device row) until told to stop.
+pub async fn save_last_seen(service: Service, stop: tokio::sync::watch::Receiver<bool>) {
+    crate::service::every(LAST_SEEN_INTERVAL, stop, || async {
+        if let Err(e) = service.flush_last_seen().await {
+            tracing::warn!(error = %e, "saving devices' last contact failed");
+        }
+    })
+    .await;
+}
