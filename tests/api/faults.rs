@@ -17,7 +17,10 @@ async fn sigterm_closes_websockets_with_a_close_frame_and_exits() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let school = app.seed_school(1).await;
     let session = app.open_session(&school).await;
-    let mut server = Server::start(&app.db.url, &[("SHUTDOWN_GRACE_SECONDS", "5")]).await;
+    let mut server = ServerCommand::with_test_env(&app.db.url)
+        .env("SHUTDOWN_GRACE_SECONDS", "5")
+        .start()
+        .await;
 
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
@@ -61,7 +64,7 @@ async fn sigterm_closes_websockets_with_a_close_frame_and_exits() {
     assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
+        if let Some(status) = server.try_wait() {
             break status;
         }
         assert!(
@@ -154,7 +157,7 @@ async fn kill_9_under_load_on_sqlite_loses_no_acknowledged_scan() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let school = app.seed_school(150).await;
     app.open_session(&school).await;
-    let server = Server::start(&app.db.url, &[]).await;
+    let server = ServerCommand::with_test_env(&app.db.url).start().await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = tokio::spawn(scan_load(
         server.address.clone(),
@@ -174,7 +177,7 @@ async fn kill_9_under_load_on_sqlite_loses_no_acknowledged_scan() {
     let (acked, _) = load.await.unwrap();
     drop(server);
 
-    let restarted = Server::start(&app.db.url, &[]).await;
+    let restarted = ServerCommand::with_test_env(&app.db.url).start().await;
     let integrity: String = {
         use sea_orm::ConnectionTrait;
         let row = app
@@ -239,7 +242,7 @@ async fn a_postgres_outage_under_load_loses_nothing_and_recovers_fast() {
     };
     school.students = ids.iter().map(i64::to_string).collect();
     app.open_session(&school).await;
-    let server = Server::start(&app.db.url, &[]).await;
+    let server = ServerCommand::with_test_env(&app.db.url).start().await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = tokio::spawn(scan_load(
         server.address.clone(),
@@ -323,6 +326,6 @@ async fn a_postgres_outage_under_load_loses_nothing_and_recovers_fast() {
 }
 
 #[cfg(pg_tests)]
-fn server_alive(server: &Server) -> bool {
-    std::path::Path::new(&format!("/proc/{}", server.child.id())).exists()
+fn server_alive(server: &ServerProcess) -> bool {
+    std::path::Path::new(&format!("/proc/{}", server.pid())).exists()
 }

@@ -13,7 +13,7 @@ use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::{Backend, TestDb, http_client, test_env};
+use super::{Backend, TestDb, http_client, post_graphql, post_scan, scan_body, test_env};
 
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
@@ -133,15 +133,7 @@ impl TestApp {
 
     /// Posts a GraphQL document and returns the whole response body.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut req = self
-            .client
-            .post(format!("{}/graphql", self.address))
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        let res = req.send().await.expect("graphql request");
-        res.json().await.expect("graphql json")
+        post_graphql(&self.client, &self.address, token, query, variables).await
     }
 
     /// Posts a GraphQL document that must succeed and returns its `data`.
@@ -173,31 +165,13 @@ impl TestApp {
 
     /// Posts a body to the REST scan endpoint; returns status and JSON body.
     pub async fn rest_scan(&self, key: Option<&str>, body: &str) -> (u16, Value) {
-        let mut req = self
-            .client
-            .post(format!("{}/api/attendance/scan", self.address))
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-        if let Some(key) = key {
-            req = req.bearer_auth(key);
-        }
-        let res = req.send().await.expect("scan request");
-        let status = res.status().as_u16();
-        let text = res.text().await.expect("scan body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        post_scan(&self.client, &self.address, key, body).await
     }
 
     /// Scans a student through the REST shim with the given local date and time.
     pub async fn scan(&self, key: &str, student_id: &str, date: &str, time: &str) -> (u16, Value) {
-        let id: i64 = student_id.parse().expect("numeric id");
-        self.rest_scan(
-            Some(key),
-            &json!({"student_id": id, "date": date, "time": time}).to_string(),
-        )
-        .await
+        self.rest_scan(Some(key), &scan_body(student_id, date, time))
+            .await
     }
 
     /// Uploads a roster CSV to `importStudents` as a GraphQL multipart request.

@@ -1,9 +1,10 @@
-//! The client side: an HTTP client with the server's TLS provider, and the environment
-//! every test server starts with.
+//! The client side, shared by the in-process `TestApp` and the child-process servers: an
+//! HTTP client, the environment every test server starts with, the GraphQL and scan
+//! requests, and readers of GraphQL errors.
 
 use std::collections::HashMap;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Installs the rustls provider the server uses (ring); reqwest's clients need one.
 pub fn install_tls_provider() {
@@ -30,6 +31,54 @@ pub fn test_env(database_url: &str) -> HashMap<String, String> {
         ("AUTO_CLOSE_INTERVAL_SECONDS".into(), "3600".into()),
         ("DATABASE_MAX_CONNECTIONS".into(), "8".into()),
     ])
+}
+
+/// Posts a GraphQL document to the server at `address` and returns the whole response body.
+pub async fn post_graphql(
+    client: &reqwest::Client,
+    address: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let mut req = client
+        .post(format!("{address}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let res = req.send().await.expect("graphql request");
+    res.json().await.expect("graphql json")
+}
+
+/// Posts `body` to the REST scan endpoint of the server at `address`; returns the status and
+/// the JSON body (the text, as a JSON string, when it is not JSON).
+pub async fn post_scan(
+    client: &reqwest::Client,
+    address: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut req = client
+        .post(format!("{address}/api/attendance/scan"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let res = req.send().await.expect("scan request");
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("scan body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The body a device sends for a scan of `student_id` at the local `date` and `time`.
+pub fn scan_body(student_id: &str, date: &str, time: &str) -> String {
+    let id: i64 = student_id.parse().expect("numeric id");
+    json!({"student_id": id, "date": date, "time": time}).to_string()
 }
 
 /// The first error's `extensions.code`.

@@ -1,65 +1,204 @@
 //! The server binary as a child process: a separate process, as behind a load balancer,
-//! sharing nothing with the test but the database.
+//! sharing nothing with the test but the database (or the working directory).
+//!
+//! [`ServerCommand`] says how to start it; [`ServerCommand::start`] returns a
+//! [`ServerProcess`] once it serves, which is killed when dropped.
 
-use std::process::{Child, Command, Stdio};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{http_client, test_env};
+use super::{http_client, post_graphql, post_scan, scan_body, test_env};
 
-/// The server binary as a child process on `database_url`: a separate process, as behind a
-/// load balancer, sharing nothing with the test but the database.
-pub struct Server {
-    pub child: Child,
-    pub address: String,
-    client: reqwest::Client,
+/// How long a child server may take to answer its readiness path.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long [`ServerProcess::wait_for_line`] waits for a line.
+const LINE_LIMIT: Duration = Duration::from_secs(30);
+
+/// A free loopback port for a child server's `BIND`.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
 }
 
-impl Server {
-    /// Starts the binary with the test environment plus `extra`, and waits until it serves.
-    pub async fn start(database_url: &str, extra: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+/// How to start the server binary: its environment (always with `BIND` on a free loopback
+/// port), its working directory, whether its output is kept, and the path that says it is
+/// ready.
+pub struct ServerCommand {
+    command: Command,
+    port: u16,
+    capture_output: bool,
+    ready_path: &'static str,
+}
+
+impl ServerCommand {
+    /// The binary with nothing in its environment but `BIND`.
+    pub fn bare() -> Self {
+        let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_attendance"));
-        command
-            .env_clear()
-            .envs(test_env(database_url))
-            .env("BIND", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (key, value) in extra {
-            command.env(key, value);
+        command.env_clear().env("BIND", format!("127.0.0.1:{port}"));
+        Self {
+            command,
+            port,
+            capture_output: false,
+            ready_path: "/health",
         }
-        let child = command.spawn().expect("start the server binary");
-        let server = Self {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-            client: http_client(),
-        };
-        server.wait_ready(Duration::from_secs(30)).await;
-        server
     }
 
-    async fn wait_ready(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
+    /// The binary with the test environment over `database_url`, logging warnings only.
+    pub fn with_test_env(database_url: &str) -> Self {
+        let mut env: HashMap<String, String> = test_env(database_url);
+        env.remove("BIND");
+        Self::bare().envs(env).env("RUST_LOG", "warn")
+    }
+
+    /// Sets one variable of the environment.
+    pub fn env(mut self, key: impl AsRef<str>, value: impl AsRef<str>) -> Self {
+        self.command.env(key.as_ref(), value.as_ref());
+        self
+    }
+
+    /// Sets variables of the environment.
+    pub fn envs<K: AsRef<str>, V: AsRef<str>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        for (key, value) in vars {
+            self.command.env(key.as_ref(), value.as_ref());
+        }
+        self
+    }
+
+    /// Runs the binary in `dir`.
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.command.current_dir(dir);
+        self
+    }
+
+    /// Gathers stdout and stderr line by line, for [`ServerProcess::wait_for_line`] and
+    /// [`ServerProcess::stop`] (otherwise they are discarded).
+    pub fn capture_output(mut self) -> Self {
+        self.capture_output = true;
+        self
+    }
+
+    /// Waits for `path` instead of `/health` to answer 200 before the server counts as up.
+    pub fn ready_at(mut self, path: &'static str) -> Self {
+        self.ready_path = path;
+        self
+    }
+
+    /// The command as built so far, for a run that is not expected to serve.
+    pub fn into_command(self) -> Command {
+        self.command
+    }
+
+    /// Spawns the binary and waits until its readiness path answers 200; fails with its
+    /// output (when gathered) if it exits first or is not ready in time.
+    pub async fn start(mut self) -> ServerProcess {
+        let output = if self.capture_output {
+            Stdio::piped
+        } else {
+            Stdio::null
+        };
+        let mut child = self
+            .command
+            .stdout(output())
+            .stderr(output())
+            .spawn()
+            .expect("start the server binary");
+        let lines = self.capture_output.then(|| read_lines(&mut child));
+        let mut server = ServerProcess {
+            child,
+            port: self.port,
+            address: format!("http://127.0.0.1:{}", self.port),
+            client: http_client(),
+            lines,
+            output: Vec::new(),
+        };
+        server.wait_ready(self.ready_path).await;
+        server
+    }
+}
+
+/// Reads the child's stdout and stderr on threads of their own into one channel of lines.
+fn read_lines(child: &mut Child) -> Receiver<String> {
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let tx_err = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx_err.send(line);
+        }
+    });
+    lines
+}
+
+/// The server binary running as a child process; killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    /// The loopback port it serves on.
+    pub port: u16,
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    client: reqwest::Client,
+    /// Its stdout and stderr, when gathered.
+    lines: Option<Receiver<String>>,
+    /// Every line read so far, stdout and stderr interleaved.
+    pub output: Vec<String>,
+}
+
+impl ServerProcess {
+    async fn wait_ready(&mut self, path: &str) {
+        let deadline = Instant::now() + START_LIMIT;
         loop {
             if let Ok(res) = self
                 .client
-                .get(format!("{}/health", self.address))
+                .get(format!("{}{path}", self.address))
                 .send()
                 .await
                 && res.status().is_success()
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "server not ready");
+            if let Some(status) = self.try_wait() {
+                self.read_to_end();
+                panic!(
+                    "the server exited with {status}:\n{}",
+                    self.output.join("\n")
+                );
+            }
+            if Instant::now() > deadline {
+                self.drain();
+                panic!("server not ready:\n{}", self.output.join("\n"));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if the process has exited, without waiting.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("poll the child")
     }
 
     /// Sends `signal` (`-TERM`, `-KILL`) to the process.
@@ -73,117 +212,27 @@ impl Server {
 
     /// Posts a GraphQL document and returns the whole response body.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut req = self
-            .client
-            .post(format!("{}/graphql", self.address))
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        let res = req.send().await.expect("graphql request");
-        res.json().await.expect("graphql json")
+        post_graphql(&self.client, &self.address, token, query, variables).await
     }
 
     /// Scans a student through the REST shim; returns the status.
     pub async fn scan(&self, key: &str, student_id: &str, date: &str, time: &str) -> u16 {
-        let id: i64 = student_id.parse().expect("numeric id");
-        self.client
-            .post(format!("{}/api/attendance/scan", self.address))
-            .bearer_auth(key)
-            .json(&json!({"student_id": id, "date": date, "time": time}))
-            .send()
-            .await
-            .expect("scan request")
-            .status()
-            .as_u16()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free loopback port for a child server's `BIND`.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("its address")
-        .port()
-}
-
-/// The real binary as a child process serving on a loopback port, its stdout and stderr
-/// gathered line by line.
-pub struct ServerProcess {
-    child: std::process::Child,
-    /// `http://127.0.0.1:<port>`.
-    pub address: String,
-    lines: std::sync::mpsc::Receiver<String>,
-    /// Every line read so far, stdout and stderr interleaved.
-    pub output: Vec<String>,
-}
-
-impl ServerProcess {
-    /// Spawns `command`, whose `BIND` must be `127.0.0.1:port`, and waits until its
-    /// `/health` answers 200; fails with its output if it exits first.
-    pub async fn start(mut command: std::process::Command, port: u16) -> Self {
-        use std::io::{BufRead, BufReader};
-        use std::process::Stdio;
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the server binary");
-        let (tx, lines) = std::sync::mpsc::channel::<String>();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let tx_err = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx_err.send(line);
-            }
-        });
-        let mut server = Self {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-            lines,
-            output: Vec::new(),
-        };
-        let client = http_client();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            if let Ok(res) = client
-                .get(format!("{}/health", server.address))
-                .send()
-                .await
-                && res.status().is_success()
-            {
-                return server;
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                let output = server.stop();
-                panic!("the server exited with {status}:\n{}", output.join("\n"));
-            }
-            if std::time::Instant::now() > deadline {
-                server.drain();
-                panic!("server not ready:\n{}", server.output.join("\n"));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        post_scan(
+            &self.client,
+            &self.address,
+            Some(key),
+            &scan_body(student_id, date, time),
+        )
+        .await
+        .0
     }
 
     /// Moves the lines read so far into `output`.
     pub fn drain(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.output.push(line);
+        if let Some(lines) = &self.lines {
+            while let Ok(line) = lines.try_recv() {
+                self.output.push(line);
+            }
         }
     }
 
@@ -192,9 +241,13 @@ impl ServerProcess {
         if let Some(line) = self.output.iter().find(|l| wanted(l)) {
             return line.clone();
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.lines.recv_timeout(left) {
+        let lines = self
+            .lines
+            .as_ref()
+            .expect("the output is gathered: start with `capture_output`");
+        let deadline = Instant::now() + LINE_LIMIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match lines.recv_timeout(left) {
                 Ok(line) => {
                     self.output.push(line.clone());
                     if wanted(&line) {
@@ -207,17 +260,25 @@ impl ServerProcess {
         panic!("no such line in the output:\n{}", self.output.join("\n"));
     }
 
-    /// Stops the server with SIGTERM, waits for it to exit and returns all its output.
+    /// Stops the server with SIGTERM, waits for it to exit and returns all its output
+    /// (nothing when it was not gathered).
     pub fn stop(mut self) -> Vec<String> {
-        let _ = std::process::Command::new("kill")
+        let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
-        // The readers end at the pipes' end of file, which the exit brings.
-        while let Ok(line) = self.lines.recv() {
-            self.output.push(line);
-        }
+        self.read_to_end();
         std::mem::take(&mut self.output)
+    }
+
+    /// Moves every remaining line into `output`; the process must have exited.
+    fn read_to_end(&mut self) {
+        // The readers end at the pipes' end of file, which the exit brings.
+        if let Some(lines) = &self.lines {
+            while let Ok(line) = lines.recv() {
+                self.output.push(line);
+            }
+        }
     }
 }
 
