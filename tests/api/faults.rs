@@ -24,19 +24,11 @@ async fn sigterm_closes_websockets_with_a_close_frame_and_exits() {
 
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("{}/graphql/ws", server.address.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    socket
-        .send(Message::text(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", school.teacher)}}).to_string()))
-        .await
-        .unwrap();
+    let mut socket = ws_connect(
+        &server.address,
+        json!({"Authorization": format!("Bearer {}", school.teacher)}),
+    )
+    .await;
     socket
         .send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription($id: ID!) { attendanceUpdates(sessionId: $id) { kind } }", "variables": {"id": session}}}).to_string()))
         .await

@@ -57,12 +57,7 @@ async fn a_subscriber_sees_scans_edits_and_the_close_with_counts(backend: Backen
     );
 
     let (status, record) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            "08:00:00",
-        )
+        .scan_today(&school, &school.students[0], "08:00:00")
         .await;
     assert_eq!(status, 201);
     let scan = next_update(&mut socket).await;
@@ -83,12 +78,7 @@ async fn a_subscriber_sees_scans_edits_and_the_close_with_counts(backend: Backen
     assert_eq!(edit["data"]["attendanceUpdates"]["kind"], "EDIT");
     assert_eq!(edit["data"]["attendanceUpdates"]["counts"]["permission"], 1);
 
-    app.gql_ok(
-        Some(&school.teacher),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": session}),
-    )
-    .await;
+    app.close_session(&school.teacher, &session).await;
     let close = next_update(&mut socket).await;
     let update = &close["data"]["attendanceUpdates"];
     assert_eq!(update["kind"], "CLOSE");
@@ -102,12 +92,7 @@ async fn an_excuse_and_its_revocation_reach_subscribers_as_edits(backend: Backen
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(2).await;
     let session = app.open_session(&school).await;
-    app.gql_ok(
-        Some(&school.teacher),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": session}),
-    )
-    .await;
+    app.close_session(&school.teacher, &session).await;
     let (mut socket, _) = subscribe(&app.address, &school.teacher, &session).await;
     let today = app.today();
     let created = app

@@ -76,21 +76,11 @@ async fn metrics_move_after_a_scan_and_a_named_operation(backend: Backend) {
     assert_eq!(metric(&before, "attendance_sessions_open"), 1.0);
 
     let (status, _) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            "08:00:00",
-        )
+        .scan_today(&school, &school.students[0], "08:00:00")
         .await;
     assert_eq!(status, 201);
     let (status, _) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            "08:00:00",
-        )
+        .scan_today(&school, &school.students[0], "08:00:00")
         .await;
     assert_eq!(status, 409);
     let res = app

@@ -146,17 +146,6 @@ async fn bare_service(app: &TestApp) -> Service {
     Service::new(pools, Arc::new(config))
 }
 
-/// Opens a session of the school's course on `device` from midnight, so any time of today
-/// up to now falls inside it.
-async fn open_from_midnight(app: &TestApp, school: &School, device: &str) {
-    app.gql_ok(
-        Some(&school.teacher),
-        "mutation($i: CreateSessionInput!) { createSession(input: $i) { id } }",
-        json!({"i": {"courseId": school.course_id, "deviceId": device, "startTime": "00:00:00"}}),
-    )
-    .await;
-}
-
 /// The school's student codes (`seed_school` names them `ST<section><n>`).
 fn student_codes(per_section: usize) -> Vec<String> {
     (0..2)
@@ -172,7 +161,8 @@ fn attlog(pin: &str, time: &str) -> String {
 async fn two_processes_draining_one_terminal_judge_each_line_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(10).await;
-    open_from_midnight(&app, &school, &school.device_code).await;
+    app.open_session_from_midnight(&school, &school.device_code)
+        .await;
     let device_id: i32 = school.device_row_id.parse().unwrap();
     let time = Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
     let codes = student_codes(10);
@@ -251,7 +241,7 @@ async fn one_upload_sent_through_two_processes_is_judged_once(backend: Backend) 
         )
         .await;
     let code = approved["approveTerminal"]["deviceId"].as_str().unwrap();
-    open_from_midnight(&app, &school, code).await;
+    app.open_session_from_midnight(&school, code).await;
 
     // The terminal timed out and resent its upload, which the balancer sent elsewhere.
     let time = Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();

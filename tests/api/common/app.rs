@@ -174,6 +174,21 @@ impl TestApp {
             .await
     }
 
+    /// Posts an offline batch of `scans` (as a terminal sends it) to the batch endpoint;
+    /// returns status and JSON body.
+    pub async fn scan_batch(&self, key: &str, scans: &Value) -> (u16, Value) {
+        let res = self
+            .client
+            .post(format!("{}/api/attendance/scans/batch", self.address))
+            .bearer_auth(key)
+            .json(scans)
+            .send()
+            .await
+            .expect("batch request");
+        let status = res.status().as_u16();
+        (status, res.json().await.expect("batch json"))
+    }
+
     /// Uploads a roster CSV to `importStudents` as a GraphQL multipart request.
     pub async fn upload_roster(&self, token: Option<&str>, csv: &str) -> Value {
         const IMPORT: &str = "mutation($f: Upload!) { importStudents(file: $f) { applied created updated unchanged errors { line reason } } }";

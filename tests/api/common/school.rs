@@ -1,7 +1,7 @@
 //! The `School` fixture: a small directory, a device and accounts to act as, and the
 //! helpers that create its parts and open its sessions.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{TEACHER_PASSWORD, TestApp};
 
@@ -151,15 +151,79 @@ impl TestApp {
         }
     }
 
-    /// Opens a session for the school's course on its device (as its teacher); returns its id.
-    pub async fn open_session(&self, school: &School) -> String {
+    /// Opens a session as `token` with `input` (a `CreateSessionInput`); returns its id.
+    pub async fn create_session(&self, token: &str, input: Value) -> String {
         let data = self
             .gql_ok(
-                Some(&school.teacher),
+                Some(token),
                 "mutation($i: CreateSessionInput!) { createSession(input: $i) { id } }",
-                json!({"i": {"courseId": school.course_id, "deviceId": school.device_code}}),
+                json!({"i": input}),
             )
             .await;
         data["createSession"]["id"].as_str().unwrap().to_owned()
     }
+
+    /// Opens a session for the school's course on its device (as its teacher); returns its id.
+    pub async fn open_session(&self, school: &School) -> String {
+        self.create_session(
+            &school.teacher,
+            json!({"courseId": school.course_id, "deviceId": school.device_code}),
+        )
+        .await
+    }
+
+    /// Opens a session for the school's course on `device` (as its teacher) that starts at
+    /// midnight, so any time of today up to the clock's now falls inside it; returns its id.
+    pub async fn open_session_from_midnight(&self, school: &School, device: &str) -> String {
+        self.create_session(
+            &school.teacher,
+            json!({"courseId": school.course_id, "deviceId": device, "startTime": "00:00:00"}),
+        )
+        .await
+    }
+
+    /// Scans `student` on the school's device at `time` of today (the server's date).
+    pub async fn scan_today(&self, school: &School, student: &str, time: &str) -> (u16, Value) {
+        self.scan(&school.device_key, student, &self.today(), time)
+            .await
+    }
+
+    /// Scans `student` on the school's device now, by the server's clock (which may be a
+    /// test's manual clock).
+    pub async fn scan_now(&self, school: &School, student: &str) -> (u16, Value) {
+        self.scan_today(school, student, &self.now_time()).await
+    }
+
+    /// Opens a session for the school's course and scans `student` in it now; fails unless
+    /// the scan is taken. Returns the session's id and the scanned record.
+    pub async fn open_session_and_scan(&self, school: &School, student: &str) -> (String, Value) {
+        let session = self.open_session(school).await;
+        let (status, record) = self.scan_now(school, student).await;
+        assert_eq!(status, 201, "{record}");
+        (session, record)
+    }
+
+    /// Closes `session` as `token`; returns how many were marked absent.
+    pub async fn close_session(&self, token: &str, session: &str) -> i64 {
+        let data = self
+            .gql_ok(
+                Some(token),
+                "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
+                json!({"id": session}),
+            )
+            .await;
+        data["closeSession"]["markedAbsent"]
+            .as_i64()
+            .expect("markedAbsent")
+    }
+}
+
+/// The record of `student` among the `records` of `session`, a session in a GraphQL answer.
+pub fn student_record<'a>(session: &'a Value, student: &str) -> &'a Value {
+    session["records"]
+        .as_array()
+        .expect("the session's records")
+        .iter()
+        .find(|r| r["studentId"] == student)
+        .unwrap_or_else(|| panic!("no record of student {student}: {session}"))
 }

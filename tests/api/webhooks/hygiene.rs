@@ -143,12 +143,7 @@ async fn a_plain_secret_from_before_is_sealed_at_start_and_still_signs(backend: 
     assert!(stored.starts_with("v1:"), "sealed at start-up: {stored}");
     let teacher = app.login("t001", TEACHER_PASSWORD).await;
     let session = app.open_session(&school).await;
-    app.gql_ok(
-        Some(&teacher),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": session}),
-    )
-    .await;
+    app.close_session(&teacher, &session).await;
     delivered_signed(&app, &receiver, 1).await;
 }
 
@@ -212,22 +207,12 @@ async fn a_secret_sealed_under_another_key_fails_attempts_until_rotated(backend:
     let admin = other.admin_token().await;
     let teacher = other.login("t001", TEACHER_PASSWORD).await;
     let session = other
-        .gql_ok(
-            Some(&teacher),
-            "mutation($i: CreateSessionInput!) { createSession(input: $i) { id } }",
-            json!({"i": {"courseId": school.course_id, "deviceId": school.device_code}}),
-        )
-        .await["createSession"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    other
-        .gql_ok(
-            Some(&teacher),
-            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-            json!({"id": session}),
+        .create_session(
+            &teacher,
+            json!({"courseId": school.course_id, "deviceId": school.device_code}),
         )
         .await;
+    other.close_session(&teacher, &session).await;
 
     // The attempt fails without posting, and says what to do.
     let deadline = Instant::now() + Duration::from_secs(30);
