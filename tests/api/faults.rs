@@ -170,21 +170,7 @@ async fn kill_9_under_load_on_sqlite_loses_no_acknowledged_scan() {
     drop(server);
 
     let restarted = ServerCommand::with_test_env(&app.db.url).start().await;
-    let integrity: String = {
-        use sea_orm::ConnectionTrait;
-        let row = app
-            .service
-            .db
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Sqlite,
-                "PRAGMA integrity_check",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        row.try_get_by_index(0).unwrap()
-    };
-    assert_eq!(integrity, "ok");
+    assert_eq!(app.text("PRAGMA integrity_check").await, "ok");
     for student in &acked {
         let n = app
             .count(&format!("SELECT COUNT(*) FROM attendance_record WHERE student_id = {student} AND status = 'present'"))
@@ -217,21 +203,9 @@ async fn a_postgres_outage_under_load_loses_nothing_and_recovers_fast() {
     .await
     .unwrap();
     school.students = (1..=20000).map(|_| String::new()).collect();
-    let ids: Vec<i64> = {
-        use sea_orm::ConnectionTrait;
-        let rows = app
-            .service
-            .db
-            .query_all_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT id FROM student WHERE student_code LIKE 'F%' ORDER BY id",
-            ))
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|r| r.try_get_by_index::<i32>(0).unwrap() as i64)
-            .collect()
-    };
+    let ids = app
+        .ids("SELECT id FROM student WHERE student_code LIKE 'F%' ORDER BY id")
+        .await;
     school.students = ids.iter().map(i64::to_string).collect();
     app.open_session(&school).await;
     let server = ServerCommand::with_test_env(&app.db.url).start().await;

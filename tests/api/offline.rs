@@ -96,21 +96,9 @@ async fn a_full_batch_of_1000_scans_is_taken_in_one_request(backend: Backend) {
     .unwrap();
     app.open_session_from_midnight(&school, &school.device_code)
         .await;
-    let ids: Vec<i64> = {
-        use sea_orm::ConnectionTrait;
-        let rows = app
-            .service
-            .db
-            .query_all_raw(sea_orm::Statement::from_string(
-                app.service.db.get_database_backend(),
-                "SELECT id FROM student WHERE student_code LIKE 'B%' ORDER BY id",
-            ))
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|r| r.try_get_by_index::<i32>(0).unwrap() as i64)
-            .collect()
-    };
+    let ids = app
+        .ids("SELECT id FROM student WHERE student_code LIKE 'B%' ORDER BY id")
+        .await;
     assert_eq!(ids.len(), 1000);
     let (today, now) = (app.today(), app.now_time());
     let scans: Vec<Value> = ids

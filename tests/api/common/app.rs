@@ -44,13 +44,7 @@ impl TestApp {
         backend: Backend,
         change: impl FnOnce(&mut HashMap<String, String>),
     ) -> Self {
-        let db = Arc::new(TestDb::create(backend).await);
-        let app = Self::start(backend, db, Clock::system(), change).await;
-        app.service
-            .create_admin(ADMIN_USER, ADMIN_PASSWORD)
-            .await
-            .expect("create admin");
-        app
+        Self::spawn_with_clock(backend, Clock::system(), change).await
     }
 
     /// A server over a fresh database whose attendance time is `clock` (tests move it).
@@ -234,17 +228,40 @@ impl TestApp {
 
     /// Runs SQL that returns one integer.
     pub async fn count(&self, sql: &str) -> i64 {
+        self.one_value(sql).await
+    }
+
+    /// Runs SQL that returns one text value.
+    pub async fn text(&self, sql: &str) -> String {
+        self.one_value(sql).await
+    }
+
+    /// Runs SQL that returns one column of 32-bit integers (ids); its values in order.
+    pub async fn ids(&self, sql: &str) -> Vec<i64> {
+        let rows = self
+            .service
+            .db
+            .query_all_raw(self.statement(sql))
+            .await
+            .expect("ids query");
+        rows.iter()
+            .map(|r| r.try_get_by_index::<i32>(0).expect("integer").into())
+            .collect()
+    }
+
+    async fn one_value<T: sea_orm::TryGetable>(&self, sql: &str) -> T {
         let row = self
             .service
             .db
-            .query_one_raw(sea_orm::Statement::from_string(
-                self.service.db.get_database_backend(),
-                sql.to_owned(),
-            ))
+            .query_one_raw(self.statement(sql))
             .await
-            .expect("count query")
+            .expect("query")
             .expect("a row");
-        row.try_get_by_index::<i64>(0).expect("integer")
+        row.try_get_by_index::<T>(0).expect("a value of the type")
+    }
+
+    fn statement(&self, sql: &str) -> sea_orm::Statement {
+        sea_orm::Statement::from_string(self.service.db.get_database_backend(), sql.to_owned())
     }
 }
 

@@ -25,18 +25,7 @@ const ROTATE: &str =
 
 /// The stored `secret` column of the only webhook.
 async fn stored_secret(app: &TestApp) -> String {
-    use sea_orm::ConnectionTrait;
-    let row = app
-        .service
-        .db
-        .query_one_raw(sea_orm::Statement::from_string(
-            app.service.db.get_database_backend(),
-            "SELECT secret FROM webhook",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index::<String>(0).unwrap()
+    app.text("SELECT secret FROM webhook").await
 }
 
 /// Waits until `receiver` has had `n` deliveries, all verified with its secret.
