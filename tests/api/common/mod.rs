@@ -1,10 +1,12 @@
 //! `TestApp`: a real server on port 0 over a fresh database, with one helper per endpoint.
 //!
 //! - [`db`]: the backends and the database each test makes and removes;
-//! - [`http`]: the HTTP client and the requests the in-process app and child processes share;
+//! - [`http`]: the HTTP client, the requests the in-process app and child processes share,
+//!   and readers of GraphQL errors;
 //! - [`app`]: `TestApp`, the server in the test's own process, and its endpoint helpers;
-//! - [`school`]: the `School` fixture and the directory and session helpers that build on it;
-//! - [`process`]: the server binary as a child process;
+//! - [`school`]: the `School` fixture, and helpers that build it and open, scan and close
+//!   its sessions;
+//! - [`process`]: the server binary as a child process (`ServerCommand`, `ServerProcess`);
 //! - [`ws`]: graphql-transport-ws clients.
 
 #![allow(dead_code)]

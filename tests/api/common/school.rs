@@ -1,12 +1,13 @@
-//! The `School` fixture: a small directory, a device and accounts to act as, and the
-//! helpers that create its parts and open its sessions.
+//! The `School` fixture: a small directory, a device and accounts to act as; the helpers
+//! that create its parts; and the roll call on it: open a session, scan, close.
 
 use serde_json::{Value, json};
 
 use super::{TEACHER_PASSWORD, TestApp};
 
-/// A small school: one dep-batch, two sections, a teacher with a course over both sections,
-/// a second teacher, students, and a registered device.
+/// A small school: one dep-batch, three sections, a teacher with a course over the first
+/// two, a second teacher with a course over the third, students in the first two (and one
+/// outsider in the third), and a registered device.
 pub struct School {
     pub admin: String,
     pub teacher: String,
