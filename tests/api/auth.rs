@@ -312,71 +312,34 @@ fn create_admin_and_migrate_work_from_the_command_line() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
-fn a_bare_start_serves_on_8000_and_prints_the_first_admin_once() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_start_serves_on_8000_and_prints_the_first_admin_once() {
     let dir = std::env::temp_dir().join(format!("att_cli_{}", attendance::auth::random_token(4)));
     std::fs::create_dir_all(&dir).unwrap();
     // Port 8000 may be taken on a shared machine; BIND is the only variable set here.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let run = |expect_admin: bool| {
-        let mut child = binary()
+    // Started, the server serves; its output up to "listening" is returned.
+    let run = async |expect_admin: bool| {
+        let mut server = ServerCommand::bare()
             .current_dir(&dir)
-            .env("BIND", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx2.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-                let listening = line.contains("listening");
-                seen.push(line);
-                if listening {
-                    break;
-                }
-            }
-        }
-        let text = seen.join("\n");
-        assert!(text.contains("listening"), "server did not start: {text}");
+            .capture_output()
+            .start()
+            .await;
+        server.wait_for_line(|l| l.contains("listening"));
+        let text = server.output.join("\n");
         assert!(
             text.contains("SECRET_KEY"),
             "warns about the throwaway key: {text}"
         );
         assert_eq!(text.contains("password:"), expect_admin, "{text}");
-        let health = std::net::TcpStream::connect(("127.0.0.1", port));
-        assert!(health.is_ok());
-        let _ = child.kill();
-        let _ = child.wait();
         text
     };
-    let first = run(true);
+    let first = run(true).await;
     let password = first
         .lines()
         .find_map(|l| l.trim().strip_prefix("password: "))
         .unwrap()
         .to_owned();
-    let second = run(false);
+    let second = run(false).await;
     assert!(
         !second.contains(&password),
         "credentials are never printed again"

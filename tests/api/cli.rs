@@ -22,13 +22,18 @@ fn binary_in(dir: &std::path::Path) -> Command {
     command
 }
 
+/// The same as a server (with `BIND` besides), its output gathered.
+fn server_in(dir: &std::path::Path) -> ServerCommand {
+    ServerCommand::bare()
+        .current_dir(dir)
+        .env("DEBUG", "true")
+        .capture_output()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_written_to_a_pipe_carry_no_colour_codes() {
     let dir = empty_directory();
-    let port = free_port();
-    let mut command = binary_in(&dir);
-    command.env("BIND", format!("127.0.0.1:{port}"));
-    let mut server = ServerProcess::start(command, port).await;
+    let mut server = server_in(&dir).start().await;
     server.wait_for_line(|l| l.contains("listening"));
     let output = server.stop().join("\n");
     assert!(
@@ -57,22 +62,14 @@ async fn create_admin_takes_a_password_that_starts_with_a_hyphen() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let port = free_port();
-    let mut command = binary_in(&dir);
-    command.env("BIND", format!("127.0.0.1:{port}"));
-    let server = ServerProcess::start(command, port).await;
-    let body: serde_json::Value = crate::common::http_client()
-        .post(format!("{}/graphql", server.address))
-        .json(&json!({
-            "query": "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { accessToken } }",
-            "variables": {"u": "dash", "p": password},
-        }))
-        .send()
-        .await
-        .expect("login request")
-        .json()
-        .await
-        .expect("login json");
+    let server = server_in(&dir).start().await;
+    let body = server
+        .gql(
+            None,
+            "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { accessToken } }",
+            json!({"u": "dash", "p": password}),
+        )
+        .await;
     assert!(
         body["data"]["login"]["accessToken"].is_string(),
         "the password logs in: {body}"

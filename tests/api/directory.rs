@@ -83,12 +83,7 @@ async fn admin_manages_students_end_to_end(backend: Backend) {
     // A student with attendance history is not deleted, and neither is their history.
     app.open_session(&school).await;
     let (status, _) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            "08:00:00",
-        )
+        .scan_today(&school, &school.students[0], "08:00:00")
         .await;
     assert_eq!(status, 201);
     let refused = app

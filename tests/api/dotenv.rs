@@ -5,7 +5,7 @@
 //! and reading that name as dj-database-url does is what is under test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -33,14 +33,9 @@ fn directory_with_dotenv(contents: &str) -> PathBuf {
     dir
 }
 
-/// The binary in `dir` with a cleared environment except `BIND`.
-fn binary_in(dir: &Path, port: u16) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_attendance"));
-    command
-        .current_dir(dir)
-        .env_clear()
-        .env("BIND", format!("127.0.0.1:{port}"));
-    command
+/// The binary in `dir` with a cleared environment except `BIND`, its output gathered.
+fn binary_in(dir: &Path) -> ServerCommand {
+    ServerCommand::bare().current_dir(dir).capture_output()
 }
 
 /// Posts a GraphQL document with an optional token and extra headers; returns status and body.
@@ -70,8 +65,7 @@ async fn graphql(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_django_design_dotenv_file_works_unchanged() {
     let dir = directory_with_dotenv(DJANGO_DOTENV);
-    let port = free_port();
-    let mut server = ServerProcess::start(binary_in(&dir, port), port).await;
+    let mut server = binary_in(&dir).start().await;
 
     // The first start prints the first admin's credentials once, on stdout.
     let field = |line: &str, name: &str| line.trim().strip_prefix(name).map(str::to_owned);
@@ -137,7 +131,7 @@ async fn the_django_design_dotenv_file_works_unchanged() {
     )
     .await;
     assert_eq!(status, 400);
-    let ipv6_host = format!("[::1]:{port}");
+    let ipv6_host = format!("[::1]:{}", server.port);
     let (status, _, body) = graphql(
         &server.address,
         None,
@@ -167,8 +161,7 @@ async fn the_django_design_dotenv_file_works_unchanged() {
 
     // The key is the file's, not a per-process one, so the token survives a restart.
     server.stop();
-    let port = free_port();
-    let mut restarted = ServerProcess::start(binary_in(&dir, port), port).await;
+    let mut restarted = binary_in(&dir).start().await;
     let (status, _, body) = graphql(
         &restarted.address,
         Some(&token),
@@ -191,7 +184,8 @@ async fn the_django_design_dotenv_file_works_unchanged() {
 async fn an_unparseable_dotenv_line_stops_start_up_naming_the_line() {
     let dir =
         directory_with_dotenv("DEBUG=True\nSECRET_KEY=your-secret-key\nALLOWED_HOSTS localhost\n");
-    let mut child = binary_in(&dir, free_port())
+    let mut child = binary_in(&dir)
+        .into_command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

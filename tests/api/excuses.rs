@@ -26,17 +26,6 @@ async fn excuse(app: &TestApp, token: &str, input: Value) -> String {
         .to_owned()
 }
 
-async fn close(app: &TestApp, token: &str, session: &str) -> i64 {
-    app.gql_ok(
-        Some(token),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": session}),
-    )
-    .await["closeSession"]["markedAbsent"]
-        .as_i64()
-        .unwrap()
-}
-
 /// Student id -> (record id, status) in a session.
 async fn statuses(app: &TestApp, token: &str, session: &str) -> HashMap<String, (String, String)> {
     app.gql_ok(
@@ -71,18 +60,6 @@ async fn trail(app: &TestApp, admin: &str, session: &str, student: &str) -> Valu
         .clone()
 }
 
-async fn open(app: &TestApp, token: &str, course: &str, device: &str) -> String {
-    app.gql_ok(
-        Some(token),
-        "mutation($c: ID!, $d: String!) { createSession(input: {courseId: $c, deviceId: $d}) { id } }",
-        json!({"c": course, "d": device}),
-    )
-    .await["createSession"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 async fn an_excuse_before_the_close_gives_permission_and_names_itself(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(2).await;
@@ -95,7 +72,7 @@ async fn an_excuse_before_the_close_gives_permission_and_names_itself(backend: B
     .await;
     let session = app.open_session(&school).await;
     assert_eq!(
-        close(&app, &school.teacher, &session).await,
+        app.close_session(&school.teacher, &session).await,
         3,
         "three absent"
     );
@@ -126,9 +103,9 @@ async fn an_excuse_after_the_close_turns_absences_into_permission_and_revoking_t
     let sick = &school.students[1];
     // Two classes of the course today, both closed with everyone absent.
     let first = app.open_session(&school).await;
-    assert_eq!(close(&app, teacher, &first).await, 4);
+    assert_eq!(app.close_session(teacher, &first).await, 4);
     let second = app.open_session(&school).await;
-    assert_eq!(close(&app, teacher, &second).await, 4);
+    assert_eq!(app.close_session(teacher, &second).await, 4);
 
     let id = excuse(
         &app,
@@ -181,7 +158,7 @@ async fn an_excuse_after_the_close_turns_absences_into_permission_and_revoking_t
     )
     .await;
     let third = app.open_session(&school).await;
-    close(&app, teacher, &third).await;
+    app.close_session(teacher, &third).await;
     assert_eq!(statuses(&app, teacher, &third).await[sick].1, "ABSENT");
     assert_eq!(
         app.count("SELECT COUNT(*) FROM record_change WHERE kind = 'excuse_revoked'")
@@ -214,9 +191,14 @@ async fn a_course_bound_excuse_leaves_other_courses_alone_and_a_scan_still_count
     )
     .await;
     let se101 = app.open_session(&school).await;
-    let other = open(&app, &school.other_teacher, &se301, "DEV-02").await;
-    close(&app, &school.teacher, &se101).await;
-    close(&app, &school.other_teacher, &other).await;
+    let other = app
+        .create_session(
+            &school.other_teacher,
+            json!({"courseId": se301, "deviceId": "DEV-02"}),
+        )
+        .await;
+    app.close_session(&school.teacher, &se101).await;
+    app.close_session(&school.other_teacher, &other).await;
     assert_eq!(
         statuses(&app, &school.teacher, &se101).await[student].1,
         "ABSENT"
@@ -233,17 +215,10 @@ async fn a_course_bound_excuse_leaves_other_courses_alone_and_a_scan_still_count
         json!({"studentId": school.students[1], "from": today, "to": today, "reason": "trip"}),
     )
     .await;
-    let session = app.open_session(&school).await;
-    let (status, body) = app
-        .scan(
-            &school.device_key,
-            &school.students[1],
-            &today,
-            &app.now_time(),
-        )
+    let (session, _) = app
+        .open_session_and_scan(&school, &school.students[1])
         .await;
-    assert_eq!(status, 201, "{body}");
-    close(&app, &school.teacher, &session).await;
+    app.close_session(&school.teacher, &session).await;
     assert_eq!(
         statuses(&app, &school.teacher, &session).await[&school.students[1]].1,
         "PRESENT"
@@ -350,20 +325,16 @@ async fn the_student_report_agrees_with_the_records(backend: Backend) {
     let student = &school.students[0];
     // A late scan, an absence, an excused absence and a scan on time, in SE101.
     let late = app
-        .gql_ok(
-            Some(&school.teacher),
-            "mutation($c: ID!, $d: String!) { createSession(input: {courseId: $c, deviceId: $d, startTime: \"00:00:00\", graceMinutes: 0}) { id } }",
-            json!({"c": school.course_id, "d": school.device_code}),
+        .create_session(
+            &school.teacher,
+            json!({"courseId": school.course_id, "deviceId": school.device_code,
+                   "startTime": "00:00:00", "graceMinutes": 0}),
         )
-        .await["createSession"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.scan(&school.device_key, student, &today, &app.now_time())
         .await;
-    close(&app, &school.teacher, &late).await;
+    app.scan_now(&school, student).await;
+    app.close_session(&school.teacher, &late).await;
     let absent = app.open_session(&school).await;
-    close(&app, &school.teacher, &absent).await;
+    app.close_session(&school.teacher, &absent).await;
     excuse(
         &app,
         &school.admin,
@@ -371,11 +342,10 @@ async fn the_student_report_agrees_with_the_records(backend: Backend) {
     )
     .await;
     let excused = app.open_session(&school).await;
-    close(&app, &school.teacher, &excused).await;
+    app.close_session(&school.teacher, &excused).await;
     let on_time = app.open_session(&school).await;
-    app.scan(&school.device_key, student, &today, &app.now_time())
-        .await;
-    close(&app, &school.teacher, &on_time).await;
+    app.scan_now(&school, student).await;
+    app.close_session(&school.teacher, &on_time).await;
 
     // The figures by hand, from the records.
     let records = app

@@ -17,23 +17,18 @@ async fn sigterm_closes_websockets_with_a_close_frame_and_exits() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let school = app.seed_school(1).await;
     let session = app.open_session(&school).await;
-    let mut server = Server::start(&app.db.url, &[("SHUTDOWN_GRACE_SECONDS", "5")]).await;
+    let mut server = ServerCommand::with_test_env(&app.db.url)
+        .env("SHUTDOWN_GRACE_SECONDS", "5")
+        .start()
+        .await;
 
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("{}/graphql/ws", server.address.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    socket
-        .send(Message::text(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", school.teacher)}}).to_string()))
-        .await
-        .unwrap();
+    let mut socket = ws_connect(
+        &server.address,
+        json!({"Authorization": format!("Bearer {}", school.teacher)}),
+    )
+    .await;
     socket
         .send(Message::text(json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription($id: ID!) { attendanceUpdates(sessionId: $id) { kind } }", "variables": {"id": session}}}).to_string()))
         .await
@@ -61,7 +56,7 @@ async fn sigterm_closes_websockets_with_a_close_frame_and_exits() {
     assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
+        if let Some(status) = server.try_wait() {
             break status;
         }
         assert!(
@@ -154,7 +149,7 @@ async fn kill_9_under_load_on_sqlite_loses_no_acknowledged_scan() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let school = app.seed_school(150).await;
     app.open_session(&school).await;
-    let server = Server::start(&app.db.url, &[]).await;
+    let server = ServerCommand::with_test_env(&app.db.url).start().await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = tokio::spawn(scan_load(
         server.address.clone(),
@@ -174,22 +169,8 @@ async fn kill_9_under_load_on_sqlite_loses_no_acknowledged_scan() {
     let (acked, _) = load.await.unwrap();
     drop(server);
 
-    let restarted = Server::start(&app.db.url, &[]).await;
-    let integrity: String = {
-        use sea_orm::ConnectionTrait;
-        let row = app
-            .service
-            .db
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Sqlite,
-                "PRAGMA integrity_check",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        row.try_get_by_index(0).unwrap()
-    };
-    assert_eq!(integrity, "ok");
+    let restarted = ServerCommand::with_test_env(&app.db.url).start().await;
+    assert_eq!(app.text("PRAGMA integrity_check").await, "ok");
     for student in &acked {
         let n = app
             .count(&format!("SELECT COUNT(*) FROM attendance_record WHERE student_id = {student} AND status = 'present'"))
@@ -222,24 +203,12 @@ async fn a_postgres_outage_under_load_loses_nothing_and_recovers_fast() {
     .await
     .unwrap();
     school.students = (1..=20000).map(|_| String::new()).collect();
-    let ids: Vec<i64> = {
-        use sea_orm::ConnectionTrait;
-        let rows = app
-            .service
-            .db
-            .query_all_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT id FROM student WHERE student_code LIKE 'F%' ORDER BY id",
-            ))
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|r| r.try_get_by_index::<i32>(0).unwrap() as i64)
-            .collect()
-    };
+    let ids = app
+        .ids("SELECT id FROM student WHERE student_code LIKE 'F%' ORDER BY id")
+        .await;
     school.students = ids.iter().map(i64::to_string).collect();
     app.open_session(&school).await;
-    let server = Server::start(&app.db.url, &[]).await;
+    let server = ServerCommand::with_test_env(&app.db.url).start().await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = tokio::spawn(scan_load(
         server.address.clone(),
@@ -323,6 +292,6 @@ async fn a_postgres_outage_under_load_loses_nothing_and_recovers_fast() {
 }
 
 #[cfg(pg_tests)]
-fn server_alive(server: &Server) -> bool {
-    std::path::Path::new(&format!("/proc/{}", server.child.id())).exists()
+fn server_alive(server: &ServerProcess) -> bool {
+    std::path::Path::new(&format!("/proc/{}", server.pid())).exists()
 }

@@ -236,7 +236,7 @@ async fn fragment_bombs_are_refused_before_the_engine_while_health_answers(backe
     let app = TestApp::spawn(backend).await;
     // The real binary, with its own runtime: a document that blocked its threads would leave
     // this test's deadline free to fire, instead of blocking the test with it.
-    let server = Server::start(&app.db.url, &[]).await;
+    let server = ServerCommand::with_test_env(&app.db.url).start().await;
     let bombs = [
         fragment_chain(24),
         fragment_chain(32),

@@ -57,12 +57,7 @@ async fn a_subscriber_sees_scans_edits_and_the_close_with_counts(backend: Backen
     );
 
     let (status, record) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            "08:00:00",
-        )
+        .scan_today(&school, &school.students[0], "08:00:00")
         .await;
     assert_eq!(status, 201);
     let scan = next_update(&mut socket).await;
@@ -83,12 +78,7 @@ async fn a_subscriber_sees_scans_edits_and_the_close_with_counts(backend: Backen
     assert_eq!(edit["data"]["attendanceUpdates"]["kind"], "EDIT");
     assert_eq!(edit["data"]["attendanceUpdates"]["counts"]["permission"], 1);
 
-    app.gql_ok(
-        Some(&school.teacher),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": session}),
-    )
-    .await;
+    app.close_session(&school.teacher, &session).await;
     let close = next_update(&mut socket).await;
     let update = &close["data"]["attendanceUpdates"];
     assert_eq!(update["kind"], "CLOSE");
@@ -102,12 +92,7 @@ async fn an_excuse_and_its_revocation_reach_subscribers_as_edits(backend: Backen
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(2).await;
     let session = app.open_session(&school).await;
-    app.gql_ok(
-        Some(&school.teacher),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": session}),
-    )
-    .await;
+    app.close_session(&school.teacher, &session).await;
     let (mut socket, _) = subscribe(&app.address, &school.teacher, &session).await;
     let today = app.today();
     let created = app
@@ -227,63 +212,18 @@ async fn a_lagging_subscriber_is_told_to_resynchronise(backend: Backend) {
     );
 }
 
-/// A second server process (the real binary) on the same PostgreSQL database.
-#[cfg(pg_tests)]
-struct Process {
-    child: std::process::Child,
-    address: String,
-}
-
-#[cfg(pg_tests)]
-impl Process {
-    async fn start(database_url: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_attendance"))
-            .env_clear()
-            .envs(test_env(database_url))
-            .env("BIND", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start the second server");
-        let address = format!("http://127.0.0.1:{port}");
-        let client = crate::common::http_client();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(res) = client.get(format!("{address}/ready")).send().await
-                && res.status().is_success()
-            {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "second server not ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self { child, address }
-    }
-}
-
-#[cfg(pg_tests)]
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[cfg(pg_tests)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_through_one_process_reaches_a_subscriber_of_another_within_a_second() {
     let app = TestApp::spawn(Backend::Postgres).await;
     let school = app.seed_school(100).await;
     let session = app.open_session(&school).await;
-    let other = Process::start(&app.db.url).await;
+    // A second server process (the real binary) on the same PostgreSQL database, ready
+    // once it listens for the other processes' events.
+    let other = ServerCommand::with_test_env(&app.db.url)
+        .ready_at("/ready")
+        .start()
+        .await;
     let (mut socket, _) = subscribe(&other.address, &school.teacher, &session).await;
 
     let today = app.today();

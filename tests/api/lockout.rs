@@ -90,8 +90,14 @@ async fn wrong_passwords_sent_at_once_to_two_processes_are_checked_at_most_limit
         ("LOGIN_MAX_FAILURES", "5"),
         ("LOGIN_MAX_FAILURES_PER_ADDRESS", "1000"),
     ];
-    let a = Server::start(&app.db.url, &limits).await;
-    let b = Server::start(&app.db.url, &limits).await;
+    let a = ServerCommand::with_test_env(&app.db.url)
+        .envs(limits)
+        .start()
+        .await;
+    let b = ServerCommand::with_test_env(&app.db.url)
+        .envs(limits)
+        .start()
+        .await;
     let guesses = (0..8 * LIMIT).map(|n| {
         let server = if n % 2 == 0 { &a } else { &b };
         server.gql(

@@ -3,7 +3,6 @@
 
 mod common;
 
-mod access;
 mod auth;
 mod authz;
 mod cli;
@@ -21,12 +20,9 @@ mod lockout;
 mod offline;
 mod openapi;
 mod ops;
-mod ownership;
-mod roles;
 mod roster;
 mod scaleout;
 mod schema;
-mod service_roles;
 mod time;
 mod timetable;
 mod warnings;

@@ -26,14 +26,9 @@ async fn offline_batches_racing_a_close_never_deadlock(backend: Backend) {
     let mut students: Vec<i64> = school.students.iter().map(|s| s.parse().unwrap()).collect();
     students.sort_unstable_by(|a, b| b.cmp(a));
     for delay_ms in [0u64, 1, 2, 4, 8] {
-        let session = open_from_midnight(
-            &app,
-            &school,
-            &school.device_code,
-            &school.course_id,
-            &school.teacher,
-        )
-        .await;
+        let session = app
+            .open_session_from_midnight(&school, &school.device_code)
+            .await;
         let (today, now) = (app.today(), app.now_time());
         let scans = Value::Array(
             students
@@ -45,17 +40,11 @@ async fn offline_batches_racing_a_close_never_deadlock(backend: Backend) {
         for _ in 0..3 {
             let (app, school, scans) = (app.clone(), school.clone(), scans.clone());
             batches.push(tokio::spawn(async move {
-                batch(&app, &school.device_key, &scans).await
+                app.scan_batch(&school.device_key, &scans).await
             }));
         }
         tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-        let closed = app
-            .gql_ok(
-                Some(&school.teacher),
-                "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-                json!({"id": session}),
-            )
-            .await;
+        let marked = app.close_session(&school.teacher, &session).await;
         for batch in batches {
             let (status, body) = batch.await.unwrap();
             assert_eq!(status, 200, "close after {delay_ms} ms: {body}");
@@ -82,8 +71,7 @@ async fn offline_batches_racing_a_close_never_deadlock(backend: Backend) {
             "close after {delay_ms} ms: {records:?}"
         );
         eprintln!(
-            "offline race on {backend:?}, close after {delay_ms} ms: {} marked absent first",
-            closed["closeSession"]["markedAbsent"]
+            "offline race on {backend:?}, close after {delay_ms} ms: {marked} marked absent first"
         );
     }
 }
@@ -106,29 +94,11 @@ async fn a_full_batch_of_1000_scans_is_taken_in_one_request(backend: Backend) {
     )
     .await
     .unwrap();
-    open_from_midnight(
-        &app,
-        &school,
-        &school.device_code,
-        &school.course_id,
-        &school.teacher,
-    )
-    .await;
-    let ids: Vec<i64> = {
-        use sea_orm::ConnectionTrait;
-        let rows = app
-            .service
-            .db
-            .query_all_raw(sea_orm::Statement::from_string(
-                app.service.db.get_database_backend(),
-                "SELECT id FROM student WHERE student_code LIKE 'B%' ORDER BY id",
-            ))
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|r| r.try_get_by_index::<i32>(0).unwrap() as i64)
-            .collect()
-    };
+    app.open_session_from_midnight(&school, &school.device_code)
+        .await;
+    let ids = app
+        .ids("SELECT id FROM student WHERE student_code LIKE 'B%' ORDER BY id")
+        .await;
     assert_eq!(ids.len(), 1000);
     let (today, now) = (app.today(), app.now_time());
     let scans: Vec<Value> = ids
@@ -136,7 +106,9 @@ async fn a_full_batch_of_1000_scans_is_taken_in_one_request(backend: Backend) {
         .map(|id| json!({"student_id": id, "date": today, "time": now}))
         .collect();
     let started = std::time::Instant::now();
-    let (status, body) = batch(&app, &school.device_key, &Value::Array(scans)).await;
+    let (status, body) = app
+        .scan_batch(&school.device_key, &Value::Array(scans))
+        .await;
     let elapsed = started.elapsed();
     assert_eq!(status, 200);
     assert_eq!(body["accepted"], 1000, "{}", body["results"][0]);
@@ -144,39 +116,6 @@ async fn a_full_batch_of_1000_scans_is_taken_in_one_request(backend: Backend) {
         "batch of 1000 buffered scans on {backend:?}: {elapsed:?} ({:.0} scans/s, debug build)",
         1000.0 / elapsed.as_secs_f64()
     );
-}
-
-/// Opens the school's session with a start at midnight, so any scan time of today up to
-/// now falls inside it; returns the session id.
-async fn open_from_midnight(
-    app: &TestApp,
-    school: &School,
-    device: &str,
-    course: &str,
-    token: &str,
-) -> String {
-    let data = app
-        .gql_ok(
-            Some(token),
-            "mutation($i: CreateSessionInput!) { createSession(input: $i) { id } }",
-            json!({"i": {"courseId": course, "deviceId": device, "startTime": "00:00:00"}}),
-        )
-        .await;
-    let _ = school;
-    data["createSession"]["id"].as_str().unwrap().to_owned()
-}
-
-async fn batch(app: &TestApp, key: &str, scans: &Value) -> (u16, Value) {
-    let res = app
-        .client
-        .post(format!("{}/api/attendance/scans/batch", app.address))
-        .bearer_auth(key)
-        .json(scans)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap())
 }
 
 fn statuses(body: &Value) -> Vec<String> {
@@ -194,14 +133,8 @@ fn statuses(body: &Value) -> Vec<String> {
 async fn a_batch_answers_per_item_and_replays_change_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(3).await;
-    open_from_midnight(
-        &app,
-        &school,
-        &school.device_code,
-        &school.course_id,
-        &school.teacher,
-    )
-    .await;
+    app.open_session_from_midnight(&school, &school.device_code)
+        .await;
     let (today, now) = (app.today(), app.now_time());
     let scans = json!([
         {"student_id": school.students[0].parse::<i64>().unwrap(), "date": today, "time": now},
@@ -212,7 +145,7 @@ async fn a_batch_answers_per_item_and_replays_change_nothing(backend: Backend) {
         {"student_id": school.students[2].parse::<i64>().unwrap(), "date": today},
         {"student_id": school.students[2].parse::<i64>().unwrap(), "date": "2001-01-01", "time": "08:00:00"},
     ]);
-    let (status, first) = batch(&app, &school.device_key, &scans).await;
+    let (status, first) = app.scan_batch(&school.device_key, &scans).await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(
         statuses(&first),
@@ -230,7 +163,7 @@ async fn a_batch_answers_per_item_and_replays_change_nothing(backend: Backend) {
     assert_eq!(first["results"][5]["field"], "time");
     let records_after_first = app.count("SELECT COUNT(*) FROM attendance_record").await;
 
-    let (status, replay) = batch(&app, &school.device_key, &scans).await;
+    let (status, replay) = app.scan_batch(&school.device_key, &scans).await;
     assert_eq!(status, 200);
     assert_eq!(replay["accepted"], 0);
     assert_eq!(replay["duplicates"], 3);
@@ -244,7 +177,7 @@ async fn a_batch_answers_per_item_and_replays_change_nothing(backend: Backend) {
     );
 
     let wrapped = json!({"scans": [{"student_id": school.students[2].parse::<i64>().unwrap(), "date": today, "time": now}]});
-    let (status, body) = batch(&app, &school.device_key, &wrapped).await;
+    let (status, body) = app.scan_batch(&school.device_key, &wrapped).await;
     assert_eq!(
         (status, statuses(&body)),
         (200, vec!["accepted".to_owned()])
@@ -254,23 +187,11 @@ async fn a_batch_answers_per_item_and_replays_change_nothing(backend: Backend) {
 async fn a_buffered_scan_corrects_an_automatic_absence_but_never_a_teacher_edit(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(2).await;
-    let session = open_from_midnight(
-        &app,
-        &school,
-        &school.device_code,
-        &school.course_id,
-        &school.teacher,
-    )
-    .await;
-    let (today, scan_time) = (app.today(), app.now_time());
-    let closed = app
-        .gql_ok(
-            Some(&school.teacher),
-            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-            json!({"id": session}),
-        )
+    let session = app
+        .open_session_from_midnight(&school, &school.device_code)
         .await;
-    assert_eq!(closed["closeSession"]["markedAbsent"], 4);
+    let (today, scan_time) = (app.today(), app.now_time());
+    assert_eq!(app.close_session(&school.teacher, &session).await, 4);
 
     // The teacher excuses one absent student before the buffered scans arrive.
     let records = app
@@ -280,21 +201,11 @@ async fn a_buffered_scan_corrects_an_automatic_absence_but_never_a_teacher_edit(
             json!({"id": session}),
         )
         .await;
-    let record_of = |student: &str| {
-        records["session"]["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["studentId"] == student)
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let excused = student_record(&records["session"], &school.students[1]);
     app.gql_ok(
         Some(&school.teacher),
         "mutation($id: ID!) { editStatus(recordId: $id, status: PERMISSION, reason: \"note\") { id } }",
-        json!({"id": record_of(&school.students[1])}),
+        json!({"id": excused["id"]}),
     )
     .await;
 
@@ -302,7 +213,7 @@ async fn a_buffered_scan_corrects_an_automatic_absence_but_never_a_teacher_edit(
         {"student_id": school.students[0].parse::<i64>().unwrap(), "date": today, "time": scan_time},
         {"student_id": school.students[1].parse::<i64>().unwrap(), "date": today, "time": scan_time},
     ]);
-    let (status, body) = batch(&app, &school.device_key, &scans).await;
+    let (status, body) = app.scan_batch(&school.device_key, &scans).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(statuses(&body), ["accepted", "duplicate"]);
     assert_eq!(body["results"][0]["corrected_absence"], true);
@@ -312,16 +223,7 @@ async fn a_buffered_scan_corrects_an_automatic_absence_but_never_a_teacher_edit(
     let data = app
         .gql_ok(Some(&school.teacher), history, json!({"id": session}))
         .await;
-    let find = |student: &str| {
-        data["session"]["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["studentId"] == student)
-            .unwrap()
-            .clone()
-    };
-    let corrected = find(&school.students[0]);
+    let corrected = student_record(&data["session"], &school.students[0]);
     assert_eq!(corrected["status"], "PRESENT");
     assert!(corrected["scannedAt"].is_string());
     assert_eq!(corrected["changes"][0]["oldStatus"], "ABSENT");
@@ -333,14 +235,14 @@ async fn a_buffered_scan_corrects_an_automatic_absence_but_never_a_teacher_edit(
             .unwrap()
             .contains("buffered scan")
     );
-    let edited = find(&school.students[1]);
+    let edited = student_record(&data["session"], &school.students[1]);
     assert_eq!(
         edited["status"], "PERMISSION",
         "a teacher's edit is never overwritten"
     );
     assert_eq!(edited["changes"].as_array().unwrap().len(), 1);
 
-    let (_, replay) = batch(&app, &school.device_key, &scans).await;
+    let (_, replay) = app.scan_batch(&school.device_key, &scans).await;
     assert_eq!(statuses(&replay), ["duplicate", "duplicate"]);
     assert_eq!(app.count("SELECT COUNT(*) FROM record_change").await, 2);
 }
@@ -348,30 +250,20 @@ async fn a_buffered_scan_corrects_an_automatic_absence_but_never_a_teacher_edit(
 async fn a_buffered_scan_goes_to_the_session_bound_at_its_time(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(1).await;
-    let first = open_from_midnight(
-        &app,
-        &school,
-        &school.device_code,
-        &school.course_id,
-        &school.teacher,
-    )
-    .await;
+    let first = app
+        .open_session_from_midnight(&school, &school.device_code)
+        .await;
     let (today, during_first) = (app.today(), app.now_time());
-    app.gql_ok(
-        Some(&school.teacher),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": first}),
-    )
-    .await;
+    app.close_session(&school.teacher, &first).await;
     // The device now serves another course; the buffered scan still belongs to the first.
-    app.gql_ok(
-        Some(&school.admin),
-        "mutation($i: CreateSessionInput!) { createSession(input: $i) { id } }",
-        json!({"i": {"courseId": school.other_course_id, "deviceId": school.device_code, "teacherId": school.other_teacher_id}}),
+    app.create_session(
+        &school.admin,
+        json!({"courseId": school.other_course_id, "deviceId": school.device_code,
+               "teacherId": school.other_teacher_id}),
     )
     .await;
     let scans = json!([{"student_id": school.students[0].parse::<i64>().unwrap(), "date": today, "time": during_first}]);
-    let (_, body) = batch(&app, &school.device_key, &scans).await;
+    let (_, body) = app.scan_batch(&school.device_key, &scans).await;
     assert_eq!(statuses(&body), ["accepted"], "{body}");
     assert_eq!(
         body["results"][0]["record"]["session_id"].to_string(),
@@ -388,7 +280,7 @@ async fn scans_past_the_offline_horizon_are_rejected(backend: Backend) {
     let two_hours_ago = chrono::Utc::now() - chrono::Duration::hours(2);
     let scans = json!([{"student_id": school.students[0].parse::<i64>().unwrap(),
         "date": two_hours_ago.format("%Y-%m-%d").to_string(), "time": two_hours_ago.format("%H:%M:%S").to_string()}]);
-    let (status, body) = batch(&app, &school.device_key, &scans).await;
+    let (status, body) = app.scan_batch(&school.device_key, &scans).await;
     assert_eq!(status, 200);
     assert_eq!(statuses(&body), ["rejected:SCAN_TOO_OLD"]);
 }
@@ -399,7 +291,9 @@ async fn oversized_and_malformed_batches_are_refused_whole(backend: Backend) {
     let many: Vec<Value> = (0..1001)
         .map(|_| json!({"student_id": 1, "date": "2026-01-01", "time": "08:00:00"}))
         .collect();
-    let (status, body) = batch(&app, &school.device_key, &Value::Array(many)).await;
+    let (status, body) = app
+        .scan_batch(&school.device_key, &Value::Array(many))
+        .await;
     assert_eq!(status, 422);
     assert_eq!(body["error"]["field"], "scans");
     let res = app
@@ -411,7 +305,7 @@ async fn oversized_and_malformed_batches_are_refused_whole(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 400);
-    let (status, _) = batch(&app, &school.admin, &json!([])).await;
+    let (status, _) = app.scan_batch(&school.admin, &json!([])).await;
     assert_eq!(status, 403, "people's tokens do not submit scans");
 }
 
@@ -428,21 +322,11 @@ async fn a_buffered_scan_turns_an_excused_absence_into_presence(backend: Backend
     // the automatic absence into PERMISSION).
     app.gql_ok(Some(&school.teacher), create, excuse(early))
         .await;
-    let session = open_from_midnight(
-        &app,
-        &school,
-        &school.device_code,
-        &school.course_id,
-        &school.teacher,
-    )
-    .await;
+    let session = app
+        .open_session_from_midnight(&school, &school.device_code)
+        .await;
     let (today, scan_time) = (app.today(), app.now_time());
-    app.gql_ok(
-        Some(&school.teacher),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": session}),
-    )
-    .await;
+    app.close_session(&school.teacher, &session).await;
     let after = app
         .gql_ok(Some(&school.teacher), create, excuse(late))
         .await;
@@ -452,7 +336,7 @@ async fn a_buffered_scan_turns_an_excused_absence_into_presence(backend: Backend
         {"student_id": early.parse::<i64>().unwrap(), "date": today, "time": scan_time},
         {"student_id": late.parse::<i64>().unwrap(), "date": today, "time": scan_time},
     ]);
-    let (status, body) = batch(&app, &school.device_key, &scans).await;
+    let (status, body) = app.scan_batch(&school.device_key, &scans).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(statuses(&body), ["accepted", "accepted"], "{body}");
     for result in body["results"].as_array().unwrap() {
@@ -461,21 +345,12 @@ async fn a_buffered_scan_turns_an_excused_absence_into_presence(backend: Backend
     }
     let history = "query($id: ID!) { session(id: $id) { records { studentId status \
                    changes { kind oldStatus newStatus } } } }";
-    let record = |data: &Value, student: &str| {
-        data["session"]["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["studentId"] == student)
-            .unwrap()
-            .clone()
-    };
     let data = app
         .gql_ok(Some(&school.teacher), history, json!({"id": session}))
         .await;
     for student in [early, late] {
         assert_eq!(
-            record(&data, student)["changes"],
+            student_record(&data["session"], student)["changes"],
             json!([
                 {"kind": "EXCUSE", "oldStatus": "ABSENT", "newStatus": "PERMISSION"},
                 {"kind": "EDIT", "oldStatus": "PERMISSION", "newStatus": "PRESENT"},
@@ -493,6 +368,16 @@ async fn a_buffered_scan_turns_an_excused_absence_into_presence(backend: Backend
     let data = app
         .gql_ok(Some(&school.teacher), history, json!({"id": session}))
         .await;
-    assert_eq!(record(&data, late)["status"], "PRESENT", "{data}");
-    assert_eq!(record(&data, late)["changes"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        student_record(&data["session"], late)["status"],
+        "PRESENT",
+        "{data}"
+    );
+    assert_eq!(
+        student_record(&data["session"], late)["changes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }

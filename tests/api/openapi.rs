@@ -148,16 +148,7 @@ async fn the_openapi_document_is_valid_and_matches_the_handlers(backend: Backend
     );
 
     let batch = json!([{"student_id": student(2), "date": today, "time": "08:00:00"}, {"student_id": 1, "date": "bad"}]);
-    let res = app
-        .client
-        .post(format!("{}/api/attendance/scans/batch", app.address))
-        .bearer_auth(key)
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let answer: Value = res.json().await.unwrap();
+    let (status, answer) = app.scan_batch(key, &batch).await;
     let schema = documented(&doc, "/api/attendance/scans/batch", "post", status);
     conforms(&doc, &schema, &answer, "batch");
     for item in answer["results"].as_array().unwrap() {

@@ -1,7 +1,5 @@
 //! Operations: health, readiness, metrics, request ids and logs that keep secrets out.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -78,21 +76,11 @@ async fn metrics_move_after_a_scan_and_a_named_operation(backend: Backend) {
     assert_eq!(metric(&before, "attendance_sessions_open"), 1.0);
 
     let (status, _) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            "08:00:00",
-        )
+        .scan_today(&school, &school.students[0], "08:00:00")
         .await;
     assert_eq!(status, 201);
     let (status, _) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            "08:00:00",
-        )
+        .scan_today(&school, &school.students[0], "08:00:00")
         .await;
     assert_eq!(status, 409);
     let res = app
@@ -159,33 +147,15 @@ async fn json_logs_carry_request_ids_and_never_secrets() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let school = app.seed_school(1).await;
     app.open_session(&school).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_attendance"))
-        .env_clear()
-        .envs(test_env(&app.db.url))
-        .env("BIND", format!("127.0.0.1:{port}"))
+    // Debug logs outgrow a pipe's buffer: the harness reads them while the server runs.
+    let server = ServerCommand::with_test_env(&app.db.url)
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let address = format!("http://127.0.0.1:{port}");
-    let client = crate::common::http_client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{address}/health"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .capture_output()
+        .start()
+        .await;
+    let address = server.address.clone();
+    let client = http_client();
     let login: Value = client
         .post(format!("{address}/graphql"))
         .header("x-request-id", "trace-me-7")
@@ -205,22 +175,27 @@ async fn json_logs_carry_request_ids_and_never_secrets() {
         .as_str()
         .unwrap()
         .to_owned();
-    let _ = client
-        .post(format!("{address}/graphql"))
-        .json(&json!({"query": "mutation { login(username: \"admin\", password: \"a-wrong-secret-pw\") { accessToken } }"}))
-        .send()
+    server
+        .gql(
+            None,
+            "mutation { login(username: \"admin\", password: \"a-wrong-secret-pw\") { accessToken } }",
+            json!({}),
+        )
         .await;
-    let _ = client
-        .post(format!("{address}/graphql"))
-        .bearer_auth(&access)
-        .json(&json!({"query": "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }", "variables": {"t": refresh}}))
-        .send()
+    server
+        .gql(
+            Some(&access),
+            "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }",
+            json!({"t": refresh}),
+        )
         .await;
-    let _ = client
-        .post(format!("{address}/api/attendance/scan"))
-        .bearer_auth(&school.device_key)
-        .json(&json!({"student_id": school.students[0].parse::<i64>().unwrap(), "date": app.today(), "time": "08:00:00"}))
-        .send()
+    server
+        .scan(
+            &school.device_key,
+            &school.students[0],
+            &app.today(),
+            "08:00:00",
+        )
         .await;
     let _ = client
         .post(format!("{address}/api/attendance/scan"))
@@ -228,23 +203,7 @@ async fn json_logs_carry_request_ids_and_never_secrets() {
         .body("{}")
         .send()
         .await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let mut logs = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = server.stop().join("\n");
 
     assert!(!logs.is_empty());
     for secret in [

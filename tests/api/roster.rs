@@ -125,7 +125,7 @@ async fn attendance_exports_as_csv_to_the_right_people(backend: Backend) {
     let session = app.open_session(&school).await;
     let today = app.today();
     let (_, record) = app
-        .scan(&school.device_key, &school.students[0], &today, "08:07:00")
+        .scan_today(&school, &school.students[0], "08:07:00")
         .await;
     app.gql_ok(
         Some(&school.teacher),
@@ -133,12 +133,7 @@ async fn attendance_exports_as_csv_to_the_right_people(backend: Backend) {
         json!({"id": record["id"].to_string()}),
     )
     .await;
-    app.gql_ok(
-        Some(&school.teacher),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": session}),
-    )
-    .await;
+    app.close_session(&school.teacher, &session).await;
 
     let path = format!("/api/export/sessions/{session}/records.csv");
     let (status, content_type, csv) = download(&app, Some(&school.teacher), &path).await;
@@ -208,21 +203,15 @@ const REPORT: &str = "query($id: ID!, $rate: Float!) { courseReport(courseId: $i
 async fn course_reports_count_and_rate_each_student(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(1).await;
-    let today = app.today();
     for round in 0..2 {
         let session = app.open_session(&school).await;
-        app.scan(&school.device_key, &school.students[0], &today, "08:00:00")
+        app.scan_today(&school, &school.students[0], "08:00:00")
             .await;
         if round == 0 {
-            app.scan(&school.device_key, &school.students[1], &today, "08:00:00")
+            app.scan_today(&school, &school.students[1], "08:00:00")
                 .await;
         }
-        app.gql_ok(
-            Some(&school.teacher),
-            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-            json!({"id": session}),
-        )
-        .await;
+        app.close_session(&school.teacher, &session).await;
     }
     let before = app.statements.get();
     let data = app

@@ -25,7 +25,7 @@ const LOGIN: &str =
 const WRONG_PASSWORD: &str = "wrong-password";
 
 /// The reason a login through `server` fails with (`<none>` when it succeeds).
-async fn login_reason(server: &Server, username: &str, password: &str) -> String {
+async fn login_reason(server: &ServerProcess, username: &str, password: &str) -> String {
     let body = server
         .gql(None, LOGIN, json!({"u": username, "p": password}))
         .await;
@@ -34,7 +34,7 @@ async fn login_reason(server: &Server, username: &str, password: &str) -> String
 
 /// Sends wrong passwords for `username` to `servers` in turn; returns the number of the
 /// first attempt refused as RATE_LIMITED.
-async fn attempts_until_locked(servers: &[&Server], username: &str) -> usize {
+async fn attempts_until_locked(servers: &[&ServerProcess], username: &str) -> usize {
     for attempt in 1..=20 {
         let server = servers[(attempt - 1) % servers.len()];
         match login_reason(server, username, WRONG_PASSWORD)
@@ -55,8 +55,14 @@ async fn a_login_lockout_counts_and_holds_across_processes(backend: Backend) {
         ("LOGIN_MAX_FAILURES", "5"),
         ("LOGIN_MAX_FAILURES_PER_ADDRESS", "14"),
     ];
-    let a = Server::start(&app.db.url, &limits).await;
-    let b = Server::start(&app.db.url, &limits).await;
+    let a = ServerCommand::with_test_env(&app.db.url)
+        .envs(limits)
+        .start()
+        .await;
+    let b = ServerCommand::with_test_env(&app.db.url)
+        .envs(limits)
+        .start()
+        .await;
 
     // The attempt after the fifth failure is refused, whether one process sees them all or
     // two processes see them in turn.
@@ -89,8 +95,8 @@ async fn a_revoked_device_key_fails_at_once_in_every_process(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(2).await;
     app.open_session(&school).await;
-    let a = Server::start(&app.db.url, &[]).await;
-    let b = Server::start(&app.db.url, &[]).await;
+    let a = ServerCommand::with_test_env(&app.db.url).start().await;
+    let b = ServerCommand::with_test_env(&app.db.url).start().await;
     let (date, time) = (app.today(), app.now_time());
     let key = &school.device_key;
 
@@ -121,7 +127,7 @@ async fn a_revoked_device_key_fails_at_once_in_every_process(backend: Backend) {
 }
 
 /// The admin's access token, through `server`.
-async fn login_token(server: &Server) -> String {
+async fn login_token(server: &ServerProcess) -> String {
     let body = server
         .gql(None, LOGIN, json!({"u": ADMIN_USER, "p": ADMIN_PASSWORD}))
         .await;
@@ -140,17 +146,6 @@ async fn bare_service(app: &TestApp) -> Service {
     Service::new(pools, Arc::new(config))
 }
 
-/// Opens a session of the school's course on `device` from midnight, so any time of today
-/// up to now falls inside it.
-async fn open_from_midnight(app: &TestApp, school: &School, device: &str) {
-    app.gql_ok(
-        Some(&school.teacher),
-        "mutation($i: CreateSessionInput!) { createSession(input: $i) { id } }",
-        json!({"i": {"courseId": school.course_id, "deviceId": device, "startTime": "00:00:00"}}),
-    )
-    .await;
-}
-
 /// The school's student codes (`seed_school` names them `ST<section><n>`).
 fn student_codes(per_section: usize) -> Vec<String> {
     (0..2)
@@ -166,7 +161,8 @@ fn attlog(pin: &str, time: &str) -> String {
 async fn two_processes_draining_one_terminal_judge_each_line_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(10).await;
-    open_from_midnight(&app, &school, &school.device_code).await;
+    app.open_session_from_midnight(&school, &school.device_code)
+        .await;
     let device_id: i32 = school.device_row_id.parse().unwrap();
     let time = Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
     let codes = student_codes(10);
@@ -216,8 +212,8 @@ async fn one_upload_sent_through_two_processes_is_judged_once(backend: Backend) 
     const SN: &str = "SCALE0001";
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(20).await;
-    let a = Server::start(&app.db.url, &[]).await;
-    let b = Server::start(&app.db.url, &[]).await;
+    let a = ServerCommand::with_test_env(&app.db.url).start().await;
+    let b = ServerCommand::with_test_env(&app.db.url).start().await;
     let client = crate::common::http_client();
     let handshake = client
         .get(format!("{}/iclock/cdata?SN={SN}&options=all", a.address))
@@ -245,7 +241,7 @@ async fn one_upload_sent_through_two_processes_is_judged_once(backend: Backend) 
         )
         .await;
     let code = approved["approveTerminal"]["deviceId"].as_str().unwrap();
-    open_from_midnight(&app, &school, code).await;
+    app.open_session_from_midnight(&school, code).await;
 
     // The terminal timed out and resent its upload, which the balancer sent elsewhere.
     let time = Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
@@ -254,7 +250,7 @@ async fn one_upload_sent_through_two_processes_is_judged_once(backend: Backend) 
         .iter()
         .map(|code| format!("{}\r\n", attlog(code, &time)))
         .collect();
-    let upload = |server: &Server| {
+    let upload = |server: &ServerProcess| {
         client
             .post(format!(
                 "{}/iclock/cdata?SN={SN}&table=ATTLOG&Stamp=9",

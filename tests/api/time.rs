@@ -28,14 +28,7 @@ async fn closing_marks_only_students_enrolled_when_the_session_started(backend: 
         json!({"id": school.outsider, "s": school.sections[1]}),
     )
     .await;
-    let closed = app
-        .gql_ok(
-            Some(&school.teacher),
-            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-            json!({"id": session}),
-        )
-        .await;
-    assert_eq!(closed["closeSession"]["markedAbsent"], 4);
+    assert_eq!(app.close_session(&school.teacher, &session).await, 4);
     for student in [&late_joiner, &school.outsider] {
         let records = app
             .count(&format!(
@@ -56,14 +49,7 @@ async fn closing_marks_only_students_enrolled_when_the_session_started(backend: 
         0
     );
     let next = app.open_session(&school).await;
-    let closed = app
-        .gql_ok(
-            Some(&school.teacher),
-            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-            json!({"id": next}),
-        )
-        .await;
-    assert_eq!(closed["closeSession"]["markedAbsent"], 7);
+    assert_eq!(app.close_session(&school.teacher, &next).await, 7);
 }
 
 async fn present_records_carry_late_minutes_after_the_grace_period(backend: Backend) {
@@ -77,7 +63,6 @@ async fn present_records_carry_late_minutes_after_the_grace_period(backend: Back
         )
         .await;
     assert_eq!(data["createSession"]["graceMinutes"], 10);
-    let today = app.today();
     let cases = [
         ("07:55:00", 0),
         ("08:10:00", 0),
@@ -85,7 +70,7 @@ async fn present_records_carry_late_minutes_after_the_grace_period(backend: Back
         ("08:25:30", 25),
     ];
     for (student, (time, late)) in school.students.iter().zip(cases) {
-        let (status, record) = app.scan(&school.device_key, student, &today, time).await;
+        let (status, record) = app.scan_today(&school, student, time).await;
         assert_eq!(status, 201, "{record}");
         assert_eq!(record["late_minutes"], late, "scan at {time}");
     }

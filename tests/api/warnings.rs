@@ -18,25 +18,14 @@ both_databases!(
 const SET_RULE: &str = "mutation($i: WarningRuleInput!) { setWarningRule(input: $i) { id minRate afterSessions consecutiveAbsences course { id } } }";
 const WARNINGS: &str = "query($c: ID, $s: ID) { attendanceWarnings(courseId: $c, studentId: $s, first: 100) { totalCount nodes { id kind rate sessions consecutiveAbsences raisedAt clearedAt student { id } course { id } } } }";
 
-async fn close(app: &TestApp, token: &str, session: &str) {
-    app.gql_ok(
-        Some(token),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": session}),
-    )
-    .await;
-}
-
 /// Opens a session, scans `present`, closes it; returns its id.
 async fn held(app: &TestApp, school: &School, present: &[&str]) -> String {
     let session = app.open_session(school).await;
     for student in present {
-        let (status, body) = app
-            .scan(&school.device_key, student, &app.today(), &app.now_time())
-            .await;
+        let (status, body) = app.scan_now(school, student).await;
         assert_eq!(status, 201, "{body}");
     }
-    close(app, &school.teacher, &session).await;
+    app.close_session(&school.teacher, &session).await;
     session
 }
 
@@ -49,13 +38,10 @@ async fn record_of(app: &TestApp, token: &str, session: &str, student: &str) -> 
             json!({"id": session}),
         )
         .await;
-    data["session"]["records"]
-        .as_array()
+    student_record(&data["session"], student)["id"]
+        .as_str()
         .unwrap()
-        .iter()
-        .find(|r| r["studentId"] == student)
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .expect("the student has a record")
+        .to_owned()
 }
 
 async fn edit(app: &TestApp, token: &str, record: &str, status: &str) {
@@ -367,18 +353,11 @@ async fn statements_of_a_close(backend: Backend, n: usize) -> u64 {
         json!({}),
     )
     .await;
-    let session = app.open_session(&school).await;
-    let (status, _) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            &app.now_time(),
-        )
+    let (session, _) = app
+        .open_session_and_scan(&school, &school.students[0])
         .await;
-    assert_eq!(status, 201);
     let before = app.statements.get();
-    close(&app, &school.teacher, &session).await;
+    app.close_session(&school.teacher, &session).await;
     let used = app.statements.get() - before;
     // Every absentee crossed both lines.
     assert_eq!(

@@ -23,11 +23,8 @@ async fn closing_marks_the_unscanned_absent_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(3).await;
     let session_id = app.open_session(&school).await;
-    let today = app.today();
     for student in &school.students[..2] {
-        let (status, _) = app
-            .scan(&school.device_key, student, &today, "08:00:00")
-            .await;
+        let (status, _) = app.scan_today(&school, student, "08:00:00").await;
         assert_eq!(status, 201);
     }
     let closed = app

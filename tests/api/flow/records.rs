@@ -23,12 +23,7 @@ async fn teachers_edit_their_records_with_an_audit_trail(backend: Backend) {
     let school = app.seed_school(1).await;
     app.open_session(&school).await;
     let (_, record) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            "08:00:00",
-        )
+        .scan_today(&school, &school.students[0], "08:00:00")
         .await;
     let record_id = record["id"].to_string();
 
@@ -103,12 +98,7 @@ async fn only_admins_delete_records(backend: Backend) {
     let school = app.seed_school(1).await;
     app.open_session(&school).await;
     let (_, record) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            "08:00:00",
-        )
+        .scan_today(&school, &school.students[0], "08:00:00")
         .await;
     let id = record["id"].to_string();
     let delete = "mutation($id: ID!) { deleteAttendanceRecord(id: $id) }";
@@ -133,7 +123,7 @@ async fn reads_respect_ownership_and_filters(backend: Backend) {
     let school = app.seed_school(2).await;
     let mine = app.open_session(&school).await;
     let today = app.today();
-    app.scan(&school.device_key, &school.students[0], &today, "08:00:00")
+    app.scan_today(&school, &school.students[0], "08:00:00")
         .await;
     app.gql_ok(Some(&school.teacher), CLOSE, json!({"id": mine}))
         .await;
@@ -332,13 +322,8 @@ async fn record_and_session_pages_join_their_students_in_constant_statements(bac
 /// Opens a session, scans the first student and closes it; returns the session's id.
 async fn close_one(app: &TestApp, school: &School) -> String {
     let session = app.open_session(school).await;
-    app.scan(
-        &school.device_key,
-        &school.students[0],
-        &app.today(),
-        "08:00:00",
-    )
-    .await;
+    app.scan_today(school, &school.students[0], "08:00:00")
+        .await;
     app.gql_ok(Some(&school.teacher), CLOSE, json!({"id": session}))
         .await;
     session

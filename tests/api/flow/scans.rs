@@ -121,12 +121,7 @@ async fn each_scan_outcome_has_its_status_and_reason(backend: Backend) {
     let (status, _) = app.rest_scan(Some("attdev_wrong"), "{}").await;
     assert_eq!(status, 401);
 
-    app.gql_ok(
-        Some(&school.teacher),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": session_id}),
-    )
-    .await;
+    app.close_session(&school.teacher, &session_id).await;
     let (status, body) = app.scan(key, &school.students[2], &today, "09:00:00").await;
     assert_eq!(
         (status, &body["error"]["code"]),
@@ -146,9 +141,8 @@ async fn scan_times_are_read_in_the_school_time_zone(backend: Backend) {
     .await;
     let school = app.seed_school(1).await;
     app.open_session(&school).await;
-    let today = app.today();
     let (status, record) = app
-        .scan(&school.device_key, &school.students[0], &today, "08:43:21")
+        .scan_today(&school, &school.students[0], "08:43:21")
         .await;
     assert_eq!(status, 201, "{record}");
     let scanned =
@@ -236,19 +230,12 @@ async fn devices_last_contact_is_kept_without_a_write_per_scan(backend: Backend)
     let before = chrono::Utc::now();
     // The first scan also looks the device key up (then it is cached).
     let (status, _) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            "08:00:00",
-        )
+        .scan_today(&school, &school.students[0], "08:00:00")
         .await;
     assert_eq!(status, 201);
     let statements = app.statements.get();
     for student in &school.students[1..] {
-        let (status, _) = app
-            .scan(&school.device_key, student, &app.today(), "08:00:00")
-            .await;
+        let (status, _) = app.scan_today(&school, student, "08:00:00").await;
         assert_eq!(status, 201);
     }
     let per_scan = (app.statements.get() - statements) as f64 / (school.students.len() - 1) as f64;

@@ -155,7 +155,7 @@ async fn a_revoked_terminal_is_refused_until_approved_again(backend: Backend) {
     let school = app.seed_school(1).await;
     let (zone, offset) = terminal_zone();
     let (id, code) = app.approve_terminal(&school.admin, SN, zone).await;
-    app.open_on(&school, &code).await;
+    app.open_session_from_midnight(&school, &code).await;
     let codes = app.student_codes(&school.admin, &school.students).await;
     app.gql_ok(
         Some(&school.admin),

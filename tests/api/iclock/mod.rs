@@ -169,19 +169,6 @@ impl TestApp {
         (id, code)
     }
 
-    /// Opens a session of the school's course on `device` starting at midnight, so any
-    /// time of today up to the clock's now falls inside it; returns its id.
-    async fn open_on(&self, school: &School, device: &str) -> String {
-        let data = self
-            .gql_ok(
-                Some(&school.teacher),
-                "mutation($i: CreateSessionInput!) { createSession(input: $i) { id } }",
-                json!({"i": {"courseId": school.course_id, "deviceId": device, "startTime": "00:00:00"}}),
-            )
-            .await;
-        data["createSession"]["id"].as_str().unwrap().to_owned()
-    }
-
     async fn terminal_health(&self, admin: &str, id: &str) -> Value {
         self.gql_ok(
             Some(admin),

@@ -28,7 +28,7 @@ async fn uploads_take_good_lines_count_duplicates_and_keep_bad_lines(backend: Ba
         .await;
     let (zone, offset) = terminal_zone();
     let (id, code) = app.approve_terminal(&school.admin, SN, zone).await;
-    let session = app.open_on(&school, &code).await;
+    let session = app.open_session_from_midnight(&school, &code).await;
     let codes = app.student_codes(&school.admin, &school.students).await;
     let at = app.service.now() - Duration::minutes(5);
     let (t0, t1, t2) = (
@@ -75,10 +75,7 @@ async fn uploads_take_good_lines_count_duplicates_and_keep_bad_lines(backend: Ba
     ];
     expected.sort();
     assert_eq!(students, expected);
-    let first = records
-        .iter()
-        .find(|r| r["studentId"] == school.students[0].as_str())
-        .unwrap();
+    let first = student_record(&data["session"], &school.students[0]);
     assert_eq!(first["status"], "PRESENT");
     let scanned = DateTime::parse_from_rfc3339(first["scannedAt"].as_str().unwrap()).unwrap();
     assert_eq!(
@@ -130,7 +127,7 @@ async fn resent_uploads_change_nothing(backend: Backend) {
     let school = app.seed_school(2).await;
     let (zone, offset) = terminal_zone();
     let (id, code) = app.approve_terminal(&school.admin, SN, zone).await;
-    app.open_on(&school, &code).await;
+    app.open_session_from_midnight(&school, &code).await;
     let codes = app.student_codes(&school.admin, &school.students).await;
     let at = app.service.now() - Duration::minutes(3);
     let body = [
@@ -183,17 +180,10 @@ async fn a_late_batch_turns_an_automatic_absence_into_present(backend: Backend) 
     let school = app.seed_school(2).await;
     let (zone, offset) = terminal_zone();
     let (_, code) = app.approve_terminal(&school.admin, SN, zone).await;
-    let session = app.open_on(&school, &code).await;
+    let session = app.open_session_from_midnight(&school, &code).await;
     let codes = app.student_codes(&school.admin, &school.students).await;
     let during = app.service.now() - Duration::seconds(5);
-    let closed = app
-        .gql_ok(
-            Some(&school.teacher),
-            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-            json!({"id": session}),
-        )
-        .await;
-    assert_eq!(closed["closeSession"]["markedAbsent"], 4);
+    assert_eq!(app.close_session(&school.teacher, &session).await, 4);
 
     // The terminal was offline during the class and uploads once it is back.
     let (status, reply) = app
@@ -211,13 +201,7 @@ async fn a_late_batch_turns_an_automatic_absence_into_present(backend: Backend) 
         data["session"]["counts"],
         json!({"present": 1, "absent": 3})
     );
-    let record = data["session"]["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["studentId"] == school.students[0].as_str())
-        .unwrap()
-        .clone();
+    let record = student_record(&data["session"], &school.students[0]);
     assert_eq!(record["status"], "PRESENT");
     assert_eq!(record["changes"][0]["oldStatus"], "ABSENT");
     assert!(
@@ -242,7 +226,7 @@ async fn ten_thousand_lines_are_taken_in_one_request(backend: Backend) {
     let school = app.seed_school(10).await;
     let (zone, offset) = terminal_zone();
     let (id, code) = app.approve_terminal(&school.admin, SN, zone).await;
-    app.open_on(&school, &code).await;
+    app.open_session_from_midnight(&school, &code).await;
     let codes = app.student_codes(&school.admin, &school.students).await;
     assert_eq!(codes.len(), 20);
 
@@ -330,7 +314,7 @@ async fn pending_lines_left_by_a_stopped_server_are_judged_later(backend: Backen
     let school = app.seed_school(1).await;
     let (zone, offset) = terminal_zone();
     let (id, code) = app.approve_terminal(&school.admin, SN, zone).await;
-    let session = app.open_on(&school, &code).await;
+    let session = app.open_session_from_midnight(&school, &code).await;
     let codes = app.student_codes(&school.admin, &school.students).await;
     // A server stored a large upload's tail as pending and stopped before judging it.
     let time = local(app.service.now() - Duration::seconds(30), offset);
@@ -398,19 +382,8 @@ async fn a_departed_student_is_refused_on_every_scan_path_and_never_marked_absen
     let school = app.seed_school(2).await;
     let admin = Some(school.admin.as_str());
     let (leaver, other_leaver) = (&school.students[0], &school.students[1]);
-    let first = app.open_session(&school).await;
-    let (status, _) = app
-        .scan(&school.device_key, leaver, &app.today(), &app.now_time())
-        .await;
-    assert_eq!(status, 201);
-    let closed = app
-        .gql_ok(
-            Some(&school.teacher),
-            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-            json!({"id": first}),
-        )
-        .await;
-    assert_eq!(closed["closeSession"]["markedAbsent"], 3);
+    let (first, _) = app.open_session_and_scan(&school, leaver).await;
+    assert_eq!(app.close_session(&school.teacher, &first).await, 3);
 
     for id in [leaver, other_leaver] {
         let left = app
@@ -436,10 +409,10 @@ async fn a_departed_student_is_refused_on_every_scan_path_and_never_marked_absen
 
     // The live endpoint, REST and GraphQL (the session starts at midnight, so an offline
     // scan from a moment ago falls inside it too).
-    let second = app.open_on(&school, &school.device_code).await;
-    let (status, body) = app
-        .scan(&school.device_key, leaver, &app.today(), &app.now_time())
+    let second = app
+        .open_session_from_midnight(&school, &school.device_code)
         .await;
+    let (status, body) = app.scan_now(&school, leaver).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (403, Some("STUDENT_INACTIVE")),
@@ -458,19 +431,16 @@ async fn a_departed_student_is_refused_on_every_scan_path_and_never_marked_absen
     );
     // An offline batch.
     let (today, now) = (app.today(), app.now_time());
-    let res = app
-        .client
-        .post(format!("{}/api/attendance/scans/batch", app.address))
-        .bearer_auth(&school.device_key)
-        .json(&json!([
-            {"student_id": other_leaver.parse::<i64>().unwrap(), "date": today, "time": now},
-            {"student_id": school.students[2].parse::<i64>().unwrap(), "date": today, "time": now},
-        ]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    let batch: serde_json::Value = res.json().await.unwrap();
+    let (status, batch) = app
+        .scan_batch(
+            &school.device_key,
+            &json!([
+                {"student_id": other_leaver.parse::<i64>().unwrap(), "date": today, "time": now},
+                {"student_id": school.students[2].parse::<i64>().unwrap(), "date": today, "time": now},
+            ]),
+        )
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(batch["results"][0]["status"], "rejected", "{batch}");
     assert_eq!(batch["results"][0]["code"], "STUDENT_INACTIVE");
     assert_eq!(batch["results"][1]["status"], "accepted");
@@ -478,7 +448,7 @@ async fn a_departed_student_is_refused_on_every_scan_path_and_never_marked_absen
     // A terminal's upload.
     let (zone, offset) = terminal_zone();
     let (terminal, code) = app.approve_terminal(&school.admin, SN, zone).await;
-    app.open_on(&school, &code).await;
+    app.open_session_from_midnight(&school, &code).await;
     let codes = app.student_codes(&school.admin, &school.students).await;
     let at = app.service.now() - Duration::minutes(1);
     let (status, reply) = app
@@ -538,9 +508,5 @@ async fn a_departed_student_is_refused_on_every_scan_path_and_never_marked_absen
         json!({"id": leaver}),
     )
     .await;
-    app.open_session(&school).await;
-    let (status, body) = app
-        .scan(&school.device_key, leaver, &app.today(), &app.now_time())
-        .await;
-    assert_eq!(status, 201, "{body}");
+    app.open_session_and_scan(&school, leaver).await;
 }

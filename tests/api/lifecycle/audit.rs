@@ -25,16 +25,9 @@ async fn a_deleted_record_leaves_an_audit_entry_listed_newest_first(backend: Bac
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(1).await;
     let admin = school.admin.as_str();
-    let session = app.open_session(&school).await;
-    let (status, scanned) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            &app.now_time(),
-        )
+    let (session, scanned) = app
+        .open_session_and_scan(&school, &school.students[0])
         .await;
-    assert_eq!(status, 201);
     let record = scanned["id"].to_string().trim_matches('"').to_owned();
     app.gql_ok(
         Some(&school.teacher),

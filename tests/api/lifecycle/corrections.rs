@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{close, field, refused};
+use super::{field, refused};
 use crate::both_databases;
 use crate::common::*;
 
@@ -157,20 +157,12 @@ async fn every_directory_entity_is_corrected_field_by_field(backend: Backend) {
         .await;
     assert_eq!(same["updateDevice"]["name"], "Room 12");
     // The renamed device still scans, for the course's new teacher.
-    app.gql_ok(
-        Some(&school.other_teacher),
-        "mutation($i: CreateSessionInput!) { createSession(input: $i) { id } }",
-        json!({"i": {"courseId": school.course_id, "deviceId": "DEV-01"}}),
+    app.create_session(
+        &school.other_teacher,
+        json!({"courseId": school.course_id, "deviceId": "DEV-01"}),
     )
     .await;
-    let (status, body) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            &app.now_time(),
-        )
-        .await;
+    let (status, body) = app.scan_now(&school, &school.students[0]).await;
     assert_eq!(status, 201, "{body}");
 }
 
@@ -295,7 +287,7 @@ async fn a_course_s_new_sections_count_from_the_next_close_and_closed_records_st
     let admin = Some(school.admin.as_str());
 
     let first = app.open_session(&school).await;
-    assert_eq!(close(&app, &school, &first).await, 4);
+    assert_eq!(app.close_session(&school.teacher, &first).await, 4);
     let before = app
         .gql_ok(
             admin,
@@ -321,29 +313,15 @@ async fn a_course_s_new_sections_count_from_the_next_close_and_closed_records_st
     assert_eq!(before, after, "a closed session's records never change");
 
     let second = app.open_session(&school).await;
-    let (status, body) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            &app.now_time(),
-        )
-        .await;
+    let (status, body) = app.scan_now(&school, &school.students[0]).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (403, Some("STUDENT_NOT_IN_COURSE")),
         "{body}"
     );
-    let (status, body) = app
-        .scan(
-            &school.device_key,
-            &school.outsider,
-            &app.today(),
-            &app.now_time(),
-        )
-        .await;
+    let (status, body) = app.scan_now(&school, &school.outsider).await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(close(&app, &school, &second).await, 0);
+    assert_eq!(app.close_session(&school.teacher, &second).await, 0);
 
     // A student moved into a section of the course is expected from the next close on.
     app.gql_ok(
@@ -353,5 +331,5 @@ async fn a_course_s_new_sections_count_from_the_next_close_and_closed_records_st
     )
     .await;
     let third = app.open_session(&school).await;
-    assert_eq!(close(&app, &school, &third).await, 2);
+    assert_eq!(app.close_session(&school.teacher, &third).await, 2);
 }

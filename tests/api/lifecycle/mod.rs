@@ -1,7 +1,7 @@
 //! The directory over a school year (SPEC 8.1): corrections, deletions that keep history,
 //! departures, accounts, the audit trail, and the migration that made history safe.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::common::*;
 
@@ -28,16 +28,4 @@ fn field(body: &Value) -> &str {
     body["errors"][0]["extensions"]["field"]
         .as_str()
         .unwrap_or("<none>")
-}
-
-/// Closes a session as the school's teacher; returns how many were marked absent.
-async fn close(app: &TestApp, school: &School, session: &str) -> i64 {
-    let data = app
-        .gql_ok(
-            Some(&school.teacher),
-            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-            json!({"id": session}),
-        )
-        .await;
-    data["closeSession"]["markedAbsent"].as_i64().unwrap()
 }

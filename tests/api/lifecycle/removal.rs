@@ -5,7 +5,7 @@
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 
-use super::{close, message, refused};
+use super::{message, refused};
 use crate::both_databases;
 use crate::common::*;
 
@@ -19,17 +19,10 @@ async fn deletes_of_rows_history_depends_on_are_refused_naming_the_dependents(ba
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(2).await;
     let admin = school.admin.as_str();
-    let session = app.open_session(&school).await;
-    let (status, _) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            &app.now_time(),
-        )
+    let (session, _) = app
+        .open_session_and_scan(&school, &school.students[0])
         .await;
-    assert_eq!(status, 201);
-    assert_eq!(close(&app, &school, &session).await, 3);
+    assert_eq!(app.close_session(&school.teacher, &session).await, 3);
     let records = app.count("SELECT COUNT(*) FROM attendance_record").await;
     assert_eq!(records, 4);
 
@@ -106,20 +99,13 @@ async fn deletes_of_rows_history_depends_on_are_refused_naming_the_dependents(ba
     let lone_course = app
         .create_course(admin, "SE777", &lone_id, &[&school.sections[0]])
         .await;
-    let data = app
-        .gql_ok(
-            Some(&lone),
-            "mutation($i: CreateSessionInput!) { createSession(input: $i) { id } }",
-            json!({"i": {"courseId": lone_course, "deviceId": school.device_code}}),
+    let lone_session = app
+        .create_session(
+            &lone,
+            json!({"courseId": lone_course, "deviceId": school.device_code}),
         )
         .await;
-    let lone_session = data["createSession"]["id"].as_str().unwrap().to_owned();
-    app.gql_ok(
-        Some(&lone),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": lone_session}),
-    )
-    .await;
+    app.close_session(&lone, &lone_session).await;
     let record = app
         .gql_ok(
             Some(&lone),
@@ -219,7 +205,7 @@ async fn the_database_refuses_to_cascade_into_history(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let school = app.seed_school(1).await;
     let session = app.open_session(&school).await;
-    assert_eq!(close(&app, &school, &session).await, 2);
+    assert_eq!(app.close_session(&school.teacher, &session).await, 2);
     let record = app
         .count(&format!(
             "SELECT CAST(MIN(id) AS BIGINT) FROM attendance_record WHERE session_id = {session}"

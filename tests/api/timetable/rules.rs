@@ -322,36 +322,22 @@ async fn a_busy_device_keeps_its_class_from_opening_and_says_so(backend: Backend
     // An extra class, opened by hand at 07:30 on the same device, runs past 08:00.
     clock.set(at("2027-03-01T07:30:00Z"));
     let manual = app
-        .gql_ok(
-            Some(&school.other_teacher),
-            "mutation($c: ID!) { createSession(input: {courseId: $c, deviceId: \"DEV-01\", durationMinutes: 60}) { id } }",
-            json!({"c": school.other_course_id}),
+        .create_session(
+            &school.other_teacher,
+            json!({"courseId": school.other_course_id, "deviceId": "DEV-01", "durationMinutes": 60}),
         )
         .await;
     clock.set(at("2027-03-01T07:50:00Z"));
     wait_for(&app, "SELECT COUNT(*) FROM class_not_opened", 1).await;
     let run = app.service.run_schedule().await.expect("run");
     assert_eq!((run.opened, run.not_opened), (0, 0), "noted once");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("attendance_classes_not_opened_total{reason=\"device_busy\"} 1"),
         "{metrics}"
     );
     // Once the extra class is closed, the timetable's class opens (it has not ended).
-    app.gql_ok(
-        Some(&school.other_teacher),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": manual["createSession"]["id"]}),
-    )
-    .await;
+    app.close_session(&school.other_teacher, &manual).await;
     clock.set(at("2027-03-01T08:10:00Z"));
     wait_for(
         &app,

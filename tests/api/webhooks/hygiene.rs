@@ -25,18 +25,7 @@ const ROTATE: &str =
 
 /// The stored `secret` column of the only webhook.
 async fn stored_secret(app: &TestApp) -> String {
-    use sea_orm::ConnectionTrait;
-    let row = app
-        .service
-        .db
-        .query_one_raw(sea_orm::Statement::from_string(
-            app.service.db.get_database_backend(),
-            "SELECT secret FROM webhook",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index::<String>(0).unwrap()
+    app.text("SELECT secret FROM webhook").await
 }
 
 /// Waits until `receiver` has had `n` deliveries, all verified with its secret.
@@ -143,12 +132,7 @@ async fn a_plain_secret_from_before_is_sealed_at_start_and_still_signs(backend: 
     assert!(stored.starts_with("v1:"), "sealed at start-up: {stored}");
     let teacher = app.login("t001", TEACHER_PASSWORD).await;
     let session = app.open_session(&school).await;
-    app.gql_ok(
-        Some(&teacher),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": session}),
-    )
-    .await;
+    app.close_session(&teacher, &session).await;
     delivered_signed(&app, &receiver, 1).await;
 }
 
@@ -212,22 +196,12 @@ async fn a_secret_sealed_under_another_key_fails_attempts_until_rotated(backend:
     let admin = other.admin_token().await;
     let teacher = other.login("t001", TEACHER_PASSWORD).await;
     let session = other
-        .gql_ok(
-            Some(&teacher),
-            "mutation($i: CreateSessionInput!) { createSession(input: $i) { id } }",
-            json!({"i": {"courseId": school.course_id, "deviceId": school.device_code}}),
-        )
-        .await["createSession"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    other
-        .gql_ok(
-            Some(&teacher),
-            "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-            json!({"id": session}),
+        .create_session(
+            &teacher,
+            json!({"courseId": school.course_id, "deviceId": school.device_code}),
         )
         .await;
+    other.close_session(&teacher, &session).await;
 
     // The attempt fails without posting, and says what to do.
     let deadline = Instant::now() + Duration::from_secs(30);

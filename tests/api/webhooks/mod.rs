@@ -228,12 +228,7 @@ async fn settled_log(app: &TestApp, admin: &str, webhook: &str, n: usize) -> Vec
 /// Closes a session where nobody scanned; returns its id.
 async fn empty_close(app: &TestApp, school: &School) -> String {
     let session = app.open_session(school).await;
-    app.gql_ok(
-        Some(&school.teacher),
-        "mutation($id: ID!) { closeSession(id: $id) { markedAbsent } }",
-        json!({"id": session}),
-    )
-    .await;
+    app.close_session(&school.teacher, &session).await;
     session
 }
 

@@ -24,9 +24,8 @@ async fn another_teachers_ids_change_nothing_and_leak_nothing(backend: Backend) 
     let school = app.seed_school(2).await;
     // Teacher A (school.teacher) runs a session with a scan, an edit and absences.
     let session = app.open_session(&school).await;
-    let today = app.today();
     let (_, record) = app
-        .scan(&school.device_key, &school.students[0], &today, "08:00:00")
+        .scan_today(&school, &school.students[0], "08:00:00")
         .await;
     let record_id = record["id"].to_string();
     app.gql_ok(

@@ -40,12 +40,7 @@ async fn the_service_refuses_the_wrong_principal_without_a_guard(backend: Backen
     let school = app.seed_school(2).await;
     let session: i32 = app.open_session(&school).await.parse().unwrap();
     let (status, body) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            "08:00:00",
-        )
+        .scan_today(&school, &school.students[0], "08:00:00")
         .await;
     assert_eq!(status, 201, "{body}");
     let record: i32 = body["id"].as_i64().unwrap() as i32;
@@ -109,12 +104,7 @@ async fn a_teacher_reads_only_their_own_sessions_and_records(backend: Backend) {
     let school = app.seed_school(2).await;
     app.open_session(&school).await;
     let (status, _) = app
-        .scan(
-            &school.device_key,
-            &school.students[0],
-            &app.today(),
-            "08:00:00",
-        )
+        .scan_today(&school, &school.students[0], "08:00:00")
         .await;
     assert_eq!(status, 201);
     let owner = teacher(&school.teacher_id);
